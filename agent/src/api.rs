@@ -1,0 +1,510 @@
+//! Conversions between the wire types (`faultd.agent.v1`) and the domain,
+//! and the one mapping from domain errors to gRPC status codes.
+//!
+//! Invalid input is rejected here, before anything touches the kernel, with a
+//! message that names the field (as its protobuf path) and the rule.
+
+use std::time::{Duration, SystemTime};
+
+use faultd_proto::agent::v1 as pb;
+use tonic::{Code, Status};
+
+use crate::{
+    fault::{Direction, FaultKind, FaultSpec, IpCidr, LossSpec, PPM, PacketFilter, Protocol},
+    manager::{FaultState, FaultView, ManagerError},
+    target::{TargetError, TargetSpec},
+};
+
+/// A request field that breaks a rule.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{field}: {reason}")]
+pub struct InvalidField {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
+    InvalidField {
+        field,
+        reason: reason.into(),
+    }
+}
+
+pub const MAX_ID_LEN: usize = 128;
+
+pub fn validate_id(field: &'static str, id: &str) -> Result<(), InvalidField> {
+    if id.is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(invalid(
+            field,
+            format!("must be at most {MAX_ID_LEN} characters"),
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._:-".contains(*c)))
+    {
+        return Err(invalid(
+            field,
+            format!("character {c:?} is not allowed; use [A-Za-z0-9._:-]"),
+        ));
+    }
+    Ok(())
+}
+
+impl TryFrom<pb::FaultSpec> for FaultSpec {
+    type Error = InvalidField;
+
+    fn try_from(spec: pb::FaultSpec) -> Result<Self, Self::Error> {
+        validate_id("spec.id", &spec.id)?;
+        let target = spec
+            .target
+            .ok_or_else(|| invalid("spec.target", "is required"))?;
+        let target = target_from_pb(target)?;
+        let duration = spec
+            .duration
+            .ok_or_else(|| invalid("spec.duration", "is required: every fault ends on its own"))?;
+        if duration.seconds < 0
+            || duration.nanos < 0
+            || (duration.seconds == 0 && duration.nanos == 0)
+        {
+            return Err(invalid("spec.duration", "must be greater than zero"));
+        }
+        let duration = Duration::try_from(duration)
+            .map_err(|e| invalid("spec.duration", format!("is not a valid duration: {e}")))?;
+        let kind = match spec
+            .kind
+            .ok_or_else(|| invalid("spec.kind", "is required (e.g. loss)"))?
+        {
+            pb::fault_spec::Kind::Loss(loss) => FaultKind::Loss(loss_from_pb(loss)?),
+        };
+        Ok(Self {
+            id: spec.id,
+            target,
+            duration,
+            kind,
+        })
+    }
+}
+
+fn target_from_pb(target: pb::Target) -> Result<TargetSpec, InvalidField> {
+    use pb::target::Kind;
+    match target.kind.ok_or_else(|| {
+        invalid(
+            "spec.target",
+            "needs one of cgroup_path, pid, systemd_unit, pod",
+        )
+    })? {
+        Kind::CgroupPath(p) => {
+            if p.is_empty() {
+                return Err(invalid(
+                    "spec.target.cgroup_path",
+                    "is empty; the root cgroup is \"/\"",
+                ));
+            }
+            Ok(TargetSpec::CgroupPath(p))
+        }
+        Kind::Pid(0) => Err(invalid("spec.target.pid", "must be greater than zero")),
+        Kind::Pid(pid) => Ok(TargetSpec::Pid(pid)),
+        Kind::SystemdUnit(u) if u.is_empty() => {
+            Err(invalid("spec.target.systemd_unit", "is empty"))
+        }
+        Kind::SystemdUnit(u) => Ok(TargetSpec::SystemdUnit(u)),
+        Kind::Pod(pod) => {
+            if pod.uid.is_empty() {
+                return Err(invalid("spec.target.pod.uid", "is required"));
+            }
+            Ok(TargetSpec::Pod {
+                uid: pod.uid,
+                container_id: Some(pod.container_id).filter(|c| !c.is_empty()),
+            })
+        }
+    }
+}
+
+fn loss_from_pb(loss: pb::LossFault) -> Result<LossSpec, InvalidField> {
+    if loss.probability_ppm == 0 || loss.probability_ppm > PPM {
+        return Err(invalid(
+            "spec.loss.probability_ppm",
+            format!(
+                "must be in 1..={PPM} parts per million (100%), got {}",
+                loss.probability_ppm
+            ),
+        ));
+    }
+    let direction = direction_from_pb(loss.direction, "spec.loss.direction")?;
+    let filter = filter_from_pb(loss.filter.unwrap_or_default(), "spec.loss.filter")?;
+    Ok(LossSpec {
+        probability_ppm: loss.probability_ppm,
+        direction,
+        filter,
+    })
+}
+
+fn direction_from_pb(value: i32, field: &'static str) -> Result<Direction, InvalidField> {
+    match pb::Direction::try_from(value) {
+        // Unspecified means both directions, as documented in the proto.
+        Ok(pb::Direction::Unspecified | pb::Direction::Both) => Ok(Direction::Both),
+        Ok(pb::Direction::Egress) => Ok(Direction::Egress),
+        Ok(pb::Direction::Ingress) => Ok(Direction::Ingress),
+        Err(_) => Err(invalid(field, format!("unknown direction {value}"))),
+    }
+}
+
+fn filter_from_pb(f: pb::PacketFilter, field: &'static str) -> Result<PacketFilter, InvalidField> {
+    let protocol = match pb::Protocol::try_from(f.protocol) {
+        Ok(pb::Protocol::Any) => Protocol::Any,
+        Ok(pb::Protocol::Tcp) => Protocol::Tcp,
+        Ok(pb::Protocol::Udp) => Protocol::Udp,
+        Ok(pb::Protocol::Icmp) => Protocol::Icmp,
+        Err(_) => {
+            return Err(invalid(
+                field_protocol(field),
+                format!("unknown protocol {}", f.protocol),
+            ));
+        }
+    };
+    let remote = if f.remote_cidr.is_empty() {
+        None
+    } else {
+        Some(IpCidr::parse(&f.remote_cidr).map_err(|e| invalid(field_cidr(field), e.to_string()))?)
+    };
+    let remote_ports = match (f.remote_port_min, f.remote_port_max) {
+        (0, 0) => None,
+        (min, max) => {
+            let max = if max == 0 { min } else { max };
+            if min > u32::from(u16::MAX) || max > u32::from(u16::MAX) {
+                return Err(invalid(field_ports(field), "ports must be at most 65535"));
+            }
+            if min > max {
+                return Err(invalid(
+                    field_ports(field),
+                    format!("remote_port_min {min} is above remote_port_max {max}"),
+                ));
+            }
+            if protocol == Protocol::Icmp {
+                return Err(invalid(
+                    field_ports(field),
+                    "ICMP has no ports; use tcp, udp or any",
+                ));
+            }
+            // Checked above: both fit in u16.
+            Some(min as u16..=max as u16)
+        }
+    };
+    Ok(PacketFilter {
+        protocol,
+        remote,
+        remote_ports,
+    })
+}
+
+// Field paths are &'static str so errors can carry them without allocation;
+// the filter is only used under `spec.loss` today.
+fn field_protocol(_: &'static str) -> &'static str {
+    "spec.loss.filter.protocol"
+}
+fn field_cidr(_: &'static str) -> &'static str {
+    "spec.loss.filter.remote_cidr"
+}
+fn field_ports(_: &'static str) -> &'static str {
+    "spec.loss.filter.remote_port_min"
+}
+
+pub fn spec_to_pb(spec: &FaultSpec) -> pb::FaultSpec {
+    let target = match &spec.target {
+        TargetSpec::CgroupPath(p) => pb::target::Kind::CgroupPath(p.clone()),
+        TargetSpec::Pid(p) => pb::target::Kind::Pid(*p),
+        TargetSpec::SystemdUnit(u) => pb::target::Kind::SystemdUnit(u.clone()),
+        TargetSpec::Pod { uid, container_id } => pb::target::Kind::Pod(pb::KubernetesPod {
+            uid: uid.clone(),
+            container_id: container_id.clone().unwrap_or_default(),
+        }),
+    };
+    let kind = match &spec.kind {
+        FaultKind::Loss(l) => pb::fault_spec::Kind::Loss(pb::LossFault {
+            probability_ppm: l.probability_ppm,
+            direction: match l.direction {
+                Direction::Egress => pb::Direction::Egress,
+                Direction::Ingress => pb::Direction::Ingress,
+                Direction::Both => pb::Direction::Both,
+            } as i32,
+            filter: Some(pb::PacketFilter {
+                protocol: match l.filter.protocol {
+                    Protocol::Any => pb::Protocol::Any,
+                    Protocol::Tcp => pb::Protocol::Tcp,
+                    Protocol::Udp => pb::Protocol::Udp,
+                    Protocol::Icmp => pb::Protocol::Icmp,
+                } as i32,
+                remote_cidr: l.filter.remote.map(|c| c.to_string()).unwrap_or_default(),
+                remote_port_min: l
+                    .filter
+                    .remote_ports
+                    .as_ref()
+                    .map_or(0, |r| u32::from(*r.start())),
+                remote_port_max: l
+                    .filter
+                    .remote_ports
+                    .as_ref()
+                    .map_or(0, |r| u32::from(*r.end())),
+            }),
+        }),
+    };
+    pb::FaultSpec {
+        id: spec.id.clone(),
+        target: Some(pb::Target { kind: Some(target) }),
+        duration: prost_types::Duration::try_from(spec.duration).ok(),
+        kind: Some(kind),
+    }
+}
+
+pub fn fault_to_pb(v: &FaultView) -> pb::Fault {
+    pb::Fault {
+        spec: Some(spec_to_pb(&v.spec)),
+        target: Some(pb::ResolvedTarget {
+            cgroup_path: v.target.path.clone(),
+            cgroup_id: v.target.id,
+        }),
+        state: match v.state {
+            FaultState::Active => pb::FaultState::Active,
+            FaultState::Expired => pb::FaultState::Expired,
+            FaultState::Reverted => pb::FaultState::Reverted,
+        } as i32,
+        applied_at: Some(timestamp(v.applied_at)),
+        deadline: Some(timestamp(v.deadline)),
+        counters: Some(pb::Counters {
+            matched: v.counters.matched,
+            injected: v.counters.dropped,
+        }),
+    }
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+/// The single mapping from domain errors to gRPC codes.
+pub fn status(err: &ManagerError) -> Status {
+    let code = match err {
+        ManagerError::Invalid { .. } => Code::InvalidArgument,
+        ManagerError::Target(t) => match t {
+            TargetError::InvalidTarget { .. } => Code::InvalidArgument,
+            TargetError::NotFound { .. } => Code::NotFound,
+            TargetError::Ambiguous { .. } => Code::FailedPrecondition,
+            TargetError::NoCgroup2 { .. } => Code::FailedPrecondition,
+            TargetError::Io { .. } => Code::Internal,
+        },
+        ManagerError::Protected { .. } => Code::PermissionDenied,
+        ManagerError::Capacity(_) => Code::ResourceExhausted,
+        ManagerError::Precondition(_) => Code::FailedPrecondition,
+        ManagerError::NotFound(_) => Code::NotFound,
+        ManagerError::Kernel(_) => Code::Internal,
+    };
+    Status::new(code, error_chain(err))
+}
+
+pub fn invalid_status(err: &InvalidField) -> Status {
+    Status::invalid_argument(err.to_string())
+}
+
+/// The error and its sources, so an io::Error's text (e.g. "Permission
+/// denied") reaches the caller.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::DatapathError;
+
+    fn loss_spec(ppm: u32) -> pb::FaultSpec {
+        pb::FaultSpec {
+            id: "f1".into(),
+            target: Some(pb::Target {
+                kind: Some(pb::target::Kind::CgroupPath("app".into())),
+            }),
+            duration: Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
+            kind: Some(pb::fault_spec::Kind::Loss(pb::LossFault {
+                probability_ppm: ppm,
+                direction: pb::Direction::Egress as i32,
+                filter: None,
+            })),
+        }
+    }
+
+    fn field_of(spec: pb::FaultSpec) -> &'static str {
+        FaultSpec::try_from(spec).expect_err("invalid").field
+    }
+
+    #[test]
+    fn valid_spec_round_trips() {
+        let mut pb_spec = loss_spec(300_000);
+        if let Some(pb::fault_spec::Kind::Loss(l)) = &mut pb_spec.kind {
+            l.filter = Some(pb::PacketFilter {
+                protocol: pb::Protocol::Udp as i32,
+                remote_cidr: "10.0.0.0/8".into(),
+                remote_port_min: 5432,
+                remote_port_max: 5433,
+            });
+        }
+        let spec = FaultSpec::try_from(pb_spec.clone()).expect("valid");
+        assert_eq!(spec_to_pb(&spec), pb_spec);
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        let mut s = loss_spec(1);
+        s.duration = None;
+        assert_eq!(field_of(s), "spec.duration");
+        let mut s = loss_spec(1);
+        s.duration = Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 0,
+        });
+        assert_eq!(field_of(s), "spec.duration");
+        assert_eq!(field_of(loss_spec(1_000_001)), "spec.loss.probability_ppm");
+        assert_eq!(field_of(loss_spec(0)), "spec.loss.probability_ppm");
+        let mut s = loss_spec(1);
+        s.id = "bad id".into();
+        assert_eq!(field_of(s), "spec.id");
+        let mut s = loss_spec(1);
+        s.target = None;
+        assert_eq!(field_of(s), "spec.target");
+        let mut s = loss_spec(1);
+        s.kind = None;
+        assert_eq!(field_of(s), "spec.kind");
+        let with_filter = |f: pb::PacketFilter| {
+            let mut s = loss_spec(1);
+            if let Some(pb::fault_spec::Kind::Loss(l)) = &mut s.kind {
+                l.filter = Some(f);
+            }
+            s
+        };
+        let bad_cidr = with_filter(pb::PacketFilter {
+            remote_cidr: "10.0.0.0/40".into(),
+            ..Default::default()
+        });
+        let err = FaultSpec::try_from(bad_cidr).expect_err("bad cidr");
+        assert_eq!(err.field, "spec.loss.filter.remote_cidr");
+        assert!(err.reason.contains("0..=32"), "{err}");
+        let reversed = with_filter(pb::PacketFilter {
+            remote_port_min: 9,
+            remote_port_max: 3,
+            ..Default::default()
+        });
+        assert_eq!(field_of(reversed), "spec.loss.filter.remote_port_min");
+        let icmp_ports = with_filter(pb::PacketFilter {
+            protocol: pb::Protocol::Icmp as i32,
+            remote_port_min: 1,
+            ..Default::default()
+        });
+        assert_eq!(field_of(icmp_ports), "spec.loss.filter.remote_port_min");
+        let big_port = with_filter(pb::PacketFilter {
+            remote_port_min: 70000,
+            ..Default::default()
+        });
+        assert_eq!(field_of(big_port), "spec.loss.filter.remote_port_min");
+    }
+
+    #[test]
+    fn single_port_and_unspecified_direction() {
+        let mut s = loss_spec(1);
+        if let Some(pb::fault_spec::Kind::Loss(l)) = &mut s.kind {
+            l.direction = 0;
+            l.filter = Some(pb::PacketFilter {
+                remote_port_min: 53,
+                ..Default::default()
+            });
+        }
+        let spec = FaultSpec::try_from(s).expect("valid");
+        let FaultKind::Loss(l) = spec.kind;
+        assert_eq!(l.direction, Direction::Both);
+        assert_eq!(l.filter.remote_ports, Some(53..=53));
+    }
+
+    #[test]
+    fn status_codes() {
+        let cases: Vec<(ManagerError, Code)> = vec![
+            (
+                ManagerError::Invalid {
+                    field: "spec.duration",
+                    reason: "x".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                ManagerError::Target(TargetError::NotFound {
+                    target: "cgroup:x".into(),
+                    detail: "d".into(),
+                }),
+                Code::NotFound,
+            ),
+            (
+                ManagerError::Target(TargetError::InvalidTarget {
+                    field: "target.cgroup_path",
+                    reason: "r".into(),
+                }),
+                Code::InvalidArgument,
+            ),
+            (
+                ManagerError::Target(TargetError::Ambiguous {
+                    target: "t".into(),
+                    candidates: vec![],
+                }),
+                Code::FailedPrecondition,
+            ),
+            (
+                ManagerError::Protected {
+                    target: "/".into(),
+                    reason: "r".into(),
+                },
+                Code::PermissionDenied,
+            ),
+            (ManagerError::Capacity("c".into()), Code::ResourceExhausted),
+            (
+                ManagerError::Precondition("p".into()),
+                Code::FailedPrecondition,
+            ),
+            (ManagerError::NotFound("id".into()), Code::NotFound),
+            (
+                ManagerError::Kernel(DatapathError::Missing {
+                    kind: "map",
+                    name: "X",
+                }),
+                Code::Internal,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(status(&err).code(), code, "{err}");
+        }
+    }
+
+    #[test]
+    fn error_chain_includes_sources() {
+        let err = ManagerError::Kernel(DatapathError::OpenCgroup {
+            path: "/x".into(),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        });
+        let text = status(&err).message().to_owned();
+        assert!(
+            text.contains("/x") && text.contains("ermission denied"),
+            "{text}"
+        );
+    }
+}

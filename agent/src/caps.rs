@@ -1,0 +1,179 @@
+//! What the running kernel offers, probed once at start and reported by
+//! GetCapabilities. Each probe says how it decided, so an operator can tell a
+//! missing feature from a failed probe.
+
+use std::path::Path;
+
+use aya::{
+    programs::ProgramType,
+    sys::{BpfHelper, is_helper_supported, is_program_supported},
+    util::KernelVersion,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Feature {
+    pub name: &'static str,
+    pub available: bool,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    pub kernel_release: String,
+    pub features: Vec<Feature>,
+}
+
+impl Capabilities {
+    pub fn has(&self, name: &str) -> bool {
+        self.features.iter().any(|f| f.name == name && f.available)
+    }
+}
+
+fn feature(name: &'static str, available: bool, detail: impl Into<String>) -> Feature {
+    Feature {
+        name,
+        available,
+        detail: detail.into(),
+    }
+}
+
+/// Runs every probe. Probes load tiny programs or read kernel files; none
+/// attaches anything.
+pub fn probe() -> Capabilities {
+    let kernel_release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    let version = KernelVersion::current().ok();
+    let at_least = |major, minor| version.is_some_and(|v| v >= KernelVersion::new(major, minor, 0));
+    let version_text = version.map_or("unknown".to_owned(), |v| v.to_string());
+
+    let prog = |name: &'static str, ty: ProgramType| match is_program_supported(ty) {
+        Ok(true) => feature(name, true, "BPF_PROG_LOAD of a minimal program succeeded"),
+        Ok(false) => feature(name, false, "BPF_PROG_LOAD rejected the program type"),
+        Err(e) => feature(name, false, format!("probe failed: {e}")),
+    };
+    let helper =
+        |name: &'static str, ty: ProgramType, h: BpfHelper, why: &str| match is_helper_supported(
+            ty, h,
+        ) {
+            Ok(true) => feature(name, true, format!("verifier accepts the helper ({why})")),
+            Ok(false) => feature(name, false, format!("verifier rejects the helper ({why})")),
+            Err(e) => feature(name, false, format!("probe failed: {e}")),
+        };
+
+    let lsm_list = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    let bpf_lsm_active = lsm_list.split(',').any(|l| l.trim() == "bpf");
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+
+    let mut features = vec![
+        prog("cgroup_skb", ProgramType::CgroupSkb),
+        feature(
+            "bpf_link_cgroup",
+            at_least(5, 7),
+            format!(
+                "cgroup bpf_link needs kernel >= 5.7 (running {version_text}); without it \
+                 attachments would outlive the agent, so faultd refuses to attach"
+            ),
+        ),
+        helper(
+            "ktime_get_boot_ns",
+            ProgramType::CgroupSkb,
+            BpfHelper::BPF_FUNC_ktime_get_boot_ns,
+            "kernel-side deadlines, 5.8+",
+        ),
+        helper(
+            "skb_ancestor_cgroup_id",
+            ProgramType::CgroupSkb,
+            BpfHelper::BPF_FUNC_skb_ancestor_cgroup_id,
+            "faults on cgroups created after the fault, 4.19+",
+        ),
+        feature(
+            "tcx",
+            at_least(6, 6),
+            format!("TCX link-based tc attachment needs kernel >= 6.6 (running {version_text})"),
+        ),
+        feature(
+            "btf",
+            btf,
+            if btf {
+                "/sys/kernel/btf/vmlinux present"
+            } else {
+                "no /sys/kernel/btf/vmlinux"
+            },
+        ),
+        bpf_lsm(bpf_lsm_active, btf, &lsm_list),
+        feature(
+            "lsm_cgroup",
+            bpf_lsm_active && btf && at_least(6, 0),
+            format!(
+                "needs BPF LSM active, BTF and kernel >= 6.0 (running {version_text}, bpf LSM {})",
+                if bpf_lsm_active { "active" } else { "inactive" }
+            ),
+        ),
+        helper(
+            "bpf_set_retval",
+            ProgramType::CgroupSockAddr,
+            BpfHelper::BPF_FUNC_set_retval,
+            "custom errno from cgroup hooks, 5.18+",
+        ),
+        fq_qdisc(),
+    ];
+    features.sort_by_key(|f| f.name);
+    Capabilities {
+        kernel_release,
+        features,
+    }
+}
+
+fn bpf_lsm(active: bool, btf: bool, lsm_list: &str) -> Feature {
+    if !active {
+        let list = if lsm_list.is_empty() {
+            "unreadable"
+        } else {
+            lsm_list.trim()
+        };
+        return feature(
+            "bpf_lsm",
+            false,
+            format!("\"bpf\" is not in /sys/kernel/security/lsm ({list}); boot with lsm=...,bpf"),
+        );
+    }
+    if !btf {
+        return feature("bpf_lsm", false, "bpf LSM active but no kernel BTF");
+    }
+    // Loading an LSM program needs a BTF attach target, which the generic
+    // probe cannot supply; the LSM list is what the kernel itself consults
+    // (security/security.c, `lsm_order`).
+    feature(
+        "bpf_lsm",
+        true,
+        "\"bpf\" listed in /sys/kernel/security/lsm and BTF present",
+    )
+}
+
+/// fq is what EDT pacing needs. Probed by creating one in a private network
+/// namespace, so no device of the node is touched; the namespace and qdisc
+/// vanish with the probe thread.
+fn fq_qdisc() -> Feature {
+    let probe = std::thread::spawn(|| -> Result<(), String> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+        let out = std::process::Command::new("tc")
+            .args(["qdisc", "add", "dev", "lo", "root", "fq"])
+            .output()
+            .map_err(|e| format!("running tc: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "tc qdisc add fq: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    });
+    match probe.join() {
+        Ok(Ok(())) => feature("fq_qdisc", true, "created an fq qdisc in a private netns"),
+        Ok(Err(e)) => feature("fq_qdisc", false, e),
+        Err(_) => feature("fq_qdisc", false, "probe thread panicked"),
+    }
+}

@@ -1,0 +1,145 @@
+//! The agent's view of the kernel: maps to write and cgroups to attach to.
+//!
+//! `Datapath` is the seam between the fault manager's bookkeeping, which is
+//! unit-tested without root, and the eBPF implementation (`ebpf::EbpfDatapath`).
+
+use std::{collections::HashMap, path::Path};
+
+use faultd_common::{CgroupRules, FaultCounters};
+
+use crate::fault::Hook;
+
+pub mod ebpf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("eBPF object has no {kind} named {name}")]
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
+    #[error("map {map}: {op}: {source}")]
+    Map {
+        map: &'static str,
+        op: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("opening cgroup {path}: {source}")]
+    OpenCgroup {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("attaching the {hook} program to cgroup {path}: {source}")]
+    Attach {
+        hook: Hook,
+        path: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+}
+
+/// A loaded kernel object, for `bpftool prog|map show id N`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelObject {
+    pub name: String,
+    pub id: u32,
+}
+
+pub trait Datapath: Send + 'static {
+    /// Writes (creates or replaces) the rules of one cgroup.
+    fn set_rules(&mut self, cgroup_id: u64, rules: &CgroupRules) -> Result<(), DatapathError>;
+    fn remove_rules(&mut self, cgroup_id: u64) -> Result<(), DatapathError>;
+    /// Bit n set: some cgroup at level n has rules.
+    fn set_levels(&mut self, mask: u64) -> Result<(), DatapathError>;
+    /// Attaches the `hook` program to the cgroup at `path` (absolute).
+    fn attach(&mut self, cgroup_id: u64, path: &Path, hook: Hook) -> Result<(), DatapathError>;
+    fn detach(&mut self, cgroup_id: u64, hook: Hook) -> Result<(), DatapathError>;
+    fn reset_counters(&mut self, slot: u32) -> Result<(), DatapathError>;
+    /// Summed over CPUs.
+    fn counters(&self, slot: u32) -> Result<FaultCounters, DatapathError>;
+    fn programs(&self) -> Vec<KernelObject>;
+    fn maps(&self) -> Vec<KernelObject>;
+}
+
+/// An in-memory datapath for unit tests: it records what the kernel would
+/// hold, so tests can assert on exactly that.
+#[derive(Debug, Default)]
+pub struct FakeDatapath {
+    pub rules: HashMap<u64, CgroupRules>,
+    pub levels: u64,
+    pub links: HashMap<(u64, Hook), String>,
+    pub counters: HashMap<u32, FaultCounters>,
+    /// Every attach and detach, in order, as "attach egress 42".
+    pub log: Vec<String>,
+    /// Makes the next attach fail, to test rollback.
+    pub fail_next_attach: bool,
+}
+
+impl Datapath for FakeDatapath {
+    fn set_rules(&mut self, cgroup_id: u64, rules: &CgroupRules) -> Result<(), DatapathError> {
+        self.rules.insert(cgroup_id, *rules);
+        Ok(())
+    }
+
+    fn remove_rules(&mut self, cgroup_id: u64) -> Result<(), DatapathError> {
+        self.rules.remove(&cgroup_id);
+        Ok(())
+    }
+
+    fn set_levels(&mut self, mask: u64) -> Result<(), DatapathError> {
+        self.levels = mask;
+        Ok(())
+    }
+
+    fn attach(&mut self, cgroup_id: u64, path: &Path, hook: Hook) -> Result<(), DatapathError> {
+        if std::mem::take(&mut self.fail_next_attach) {
+            return Err(DatapathError::OpenCgroup {
+                path: path.display().to_string(),
+                source: std::io::Error::from_raw_os_error(libc::EPERM),
+            });
+        }
+        let previous = self
+            .links
+            .insert((cgroup_id, hook), path.display().to_string());
+        assert!(previous.is_none(), "double attach of {hook} on {cgroup_id}");
+        self.log.push(format!("attach {hook} {cgroup_id}"));
+        Ok(())
+    }
+
+    fn detach(&mut self, cgroup_id: u64, hook: Hook) -> Result<(), DatapathError> {
+        let previous = self.links.remove(&(cgroup_id, hook));
+        assert!(
+            previous.is_some(),
+            "detach of {hook} on {cgroup_id} that is not attached"
+        );
+        self.log.push(format!("detach {hook} {cgroup_id}"));
+        Ok(())
+    }
+
+    fn reset_counters(&mut self, slot: u32) -> Result<(), DatapathError> {
+        self.counters.insert(slot, FaultCounters::default());
+        Ok(())
+    }
+
+    fn counters(&self, slot: u32) -> Result<FaultCounters, DatapathError> {
+        Ok(self.counters.get(&slot).copied().unwrap_or_default())
+    }
+
+    fn programs(&self) -> Vec<KernelObject> {
+        Vec::new()
+    }
+
+    fn maps(&self) -> Vec<KernelObject> {
+        Vec::new()
+    }
+}

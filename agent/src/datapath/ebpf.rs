@@ -1,0 +1,257 @@
+//! The real datapath: faultd's eBPF object loaded with aya.
+
+use std::{collections::HashMap, fs::File, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, cgroup_skb::CgroupSkbLink,
+    },
+    util::nr_cpus,
+};
+use faultd_common::{CgroupRules, FaultCounters, LEVELS_INDEX, names};
+use tracing::{debug, warn};
+
+use super::{Datapath, DatapathError, KernelObject};
+use crate::fault::Hook;
+
+/// The object built from ebpf/ by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faultd"));
+
+pub struct EbpfDatapath {
+    ebpf: Ebpf,
+    rules: BpfHashMap<MapData, u64, CgroupRules>,
+    counters: PerCpuArray<MapData, FaultCounters>,
+    levels: Array<MapData, u64>,
+    /// Owned bpf links. Dropping one closes its fd and detaches it; none is
+    /// pinned, so they all go when the process does (kernel/bpf/syscall.c,
+    /// `bpf_link_release`).
+    links: HashMap<(u64, Hook), CgroupSkbLink>,
+    nr_cpus: usize,
+    map_ids: Vec<KernelObject>,
+    // Keeps the aya-log ring buffer alive: dropping it closes the map fd the
+    // programs reference.
+    _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl std::fmt::Debug for EbpfDatapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EbpfDatapath")
+            .field("links", &self.links.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EbpfDatapath {
+    /// Loads the programs and maps, sized for `max_faults`. Attaches nothing.
+    pub fn load(max_faults: u32) -> Result<Self, DatapathError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::RULES_MAP, max_faults)
+            .map_max_entries(names::COUNTERS_MAP, max_faults)
+            .load(OBJECT)
+            .map_err(|e| DatapathError::Load(Box::new(e)))?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                // Kernel-side logging is for debugging; faults work without it.
+                warn!(error = %e, "eBPF log forwarding unavailable");
+                None
+            }
+        };
+        for name in [names::EGRESS_PROG, names::INGRESS_PROG] {
+            program(&mut ebpf, name)?
+                .load()
+                .map_err(|e| DatapathError::Program {
+                    name,
+                    source: Box::new(e),
+                })?;
+        }
+        let map_ids = [names::RULES_MAP, names::COUNTERS_MAP, names::LEVELS_MAP]
+            .into_iter()
+            .filter_map(|name| {
+                let data = match ebpf.map(name)? {
+                    Map::HashMap(d) | Map::PerCpuArray(d) | Map::Array(d) => d,
+                    _ => return None,
+                };
+                Some(KernelObject {
+                    name: name.to_owned(),
+                    id: data.info().ok()?.id(),
+                })
+            })
+            .collect();
+        let rules = take_map(&mut ebpf, names::RULES_MAP, BpfHashMap::try_from)?;
+        let counters = take_map(&mut ebpf, names::COUNTERS_MAP, PerCpuArray::try_from)?;
+        let levels = take_map(&mut ebpf, names::LEVELS_MAP, Array::try_from)?;
+        let nr_cpus = nr_cpus().map_err(|(_, source)| DatapathError::Map {
+            map: names::COUNTERS_MAP,
+            op: "counting possible CPUs",
+            source: Box::new(aya::maps::MapError::IoError(source)),
+        })?;
+        Ok(Self {
+            ebpf,
+            rules,
+            counters,
+            levels,
+            links: HashMap::new(),
+            nr_cpus: nr_cpus.get() as usize,
+            map_ids,
+            _logger: logger,
+        })
+    }
+
+    /// Drains kernel-side log records into `log` (and so into tracing).
+    pub fn flush_logs(&mut self) {
+        if let Some(logger) = self._logger.as_mut() {
+            logger.flush();
+        }
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSkb, DatapathError> {
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|e: ProgramError| DatapathError::Program {
+            name,
+            source: Box::new(e),
+        })
+}
+
+fn take_map<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+) -> Result<T, DatapathError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DatapathError::Missing { kind: "map", name })?;
+    convert(map).map_err(|e| DatapathError::Map {
+        map: name,
+        op: "opening",
+        source: Box::new(e),
+    })
+}
+
+fn map_err(
+    map: &'static str,
+    op: &'static str,
+) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+    move |e| DatapathError::Map {
+        map,
+        op,
+        source: Box::new(e),
+    }
+}
+
+fn prog_name(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Egress => names::EGRESS_PROG,
+        Hook::Ingress => names::INGRESS_PROG,
+    }
+}
+
+impl Datapath for EbpfDatapath {
+    fn set_rules(&mut self, cgroup_id: u64, rules: &CgroupRules) -> Result<(), DatapathError> {
+        // BPF_ANY: the kernel replaces the value atomically for readers
+        // (kernel/bpf/hashtab.c, htab_map_update_elem swaps the element under
+        // RCU), so a packet sees either the old or the new rules, never a mix.
+        self.rules
+            .insert(&cgroup_id, rules, 0)
+            .map_err(map_err(names::RULES_MAP, "update"))
+    }
+
+    fn remove_rules(&mut self, cgroup_id: u64) -> Result<(), DatapathError> {
+        match self.rules.remove(&cgroup_id) {
+            Err(aya::maps::MapError::ElementNotFound) | Ok(()) => Ok(()),
+            Err(e) => Err(map_err(names::RULES_MAP, "delete")(e)),
+        }
+    }
+
+    fn set_levels(&mut self, mask: u64) -> Result<(), DatapathError> {
+        self.levels
+            .set(LEVELS_INDEX, &mask, 0)
+            .map_err(map_err(names::LEVELS_MAP, "update"))
+    }
+
+    fn attach(&mut self, cgroup_id: u64, path: &Path, hook: Hook) -> Result<(), DatapathError> {
+        let cgroup = File::open(path).map_err(|source| DatapathError::OpenCgroup {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let attach_type = match hook {
+            Hook::Egress => CgroupSkbAttachType::Egress,
+            Hook::Ingress => CgroupSkbAttachType::Ingress,
+        };
+        let prog = program(&mut self.ebpf, prog_name(hook))?;
+        let attach_err = |e| DatapathError::Attach {
+            hook,
+            path: path.display().to_string(),
+            source: Box::new(e),
+        };
+        // Through bpf_link (kernel >= 5.7) the kernel always attaches with
+        // BPF_F_ALLOW_MULTI (kernel/bpf/cgroup.c, `cgroup_bpf_link_attach`),
+        // so our program runs beside systemd's or Cilium's, never replacing
+        // them. `Single` is the mode aya accepts for links.
+        let link_id = prog
+            .attach(cgroup, attach_type, CgroupAttachMode::Single)
+            .map_err(attach_err)?;
+        let link = prog.take_link(link_id).map_err(attach_err)?;
+        debug!(cgroup_id, %hook, path = %path.display(), "attached");
+        self.links.insert((cgroup_id, hook), link);
+        Ok(())
+    }
+
+    fn detach(&mut self, cgroup_id: u64, hook: Hook) -> Result<(), DatapathError> {
+        // Dropping the link closes its only fd, which detaches it.
+        if self.links.remove(&(cgroup_id, hook)).is_some() {
+            debug!(cgroup_id, %hook, "detached");
+        }
+        Ok(())
+    }
+
+    fn reset_counters(&mut self, slot: u32) -> Result<(), DatapathError> {
+        let zeros =
+            PerCpuValues::try_from(vec![FaultCounters::default(); self.nr_cpus]).map_err(|e| {
+                map_err(names::COUNTERS_MAP, "building per-CPU zeros")(
+                    aya::maps::MapError::IoError(e),
+                )
+            })?;
+        self.counters
+            .set(slot, zeros, 0)
+            .map_err(map_err(names::COUNTERS_MAP, "reset"))
+    }
+
+    fn counters(&self, slot: u32) -> Result<FaultCounters, DatapathError> {
+        let values = self
+            .counters
+            .get(&slot, 0)
+            .map_err(map_err(names::COUNTERS_MAP, "lookup"))?;
+        Ok(values
+            .iter()
+            .fold(FaultCounters::default(), |acc, c| FaultCounters {
+                matched: acc.matched.wrapping_add(c.matched),
+                dropped: acc.dropped.wrapping_add(c.dropped),
+            }))
+    }
+
+    fn programs(&self) -> Vec<KernelObject> {
+        [names::EGRESS_PROG, names::INGRESS_PROG]
+            .into_iter()
+            .filter_map(|name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some(KernelObject {
+                    name: name.to_owned(),
+                    id: info.id(),
+                })
+            })
+            .collect()
+    }
+
+    fn maps(&self) -> Vec<KernelObject> {
+        self.map_ids.clone()
+    }
+}

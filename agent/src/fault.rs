@@ -1,0 +1,362 @@
+//! Fault specifications as the agent understands them, independent of the
+//! wire format (see `api` for the conversion from protobuf).
+
+use std::{fmt, net::IpAddr, ops::RangeInclusive, time::Duration};
+
+use faultd_common::{
+    ACTION_LOSS, DIR_EGRESS, DIR_INGRESS, FAMILY_ANY, FAMILY_IPV4, FAMILY_IPV6, NetRule, PROTO_ANY,
+    PROTO_ICMP, PROTO_TCP, PROTO_UDP, THRESHOLD_ALWAYS,
+};
+
+use crate::target::TargetSpec;
+
+/// Parts per million: the unit of every probability in the API.
+pub const PPM: u32 = 1_000_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultSpec {
+    pub id: String,
+    pub target: TargetSpec,
+    pub duration: Duration,
+    pub kind: FaultKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    Loss(LossSpec),
+}
+
+impl FaultKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Loss(_) => "loss",
+        }
+    }
+
+    pub fn direction(&self) -> Direction {
+        match self {
+            Self::Loss(l) => l.direction,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LossSpec {
+    /// 1..=1_000_000.
+    pub probability_ppm: u32,
+    pub direction: Direction,
+    pub filter: PacketFilter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    Egress,
+    Ingress,
+    Both,
+}
+
+impl Direction {
+    pub fn bits(self) -> u8 {
+        match self {
+            Self::Egress => DIR_EGRESS,
+            Self::Ingress => DIR_INGRESS,
+            Self::Both => DIR_EGRESS | DIR_INGRESS,
+        }
+    }
+
+    pub fn includes(self, hook: Hook) -> bool {
+        self.bits() & hook.bit() != 0
+    }
+}
+
+/// One of the two `cgroup_skb` attach points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hook {
+    Egress,
+    Ingress,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 2] = [Hook::Egress, Hook::Ingress];
+
+    pub fn bit(self) -> u8 {
+        match self {
+            Self::Egress => DIR_EGRESS,
+            Self::Ingress => DIR_INGRESS,
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Egress => "egress",
+            Self::Ingress => "ingress",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Any,
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PacketFilter {
+    pub protocol: Protocol,
+    pub remote: Option<IpCidr>,
+    /// None matches every port.
+    pub remote_ports: Option<RangeInclusive<u16>>,
+}
+
+/// An address prefix; the host bits are cleared on construction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpCidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CidrError {
+    #[error("{0:?} is not an IPv4 or IPv6 address")]
+    Address(String),
+    #[error("prefix length {prefix} is out of range for {family} (0..={max})")]
+    Prefix {
+        prefix: String,
+        family: &'static str,
+        max: u8,
+    },
+}
+
+impl IpCidr {
+    pub fn parse(text: &str) -> Result<Self, CidrError> {
+        let (addr_text, prefix_text) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr_text
+            .trim()
+            .parse()
+            .map_err(|_| CidrError::Address(addr_text.to_owned()))?;
+        let (max, family) = match addr {
+            IpAddr::V4(_) => (32, "IPv4"),
+            IpAddr::V6(_) => (128, "IPv6"),
+        };
+        let prefix = match prefix_text {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| CidrError::Prefix {
+                    prefix: p.to_owned(),
+                    family,
+                    max,
+                })?,
+        };
+        let addr = match addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// (address words, mask words) in network byte order, as the kernel
+    /// program compares them against the packet's bytes.
+    fn words(&self) -> ([u32; 4], [u32; 4]) {
+        let mut addr = [0u8; 16];
+        let mut mask = [0u8; 16];
+        let (bytes, len): (&[u8], usize) = match &self.addr {
+            IpAddr::V4(a) => (&a.octets()[..], 4),
+            IpAddr::V6(a) => (&a.octets()[..], 16),
+        };
+        addr[..len].copy_from_slice(bytes);
+        let mut left = usize::from(self.prefix);
+        for m in mask.iter_mut().take(len) {
+            let bits = left.min(8);
+            *m = if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
+            left -= bits;
+        }
+        let to_words = |b: [u8; 16]| {
+            // Native-endian words over network-order bytes: the same bytes the
+            // program loads from the packet into a u32 with no byte swap.
+            std::array::from_fn(|i| {
+                u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+            })
+        };
+        (to_words(addr), to_words(mask))
+    }
+}
+
+impl fmt::Display for IpCidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The kernel's form of a network fault, less its slot and deadline.
+pub fn net_rule(kind: &FaultKind, slot: u32, deadline_ns: u64) -> NetRule {
+    match kind {
+        FaultKind::Loss(loss) => {
+            let mut rule = filter_rule(&loss.filter);
+            rule.action = ACTION_LOSS;
+            rule.directions = loss.direction.bits();
+            rule.threshold = loss_threshold(loss.probability_ppm);
+            rule.slot = slot;
+            rule.deadline_ns = deadline_ns;
+            rule
+        }
+    }
+}
+
+/// Drop when a uniform u32 is below `ppm / 1e6 * 2^32`: exact for 100%
+/// (`THRESHOLD_ALWAYS` exceeds every u32) and without the modulo bias of
+/// `rand % 1e6`.
+pub fn loss_threshold(ppm: u32) -> u64 {
+    if ppm >= PPM {
+        return THRESHOLD_ALWAYS;
+    }
+    (u64::from(ppm) << 32) / u64::from(PPM)
+}
+
+fn filter_rule(filter: &PacketFilter) -> NetRule {
+    let mut rule = NetRule {
+        protocol: match filter.protocol {
+            Protocol::Any => PROTO_ANY,
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+            Protocol::Icmp => PROTO_ICMP,
+        },
+        family: FAMILY_ANY,
+        port_lo: 0,
+        port_hi: u16::MAX,
+        ..NetRule::default()
+    };
+    if let Some(cidr) = &filter.remote {
+        rule.family = match cidr.addr {
+            IpAddr::V4(_) => FAMILY_IPV4,
+            IpAddr::V6(_) => FAMILY_IPV6,
+        };
+        (rule.addr, rule.mask) = cidr.words();
+    }
+    if let Some(ports) = &filter.remote_ports {
+        rule.port_lo = *ports.start();
+        rule.port_hi = *ports.end();
+        rule.has_ports = u8::from(!(rule.port_lo == 0 && rule.port_hi == u16::MAX));
+    }
+    rule
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_clears_host_bits_and_defaults_to_a_host_prefix() {
+        let c = IpCidr::parse("10.1.2.3/8").expect("valid");
+        assert_eq!(c.to_string(), "10.0.0.0/8");
+        assert_eq!(
+            IpCidr::parse("10.1.2.3").expect("valid").to_string(),
+            "10.1.2.3/32"
+        );
+        assert_eq!(
+            IpCidr::parse("fd00::1/16").expect("valid").to_string(),
+            "fd00::/16"
+        );
+        assert_eq!(IpCidr::parse("0.0.0.0/0").expect("valid").prefix(), 0);
+    }
+
+    #[test]
+    fn cidr_errors_say_what_is_wrong() {
+        assert!(matches!(
+            IpCidr::parse("10.0.0.0/33"),
+            Err(CidrError::Prefix { max: 32, .. })
+        ));
+        assert!(matches!(
+            IpCidr::parse("fd00::/129"),
+            Err(CidrError::Prefix { max: 128, .. })
+        ));
+        assert!(matches!(
+            IpCidr::parse("10.0.0/8"),
+            Err(CidrError::Address(_))
+        ));
+        assert!(matches!(
+            IpCidr::parse("10.0.0.0/x"),
+            Err(CidrError::Prefix { .. })
+        ));
+    }
+
+    #[test]
+    fn cidr_words_are_the_packet_bytes() {
+        let (addr, mask) = IpCidr::parse("10.1.0.0/16").expect("valid").words();
+        // The program loads 4 bytes of the packet into a u32 without a swap.
+        assert_eq!(addr[0], u32::from_ne_bytes([10, 1, 0, 0]));
+        assert_eq!(mask[0], u32::from_ne_bytes([255, 255, 0, 0]));
+        assert_eq!(&addr[1..], &[0, 0, 0]);
+        assert_eq!(&mask[1..], &[0, 0, 0]);
+        let (addr, mask) = IpCidr::parse("fd00:1::/20").expect("valid").words();
+        assert_eq!(addr[0], u32::from_ne_bytes([0xfd, 0, 0, 0]));
+        assert_eq!(mask[0], u32::from_ne_bytes([0xff, 0xff, 0xf0, 0]));
+        assert_eq!(mask[1], 0);
+    }
+
+    #[test]
+    fn thresholds() {
+        assert_eq!(loss_threshold(PPM), THRESHOLD_ALWAYS);
+        assert_eq!(loss_threshold(500_000), 1 << 31);
+        assert_eq!(loss_threshold(0), 0);
+        // 30% of 2^32, floor.
+        assert_eq!(loss_threshold(300_000), 1_288_490_188);
+    }
+
+    #[test]
+    fn rule_carries_filters() {
+        let kind = FaultKind::Loss(LossSpec {
+            probability_ppm: 300_000,
+            direction: Direction::Egress,
+            filter: PacketFilter {
+                protocol: Protocol::Udp,
+                remote: Some(IpCidr::parse("127.0.0.0/8").expect("valid")),
+                remote_ports: Some(5432..=5432),
+            },
+        });
+        let rule = net_rule(&kind, 7, 99);
+        assert_eq!((rule.slot, rule.deadline_ns), (7, 99));
+        assert_eq!(rule.directions, DIR_EGRESS);
+        assert_eq!((rule.protocol, rule.family), (PROTO_UDP, FAMILY_IPV4));
+        assert_eq!(
+            (rule.port_lo, rule.port_hi, rule.has_ports),
+            (5432, 5432, 1)
+        );
+        let all_ports = FaultKind::Loss(LossSpec {
+            probability_ppm: 1,
+            direction: Direction::Both,
+            filter: PacketFilter {
+                remote_ports: Some(0..=u16::MAX),
+                ..Default::default()
+            },
+        });
+        let rule = net_rule(&all_ports, 0, 0);
+        assert_eq!(rule.has_ports, 0);
+        assert_eq!(rule.directions, DIR_EGRESS | DIR_INGRESS);
+    }
+}

@@ -1,0 +1,648 @@
+//! The fault manager: the agent's record of active faults and the one place
+//! that turns it into kernel state.
+//!
+//! Model: every targeted cgroup gets one entry in the rules map holding its
+//! own faults and those of every targeted ancestor (a fault covers the whole
+//! subtree), so the kernel resolves a packet with one lookup of the deepest
+//! targeted cgroup. Programs are attached only at the topmost targets of each
+//! direction: every packet in a targeted subtree runs our program exactly
+//! once, and cgroups outside every targeted subtree never run it.
+//!
+//! Every change is transactional: the model is changed, the kernel is synced
+//! for the affected subtrees, and on any failure both are put back, so a
+//! failed request leaves nothing half-applied.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+use faultd_common::{CgroupRules, FaultCounters, MAX_CGROUP_LEVEL, MAX_RULES_PER_CGROUP};
+use tracing::{info, warn};
+
+use crate::{
+    datapath::{Datapath, DatapathError, KernelObject},
+    fault::{FaultSpec, Hook, net_rule},
+    target::{CgroupFs, ResolvedCgroup, TargetError, TargetSpec},
+};
+
+/// How many ended faults `GetFault` still answers for.
+const RECENT_LIMIT: usize = 512;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub max_duration: Duration,
+    pub max_faults: u32,
+    /// Cgroup paths (relative to the mount) that no fault may cover.
+    pub protected: Vec<String>,
+    /// The agent's own cgroup, always protected.
+    pub self_cgroup: Option<String>,
+    pub allow_protected: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultState {
+    Active,
+    /// Past its deadline: inert in the kernel, removed by the next sweep.
+    Expired,
+    Reverted,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultView {
+    pub spec: FaultSpec,
+    pub target: ResolvedCgroup,
+    pub state: FaultState,
+    pub applied_at: SystemTime,
+    pub deadline: SystemTime,
+    pub counters: FaultCounters,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("target {target} is protected: {reason}")]
+    Protected { target: String, reason: String },
+    #[error("{0}")]
+    Capacity(String),
+    #[error("{0}")]
+    Precondition(String),
+    #[error("no fault with id {0:?}")]
+    NotFound(String),
+    #[error("kernel: {0}")]
+    Kernel(#[from] DatapathError),
+}
+
+/// Resolves targets; the real one is `CgroupFs`.
+pub trait Resolver: Send + 'static {
+    fn resolve(&self, target: &TargetSpec) -> Result<ResolvedCgroup, TargetError>;
+    /// Absolute path of a cgroup given relative to the mount.
+    fn absolute(&self, relative: &str) -> PathBuf;
+}
+
+impl Resolver for CgroupFs {
+    fn resolve(&self, target: &TargetSpec) -> Result<ResolvedCgroup, TargetError> {
+        CgroupFs::resolve(self, target)
+    }
+
+    fn absolute(&self, relative: &str) -> PathBuf {
+        self.mount().join(relative)
+    }
+}
+
+/// The kernel clock the programs compare deadlines with, and wall time for
+/// display.
+pub trait Clock: Send + 'static {
+    /// CLOCK_BOOTTIME, as `bpf_ktime_get_boot_ns` reads it.
+    fn boottime_ns(&self) -> u64;
+    fn now(&self) -> SystemTime;
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn boottime_ns(&self) -> u64 {
+        // CLOCK_BOOTTIME keeps counting through suspend, like the kernel-side
+        // check, so a suspended node does not stretch a fault.
+        match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+            Ok(ts) => {
+                u64::try_from(ts.tv_sec()).unwrap_or(0) * 1_000_000_000
+                    + u64::try_from(ts.tv_nsec()).unwrap_or(0)
+            }
+            // Cannot fail on Linux for this clock id; 0 only makes deadlines
+            // later in the agent's bookkeeping, never in the kernel.
+            Err(_) => 0,
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Active {
+    spec: FaultSpec,
+    target: ResolvedCgroup,
+    slot: u32,
+    applied_at: SystemTime,
+    deadline_ns: u64,
+    deadline_wall: SystemTime,
+}
+
+#[derive(Clone, Debug)]
+struct TargetNode {
+    id: u64,
+    level: u32,
+    /// Ids of the faults targeting exactly this cgroup.
+    faults: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+pub struct Manager<D, R, C> {
+    policy: Policy,
+    dp: D,
+    resolver: R,
+    clock: C,
+    faults: HashMap<String, Active>,
+    targets: BTreeMap<String, TargetNode>,
+    deadlines: BTreeSet<(u64, String)>,
+    /// What the rules map holds, by cgroup path.
+    kernel_rules: HashMap<String, (u64, CgroupRules)>,
+    /// Attached programs, by cgroup path and hook, with the cgroup id.
+    links: HashMap<(String, Hook), u64>,
+    level_counts: [u32; MAX_CGROUP_LEVEL as usize],
+    levels_written: u64,
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    recent: VecDeque<FaultView>,
+}
+
+impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
+    pub fn new(policy: Policy, dp: D, resolver: R, clock: C) -> Self {
+        Self {
+            policy,
+            dp,
+            resolver,
+            clock,
+            faults: HashMap::new(),
+            targets: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            kernel_rules: HashMap::new(),
+            links: HashMap::new(),
+            level_counts: [0; MAX_CGROUP_LEVEL as usize],
+            levels_written: 0,
+            free_slots: Vec::new(),
+            next_slot: 0,
+            recent: VecDeque::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn datapath(&self) -> &D {
+        &self.dp
+    }
+
+    pub fn datapath_mut(&mut self) -> &mut D {
+        &mut self.dp
+    }
+
+    pub fn len(&self) -> usize {
+        self.faults.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.faults.is_empty()
+    }
+
+    /// Creates or updates the fault `spec.id`. Returns its view and whether
+    /// it existed. On error nothing changed, in the agent or the kernel.
+    pub fn apply(&mut self, spec: FaultSpec) -> Result<(FaultView, bool), ManagerError> {
+        if spec.duration > self.policy.max_duration {
+            return Err(ManagerError::Invalid {
+                field: "spec.duration",
+                reason: format!(
+                    "{} exceeds the agent's limits.max_duration of {}",
+                    crate::duration::format(spec.duration),
+                    crate::duration::format(self.policy.max_duration)
+                ),
+            });
+        }
+        let target = self.resolver.resolve(&spec.target)?;
+        if target.level >= MAX_CGROUP_LEVEL {
+            return Err(ManagerError::Precondition(format!(
+                "target {} is at cgroup level {}; faultd supports levels below {MAX_CGROUP_LEVEL}",
+                target.path, target.level
+            )));
+        }
+        self.check_protected(&target)?;
+        let existing = self.faults.contains_key(&spec.id);
+        if !existing && self.faults.len() >= self.policy.max_faults as usize {
+            return Err(ManagerError::Capacity(format!(
+                "the agent already holds {} faults (limits.max_faults)",
+                self.faults.len()
+            )));
+        }
+        if let Some(node) = self.targets.get(&target.path)
+            && node.id != target.id
+        {
+            return Err(ManagerError::Precondition(format!(
+                "cgroup {} was recreated (id {} -> {}) while faults target the old one; \
+                 revert those first",
+                target.path, node.id, target.id
+            )));
+        }
+
+        let now_ns = self.clock.boottime_ns();
+        let now = self.clock.now();
+        let duration_ns = u64::try_from(spec.duration.as_nanos()).unwrap_or(u64::MAX);
+        let (slot, fresh_slot) = match self.faults.get(&spec.id) {
+            Some(old) => (old.slot, false),
+            None => (self.alloc_slot(), true),
+        };
+        let new = Active {
+            spec,
+            target,
+            slot,
+            applied_at: now,
+            deadline_ns: now_ns.saturating_add(duration_ns),
+            deadline_wall: now + Duration::from_nanos(duration_ns),
+        };
+        let id = new.spec.id.clone();
+        let new_path = new.target.path.clone();
+
+        let old = self.remove_from_model(&id);
+        self.insert_into_model(new);
+        let mut affected = self.subtree(&new_path);
+        if let Some(old) = &old {
+            affected.extend(self.subtree(&old.target.path));
+        }
+        let undo = |this: &mut Self| {
+            this.remove_from_model(&id);
+            if let Some(old) = old.clone() {
+                this.insert_into_model(old);
+            }
+            if fresh_slot {
+                this.free_slots.push(slot);
+            }
+        };
+
+        if let Err(e) = self.check_rule_counts(&affected) {
+            undo(self);
+            return Err(e);
+        }
+        let result = if fresh_slot {
+            self.dp.reset_counters(slot).map_err(ManagerError::from)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result.and_then(|()| self.sync(&affected).map_err(ManagerError::from)) {
+            undo(self);
+            if let Err(restore) = self.sync(&affected) {
+                warn!(fault_id = %id, error = %restore, "restoring kernel state after a failed apply");
+            }
+            return Err(e);
+        }
+        let view = self
+            .view_active(&id)
+            .ok_or_else(|| ManagerError::NotFound(id.clone()))?;
+        info!(
+            fault_id = %id,
+            target = %view.spec.target,
+            cgroup = %view.target.path,
+            kind = view.spec.kind.name(),
+            updated = old.is_some(),
+            "fault applied"
+        );
+        Ok((view, old.is_some()))
+    }
+
+    /// Removes a fault. `Ok(None)` when there is no such fault.
+    pub fn revert(&mut self, id: &str) -> Result<Option<FaultView>, ManagerError> {
+        self.end(id, FaultState::Reverted)
+    }
+
+    pub fn revert_all(&mut self) -> Result<u32, ManagerError> {
+        let ids: Vec<String> = self.faults.keys().cloned().collect();
+        let mut n = 0;
+        for id in ids {
+            if self.end(&id, FaultState::Reverted)?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Removes every fault whose deadline has passed. The kernel already
+    /// ignores them; this frees their slots, entries and links.
+    pub fn expire_due(&mut self) -> Result<Vec<FaultView>, ManagerError> {
+        let now = self.clock.boottime_ns();
+        let due: Vec<String> = self
+            .deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let mut ended = Vec::with_capacity(due.len());
+        for id in due {
+            if let Some(view) = self.end(&id, FaultState::Expired)? {
+                ended.push(view);
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Time until the next deadline, if any fault is active.
+    pub fn next_deadline_in(&self) -> Option<Duration> {
+        let (deadline, _) = self.deadlines.first()?;
+        Some(Duration::from_nanos(
+            deadline.saturating_sub(self.clock.boottime_ns()),
+        ))
+    }
+
+    pub fn get(&self, id: &str) -> Result<FaultView, ManagerError> {
+        self.view_active(id)
+            .or_else(|| self.recent.iter().rev().find(|v| v.spec.id == id).cloned())
+            .ok_or_else(|| ManagerError::NotFound(id.to_owned()))
+    }
+
+    /// Active faults, sorted by id.
+    pub fn list(&self) -> Vec<FaultView> {
+        let mut ids: Vec<&String> = self.faults.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .filter_map(|id| self.view_active(id))
+            .collect()
+    }
+
+    pub fn kernel_programs(&self) -> Vec<KernelObject> {
+        self.dp.programs()
+    }
+
+    pub fn kernel_maps(&self) -> Vec<KernelObject> {
+        self.dp.maps()
+    }
+
+    /// Number of attached programs (cgroup, hook), for diagnostics and tests.
+    pub fn attachment_count(&self) -> usize {
+        self.links.len()
+    }
+
+    fn end(&mut self, id: &str, state: FaultState) -> Result<Option<FaultView>, ManagerError> {
+        let Some(mut view) = self.view_active(id) else {
+            return Ok(None);
+        };
+        let Some(old) = self.remove_from_model(id) else {
+            return Ok(None);
+        };
+        let affected = self.subtree(&old.target.path);
+        if let Err(e) = self.sync(&affected) {
+            self.insert_into_model(old);
+            if let Err(restore) = self.sync(&affected) {
+                warn!(fault_id = %id, error = %restore, "restoring kernel state after a failed revert");
+            }
+            return Err(e.into());
+        }
+        self.free_slots.push(old.slot);
+        view.state = state;
+        info!(
+            fault_id = %id,
+            target = %view.spec.target,
+            cgroup = %view.target.path,
+            matched = view.counters.matched,
+            dropped = view.counters.dropped,
+            state = ?state,
+            "fault ended"
+        );
+        if self.recent.len() == RECENT_LIMIT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(view.clone());
+        Ok(Some(view))
+    }
+
+    fn view_active(&self, id: &str) -> Option<FaultView> {
+        let a = self.faults.get(id)?;
+        let counters = self.dp.counters(a.slot).unwrap_or_else(|e| {
+            warn!(fault_id = %id, error = %e, "reading counters");
+            FaultCounters::default()
+        });
+        let state = if self.clock.boottime_ns() >= a.deadline_ns {
+            FaultState::Expired
+        } else {
+            FaultState::Active
+        };
+        Some(FaultView {
+            spec: a.spec.clone(),
+            target: a.target.clone(),
+            state,
+            applied_at: a.applied_at,
+            deadline: a.deadline_wall,
+            counters,
+        })
+    }
+
+    fn check_protected(&self, target: &ResolvedCgroup) -> Result<(), ManagerError> {
+        if self.policy.allow_protected {
+            return Ok(());
+        }
+        let deny = |reason: String| ManagerError::Protected {
+            target: if target.path.is_empty() {
+                "/".into()
+            } else {
+                target.path.clone()
+            },
+            reason,
+        };
+        if target.path.is_empty() {
+            return Err(deny(
+                "the root cgroup holds every process on the node".into(),
+            ));
+        }
+        if let Some(own) = &self.policy.self_cgroup
+            && target.is_ancestor_or_self_of(own)
+        {
+            return Err(deny(format!("it contains the agent itself ({own})")));
+        }
+        for p in &self.policy.protected {
+            let p = p.trim_matches('/');
+            if target.is_ancestor_or_self_of(p) {
+                return Err(deny(format!("it contains {p} (safety.protected_cgroups)")));
+            }
+        }
+        Ok(())
+    }
+
+    fn alloc_slot(&mut self) -> u32 {
+        self.free_slots.pop().unwrap_or_else(|| {
+            let slot = self.next_slot;
+            self.next_slot += 1;
+            slot
+        })
+    }
+
+    fn insert_into_model(&mut self, a: Active) {
+        let node = self
+            .targets
+            .entry(a.target.path.clone())
+            .or_insert_with(|| {
+                self.level_counts[a.target.level as usize] += 1;
+                TargetNode {
+                    id: a.target.id,
+                    level: a.target.level,
+                    faults: BTreeSet::new(),
+                }
+            });
+        node.faults.insert(a.spec.id.clone());
+        self.deadlines.insert((a.deadline_ns, a.spec.id.clone()));
+        self.faults.insert(a.spec.id.clone(), a);
+    }
+
+    fn remove_from_model(&mut self, id: &str) -> Option<Active> {
+        let a = self.faults.remove(id)?;
+        self.deadlines.remove(&(a.deadline_ns, a.spec.id.clone()));
+        if let Some(node) = self.targets.get_mut(&a.target.path) {
+            node.faults.remove(id);
+            if node.faults.is_empty() {
+                self.level_counts[node.level as usize] -= 1;
+                self.targets.remove(&a.target.path);
+            }
+        }
+        Some(a)
+    }
+
+    /// `path` and every targeted cgroup below it.
+    fn subtree(&self, path: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::from([path.to_owned()]);
+        if path.is_empty() {
+            out.extend(self.targets.keys().cloned());
+            return out;
+        }
+        // Descendants sort between "path/" and "path0" ('0' follows '/').
+        let lo = format!("{path}/");
+        let hi = format!("{path}0");
+        out.extend(self.targets.range(lo..hi).map(|(k, _)| k.clone()));
+        out
+    }
+
+    /// Proper ancestors of `path` that are targets, outermost first.
+    fn targeted_ancestors(&self, path: &str) -> impl Iterator<Item = (&str, &TargetNode)> {
+        let mut prefixes = vec![""];
+        prefixes.extend(path.match_indices('/').map(|(i, _)| &path[..i]));
+        prefixes
+            .into_iter()
+            .filter(move |p| *p != path)
+            .filter_map(move |p| self.targets.get_key_value(p).map(|(k, v)| (k.as_str(), v)))
+    }
+
+    fn desired_rules(&self, path: &str) -> Option<(u64, CgroupRules)> {
+        let node = self.targets.get(path)?;
+        let mut rules = CgroupRules::default();
+        let own = std::iter::once(node);
+        let ids = self
+            .targeted_ancestors(path)
+            .map(|(_, n)| n)
+            .chain(own)
+            .flat_map(|n| n.faults.iter());
+        for id in ids {
+            let Some(a) = self.faults.get(id) else {
+                continue;
+            };
+            let i = rules.count as usize;
+            if i == MAX_RULES_PER_CGROUP {
+                // check_rule_counts refuses this before we get here.
+                break;
+            }
+            rules.rules[i] = net_rule(&a.spec.kind, a.slot, a.deadline_ns);
+            rules.count += 1;
+        }
+        Some((node.id, rules))
+    }
+
+    fn rule_count(&self, path: &str) -> usize {
+        let own = self.targets.get(path).map_or(0, |n| n.faults.len());
+        own + self
+            .targeted_ancestors(path)
+            .map(|(_, n)| n.faults.len())
+            .sum::<usize>()
+    }
+
+    fn check_rule_counts(&self, affected: &BTreeSet<String>) -> Result<(), ManagerError> {
+        for path in affected {
+            let n = self.rule_count(path);
+            if n > MAX_RULES_PER_CGROUP {
+                return Err(ManagerError::Capacity(format!(
+                    "cgroup {path} would be covered by {n} faults (its own and its ancestors'); \
+                     at most {MAX_RULES_PER_CGROUP} may overlap"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn wants_link(&self, path: &str, hook: Hook) -> bool {
+        let has_own = |n: &TargetNode| {
+            n.faults.iter().any(|id| {
+                self.faults
+                    .get(id)
+                    .is_some_and(|a| a.spec.kind.direction().includes(hook))
+            })
+        };
+        self.targets.get(path).is_some_and(has_own)
+            && !self.targeted_ancestors(path).any(|(_, n)| has_own(n))
+    }
+
+    fn levels_mask(&self) -> u64 {
+        self.level_counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .fold(0, |mask, (level, _)| mask | (1 << level))
+    }
+
+    /// Makes the kernel match the model for `affected` cgroups.
+    fn sync(&mut self, affected: &BTreeSet<String>) -> Result<(), DatapathError> {
+        for path in affected {
+            let desired = self.desired_rules(path);
+            match (desired, self.kernel_rules.get(path)) {
+                (Some(d), current) if current != Some(&d) => {
+                    self.dp.set_rules(d.0, &d.1)?;
+                    self.kernel_rules.insert(path.clone(), d);
+                }
+                (None, Some(&(id, _))) => {
+                    self.dp.remove_rules(id)?;
+                    self.kernel_rules.remove(path);
+                }
+                _ => {}
+            }
+        }
+        // New levels before attaching, so a new attachment never misses the
+        // ancestor walk; vanished levels after detaching.
+        let levels = self.levels_mask();
+        if levels & !self.levels_written != 0 {
+            self.dp.set_levels(self.levels_written | levels)?;
+            self.levels_written |= levels;
+        }
+        // Detach before attach: moving an attachment up to a new ancestor
+        // leaves a brief window with no program (packets pass) rather than
+        // one where a packet runs through two and is counted twice.
+        for path in affected {
+            for hook in Hook::ALL {
+                let key = (path.clone(), hook);
+                if let Some(&id) = self.links.get(&key)
+                    && !self.wants_link(path, hook)
+                {
+                    self.dp.detach(id, hook)?;
+                    self.links.remove(&key);
+                }
+            }
+        }
+        for path in affected {
+            for hook in Hook::ALL {
+                let key = (path.clone(), hook);
+                if !self.links.contains_key(&key) && self.wants_link(path, hook) {
+                    let id = self.targets.get(path).map_or(0, |n| n.id);
+                    let abs = self.resolver.absolute(path);
+                    self.dp.attach(id, &abs, hook)?;
+                    self.links.insert(key, id);
+                }
+            }
+        }
+        if self.levels_written != levels {
+            self.dp.set_levels(levels)?;
+            self.levels_written = levels;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,537 @@
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use faultd_common::{DIR_EGRESS, DIR_INGRESS};
+
+use super::*;
+use crate::{
+    datapath::FakeDatapath,
+    fault::{Direction, FaultKind, LossSpec, PacketFilter},
+};
+
+/// Resolves `cgroup:` paths to fixed ids: the id is a hash of the path, the
+/// level its component count. Every other target kind is "not found".
+#[derive(Debug)]
+struct FakeResolver;
+
+fn id_of(path: &str) -> u64 {
+    path.bytes().fold(1469598103934665603u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(1099511628211)
+    })
+}
+
+impl Resolver for FakeResolver {
+    fn resolve(&self, target: &TargetSpec) -> Result<ResolvedCgroup, TargetError> {
+        match target {
+            TargetSpec::CgroupPath(p) => {
+                let path = p.trim_matches('/').to_owned();
+                let level = if path.is_empty() {
+                    0
+                } else {
+                    path.split('/').count() as u32
+                };
+                Ok(ResolvedCgroup {
+                    id: id_of(&path),
+                    level,
+                    path,
+                })
+            }
+            other => Err(TargetError::NotFound {
+                target: other.to_string(),
+                detail: "fake".into(),
+            }),
+        }
+    }
+
+    fn absolute(&self, relative: &str) -> PathBuf {
+        PathBuf::from("/cg").join(relative)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct FakeClock(Arc<AtomicU64>);
+
+impl FakeClock {
+    fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_nanos() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for FakeClock {
+    fn boottime_ns(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn now(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(self.boottime_ns())
+    }
+}
+
+type TestManager = Manager<FakeDatapath, FakeResolver, FakeClock>;
+
+fn policy() -> Policy {
+    Policy {
+        max_duration: Duration::from_secs(3600),
+        max_faults: 100,
+        protected: vec!["system.slice/kubelet.service".into()],
+        self_cgroup: Some("system.slice/faultd.service".into()),
+        allow_protected: false,
+    }
+}
+
+fn manager() -> (TestManager, FakeClock) {
+    let clock = FakeClock::default();
+    clock.advance(Duration::from_secs(1000));
+    (
+        Manager::new(
+            policy(),
+            FakeDatapath::default(),
+            FakeResolver,
+            clock.clone(),
+        ),
+        clock,
+    )
+}
+
+fn loss(id: &str, path: &str, ppm: u32, direction: Direction) -> FaultSpec {
+    FaultSpec {
+        id: id.into(),
+        target: TargetSpec::CgroupPath(path.into()),
+        duration: Duration::from_secs(60),
+        kind: FaultKind::Loss(LossSpec {
+            probability_ppm: ppm,
+            direction,
+            filter: PacketFilter::default(),
+        }),
+    }
+}
+
+fn links(m: &TestManager) -> Vec<(String, Hook)> {
+    let mut v: Vec<_> =
+        m.dp.links
+            .iter()
+            .map(|((_, h), p)| (p.clone(), *h))
+            .collect();
+    v.sort();
+    v
+}
+
+fn rule_slots(m: &TestManager, path: &str) -> Vec<u32> {
+    let rules = m.dp.rules.get(&id_of(path)).expect("rules present");
+    rules.rules[..rules.count as usize]
+        .iter()
+        .map(|r| r.slot)
+        .collect()
+}
+
+#[test]
+fn apply_writes_rules_and_attaches_only_the_needed_hooks() {
+    let (mut m, _) = manager();
+    let (view, updated) = m
+        .apply(loss("a", "app/web", 300_000, Direction::Egress))
+        .expect("apply");
+    assert!(!updated);
+    assert_eq!(view.state, FaultState::Active);
+    assert_eq!(view.target.path, "app/web");
+    assert_eq!(links(&m), vec![("/cg/app/web".into(), Hook::Egress)]);
+    let rules = m.dp.rules[&id_of("app/web")];
+    assert_eq!(rules.count, 1);
+    assert_eq!(rules.rules[0].directions, DIR_EGRESS);
+    assert_eq!(rules.rules[0].deadline_ns, 1060 * 1_000_000_000);
+    assert_eq!(m.dp.levels, 1 << 2);
+}
+
+#[test]
+fn nested_targets_attach_at_the_topmost_and_inherit_rules() {
+    let (mut m, _) = manager();
+    m.apply(loss("child", "app/web/c1", 1, Direction::Both))
+        .expect("child");
+    assert_eq!(
+        links(&m),
+        vec![
+            ("/cg/app/web/c1".into(), Hook::Egress),
+            ("/cg/app/web/c1".into(), Hook::Ingress)
+        ]
+    );
+    // An ancestor fault moves both attachments up and is inherited by the child.
+    m.apply(loss("parent", "app/web", 2, Direction::Both))
+        .expect("parent");
+    assert_eq!(
+        links(&m),
+        vec![
+            ("/cg/app/web".into(), Hook::Egress),
+            ("/cg/app/web".into(), Hook::Ingress)
+        ]
+    );
+    let parent_slot = m.faults["parent"].slot;
+    let child_slot = m.faults["child"].slot;
+    assert_eq!(rule_slots(&m, "app/web/c1"), vec![parent_slot, child_slot]);
+    assert_eq!(rule_slots(&m, "app/web"), vec![parent_slot]);
+    assert_eq!(m.dp.levels, (1 << 2) | (1 << 3));
+    // Detaches happened before the attaches.
+    let log = m.dp.log.join(",");
+    let first_detach = log.find("detach").expect("detached");
+    let last_attach = log.rfind("attach egress").expect("attached");
+    assert!(first_detach < last_attach, "{log}");
+
+    // Reverting the parent hands the attachments back to the child.
+    m.revert("parent").expect("revert").expect("existed");
+    assert_eq!(
+        links(&m),
+        vec![
+            ("/cg/app/web/c1".into(), Hook::Egress),
+            ("/cg/app/web/c1".into(), Hook::Ingress)
+        ]
+    );
+    assert_eq!(rule_slots(&m, "app/web/c1"), vec![child_slot]);
+    assert!(!m.dp.rules.contains_key(&id_of("app/web")));
+    assert_eq!(m.dp.levels, 1 << 3);
+}
+
+#[test]
+fn hooks_are_topmost_per_direction() {
+    let (mut m, _) = manager();
+    m.apply(loss("p", "app", 1, Direction::Ingress)).expect("p");
+    m.apply(loss("c", "app/web", 1, Direction::Egress))
+        .expect("c");
+    assert_eq!(
+        links(&m),
+        vec![
+            ("/cg/app".into(), Hook::Ingress),
+            ("/cg/app/web".into(), Hook::Egress)
+        ]
+    );
+    let rules = m.dp.rules[&id_of("app/web")];
+    assert_eq!(rules.count, 2);
+    assert_eq!(rules.rules[0].directions, DIR_INGRESS);
+}
+
+#[test]
+fn siblings_with_shared_prefixes_are_not_nested() {
+    let (mut m, _) = manager();
+    m.apply(loss("a", "app/web", 1, Direction::Egress))
+        .expect("a");
+    m.apply(loss("b", "app/web-2", 1, Direction::Egress))
+        .expect("b");
+    m.apply(loss("c", "app/web/x", 1, Direction::Egress))
+        .expect("c");
+    assert_eq!(
+        links(&m),
+        vec![
+            ("/cg/app/web".into(), Hook::Egress),
+            ("/cg/app/web-2".into(), Hook::Egress)
+        ]
+    );
+    assert_eq!(m.dp.rules[&id_of("app/web-2")].count, 1);
+    assert_eq!(m.dp.rules[&id_of("app/web/x")].count, 2);
+}
+
+#[test]
+fn reapplying_an_id_updates_in_place_and_keeps_its_counters_slot() {
+    let (mut m, _) = manager();
+    m.apply(loss("a", "app/one", 100, Direction::Egress))
+        .expect("first");
+    let slot = m.faults["a"].slot;
+    let (view, updated) = m
+        .apply(loss("a", "app/two", 200, Direction::Ingress))
+        .expect("update");
+    assert!(updated);
+    assert_eq!(view.target.path, "app/two");
+    assert_eq!(m.len(), 1);
+    assert_eq!(m.faults["a"].slot, slot);
+    assert_eq!(links(&m), vec![("/cg/app/two".into(), Hook::Ingress)]);
+    assert!(!m.dp.rules.contains_key(&id_of("app/one")));
+    assert_eq!(
+        m.dp.rules[&id_of("app/two")].rules[0].threshold,
+        crate::fault::loss_threshold(200)
+    );
+}
+
+#[test]
+fn revert_of_an_unknown_id_is_not_an_error() {
+    let (mut m, _) = manager();
+    assert!(m.revert("nope").expect("ok").is_none());
+}
+
+#[test]
+fn reverted_faults_stay_visible_with_their_final_state() {
+    let (mut m, _) = manager();
+    m.apply(loss("a", "app", 1, Direction::Egress))
+        .expect("apply");
+    let slot = m.faults["a"].slot;
+    m.dp.counters.insert(
+        slot,
+        FaultCounters {
+            matched: 10,
+            dropped: 3,
+        },
+    );
+    let view = m.revert("a").expect("ok").expect("existed");
+    assert_eq!(view.state, FaultState::Reverted);
+    assert_eq!(view.counters.dropped, 3);
+    assert_eq!(m.get("a").expect("recent").state, FaultState::Reverted);
+    assert!(m.list().is_empty());
+    assert!(m.dp.rules.is_empty() && m.dp.links.is_empty());
+    assert_eq!(m.dp.levels, 0);
+}
+
+#[test]
+fn protected_targets_are_refused() {
+    let (mut m, _) = manager();
+    for (path, needle) in [
+        ("", "root cgroup"),
+        ("system.slice", "faultd.service"),
+        ("system.slice/faultd.service", "agent itself"),
+        ("system.slice/kubelet.service", "protected_cgroups"),
+    ] {
+        let err = m
+            .apply(loss("x", path, 1, Direction::Egress))
+            .expect_err(path);
+        assert!(
+            matches!(err, ManagerError::Protected { .. }),
+            "{path}: {err}"
+        );
+        assert!(err.to_string().contains(needle), "{path}: {err}");
+    }
+    // A sibling with a shared name prefix is not protected.
+    m.apply(loss(
+        "ok",
+        "system.slice/kubelet.service-helper",
+        1,
+        Direction::Egress,
+    ))
+    .expect("ok");
+    assert!(m.dp.links.len() == 1);
+}
+
+#[test]
+fn allow_protected_lifts_protection() {
+    let mut p = policy();
+    p.allow_protected = true;
+    let mut m = Manager::new(
+        p,
+        FakeDatapath::default(),
+        FakeResolver,
+        FakeClock::default(),
+    );
+    m.apply(loss("root", "", 1, Direction::Egress))
+        .expect("root allowed");
+    assert_eq!(m.dp.levels, 1);
+}
+
+#[test]
+fn duration_above_the_cap_names_the_field() {
+    let (mut m, _) = manager();
+    let mut spec = loss("a", "app", 1, Direction::Egress);
+    spec.duration = Duration::from_secs(7200);
+    let err = m.apply(spec).expect_err("too long");
+    assert!(
+        matches!(
+            err,
+            ManagerError::Invalid {
+                field: "spec.duration",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(m.dp.log.is_empty());
+}
+
+#[test]
+fn capacity_and_overlap_limits_leave_no_trace() {
+    let mut p = policy();
+    p.max_faults = 2;
+    let mut m = Manager::new(
+        p,
+        FakeDatapath::default(),
+        FakeResolver,
+        FakeClock::default(),
+    );
+    m.apply(loss("a", "x", 1, Direction::Egress)).expect("a");
+    m.apply(loss("b", "y", 1, Direction::Egress)).expect("b");
+    let before = (m.dp.rules.clone(), m.dp.links.clone());
+    assert!(matches!(
+        m.apply(loss("c", "z", 1, Direction::Egress)),
+        Err(ManagerError::Capacity(_))
+    ));
+    // Updating an existing id is allowed at capacity.
+    m.apply(loss("b", "y", 2, Direction::Egress))
+        .expect("update at capacity");
+    assert_eq!(before.1, m.dp.links);
+
+    let (mut m, _) = manager();
+    for i in 0..MAX_RULES_PER_CGROUP {
+        m.apply(loss(&format!("f{i}"), "app", 1, Direction::Egress))
+            .expect("fits");
+    }
+    let rules_before = m.dp.rules.clone();
+    let err = m
+        .apply(loss("one-too-many", "app/web", 1, Direction::Egress))
+        .expect_err("overlap");
+    assert!(err.to_string().contains("at most"), "{err}");
+    assert_eq!(m.dp.rules, rules_before);
+    assert!(m.get("one-too-many").is_err());
+}
+
+#[test]
+fn a_failed_attach_rolls_everything_back() {
+    let (mut m, _) = manager();
+    m.apply(loss("a", "app/web", 1, Direction::Egress))
+        .expect("a");
+    let before = (m.dp.rules.clone(), m.dp.links.clone(), m.dp.levels);
+    // Moving "a" to a new cgroup needs an attach there, which fails.
+    m.dp.fail_next_attach = true;
+    let err = m
+        .apply(loss("a", "app/api", 5, Direction::Egress))
+        .expect_err("attach fails");
+    assert!(matches!(err, ManagerError::Kernel(_)), "{err}");
+    assert_eq!(
+        (m.dp.rules.clone(), m.dp.links.clone(), m.dp.levels),
+        before
+    );
+    assert_eq!(m.get("a").expect("still there").target.path, "app/web");
+
+    // A new fault whose attach fails leaves nothing behind and frees its slot.
+    m.dp.fail_next_attach = true;
+    m.apply(loss("b", "other", 1, Direction::Egress))
+        .expect_err("attach fails");
+    assert_eq!(
+        (m.dp.rules.clone(), m.dp.links.clone(), m.dp.levels),
+        before
+    );
+    assert_eq!(m.len(), 1);
+    let (view, _) = m
+        .apply(loss("b", "other", 1, Direction::Egress))
+        .expect("retry works");
+    assert_eq!(view.target.path, "other");
+}
+
+#[test]
+fn deadlines_expire_faults() {
+    let (mut m, clock) = manager();
+    m.apply(loss("short", "a", 1, Direction::Egress))
+        .expect("short");
+    let mut long = loss("long", "b", 1, Direction::Egress);
+    long.duration = Duration::from_secs(600);
+    m.apply(long).expect("long");
+    assert_eq!(m.next_deadline_in(), Some(Duration::from_secs(60)));
+    clock.advance(Duration::from_secs(60));
+    // At the deadline the fault reads as expired even before the sweep.
+    assert_eq!(m.get("short").expect("present").state, FaultState::Expired);
+    let ended = m.expire_due().expect("sweep");
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].state, FaultState::Expired);
+    assert_eq!(m.list().len(), 1);
+    assert_eq!(links(&m), vec![("/cg/b".into(), Hook::Egress)]);
+    assert_eq!(m.next_deadline_in(), Some(Duration::from_secs(540)));
+}
+
+#[test]
+fn slots_are_reused_after_revert() {
+    let (mut m, _) = manager();
+    m.apply(loss("a", "a", 1, Direction::Egress)).expect("a");
+    let slot = m.faults["a"].slot;
+    m.dp.counters.insert(
+        slot,
+        FaultCounters {
+            matched: 5,
+            dropped: 5,
+        },
+    );
+    m.revert("a").expect("revert");
+    m.apply(loss("b", "b", 1, Direction::Egress)).expect("b");
+    assert_eq!(m.faults["b"].slot, slot);
+    // The reused slot starts from zero.
+    assert_eq!(m.get("b").expect("b").counters, FaultCounters::default());
+}
+
+#[test]
+fn revert_all_clears_the_kernel() {
+    let (mut m, _) = manager();
+    for (i, p) in ["a", "a/b", "c/d/e", "f"].iter().enumerate() {
+        m.apply(loss(&format!("f{i}"), p, 1, Direction::Both))
+            .expect("apply");
+    }
+    assert_eq!(m.revert_all().expect("all"), 4);
+    assert!(m.dp.rules.is_empty());
+    assert!(m.dp.links.is_empty());
+    assert_eq!(m.dp.levels, 0);
+    assert_eq!(m.attachment_count(), 0);
+}
+
+/// A randomized sequence of applies and reverts on nested cgroups, checked
+/// after every step against invariants computed from scratch: each targeted
+/// cgroup's entry holds exactly its own and its ancestors' faults, and every
+/// root-to-leaf path crosses exactly one attachment per hook in use.
+#[test]
+fn random_operations_keep_kernel_state_exact() {
+    let (mut m, _) = manager();
+    let paths = ["a", "a/b", "a/b/c", "a/bc", "d", "d/e", "a/b/c/d", "f/g"];
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    for _ in 0..2000 {
+        let id = format!("f{}", next(12));
+        if next(3) == 0 {
+            m.revert(&id).expect("revert");
+        } else {
+            let dir = [Direction::Egress, Direction::Ingress, Direction::Both][next(3)];
+            let _ = m.apply(loss(
+                &id,
+                paths[next(paths.len())],
+                1 + next(1000) as u32,
+                dir,
+            ));
+        }
+        check_invariants(&m);
+    }
+}
+
+fn check_invariants(m: &TestManager) {
+    let is_anc_or_self = |a: &str, b: &str| a == b || b.starts_with(&format!("{a}/"));
+    for (path, node) in &m.targets {
+        let mut expect: Vec<u32> = m
+            .faults
+            .values()
+            .filter(|f| is_anc_or_self(&f.target.path, path))
+            .map(|f| f.slot)
+            .collect();
+        expect.sort();
+        let mut got = rule_slots(m, path);
+        got.sort();
+        assert_eq!(got, expect, "rules of {path}");
+        assert_eq!(node.id, id_of(path));
+        for hook in Hook::ALL {
+            let in_use = m.faults.values().any(|f| {
+                is_anc_or_self(&f.target.path, path) && f.spec.kind.direction().includes(hook)
+            });
+            let covering =
+                m.dp.links
+                    .iter()
+                    .filter(|((_, h), p)| {
+                        *h == hook && is_anc_or_self(p.trim_start_matches("/cg/"), path)
+                    })
+                    .count();
+            assert_eq!(
+                covering,
+                usize::from(in_use),
+                "{hook} attachments covering {path}"
+            );
+        }
+    }
+    assert_eq!(m.dp.rules.len(), m.targets.len(), "no stale rule entries");
+    let targets_with_links =
+        m.dp.links
+            .values()
+            .all(|p| m.targets.contains_key(p.trim_start_matches("/cg/")));
+    assert!(targets_with_links, "links only on targets");
+    let levels = m.targets.values().fold(0u64, |acc, n| acc | 1 << n.level);
+    assert_eq!(m.dp.levels, levels);
+}

@@ -301,6 +301,7 @@ pub fn status(err: &ManagerError) -> Status {
         ManagerError::Precondition(_) => Code::FailedPrecondition,
         ManagerError::NotFound(_) => Code::NotFound,
         ManagerError::Kernel(_) => Code::Internal,
+        ManagerError::ShuttingDown => Code::Unavailable,
     };
     Status::new(code, error_chain(err))
 }
@@ -482,6 +483,7 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (ManagerError::NotFound("id".into()), Code::NotFound),
+            (ManagerError::ShuttingDown, Code::Unavailable),
             (
                 ManagerError::Kernel(DatapathError::Missing {
                     kind: "map",

@@ -211,22 +211,37 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&shared),
         wait_stop(stop_rx.clone()),
     ));
-    let server = tonic::transport::Server::builder()
-        .add_service(AgentServer::new(AgentService::new(Arc::clone(&shared))))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        });
-    let served = server.await;
+    let mut server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AgentServer::new(AgentService::new(Arc::clone(&shared))))
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait_stop(stop_rx)),
+    );
+    let served = tokio::select! {
+        () = shutdown_signal() => None,
+        r = &mut server => Some(r),
+    };
 
-    // Whatever ended the server, no fault outlives the agent's intent.
+    // Stop taking faults first, so none lands after the revert below; then
+    // revert; then give open connections a moment to finish before exiting.
+    shared.close();
+    let _ = stop_tx.send(true);
     match shared.revert_all().await {
         Ok(n) => info!(reverted = n, "reverted every fault"),
         Err(e) => error!(error = %api::error_chain(&e), "reverting faults at shutdown"),
     }
+    let served = match served {
+        Some(r) => r,
+        None => match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(r) => r,
+            Err(_) => {
+                warn!("clients still connected after 5 s; closing");
+                Ok(Ok(()))
+            }
+        },
+    };
     let _ = expiry.await;
     let _ = fs::remove_file(&config.server.socket);
-    served.context("serving the API")?;
+    served.context("server task")?.context("serving the API")?;
     info!("faultd stopped");
     Ok(())
 }

@@ -75,6 +75,8 @@ pub enum ManagerError {
     NotFound(String),
     #[error("kernel: {0}")]
     Kernel(#[from] DatapathError),
+    #[error("the agent is shutting down and reverting every fault")]
+    ShuttingDown,
 }
 
 /// Resolves targets; the real one is `CgroupFs`.

@@ -6,7 +6,10 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -43,6 +46,9 @@ pub struct Shared<D, R, C> {
     cgroup_mount: PathBuf,
     /// Woken when faults change, so the expiry task re-reads the next deadline.
     changed: Notify,
+    /// Set at shutdown: new faults are refused so none lands after the final
+    /// revert.
+    closed: AtomicBool,
 }
 
 impl<D, R, C> std::fmt::Debug for Shared<D, R, C> {
@@ -60,6 +66,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Shared<D, R, C> {
             caps,
             cgroup_mount,
             changed: Notify::new(),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -70,6 +77,11 @@ impl<D: Datapath, R: Resolver, C: Clock> Shared<D, R, C> {
         self.manager
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Refuses new faults from now on (shutdown).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// Runs `f` on the manager on the blocking pool.

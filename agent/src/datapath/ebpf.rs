@@ -17,7 +17,7 @@ use super::{Datapath, DatapathError, KernelObject};
 use crate::fault::Hook;
 
 /// The object built from ebpf/ by build.rs.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faultd"));
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faultd-ebpf"));
 
 pub struct EbpfDatapath {
     ebpf: Ebpf,

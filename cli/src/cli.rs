@@ -1,0 +1,606 @@
+//! The command line (clap derive) and its mapping onto agent requests.
+//!
+//! Lives in the library rather than `main.rs` so the flag -> request mapping is
+//! unit-tested with `Cli::try_parse_from`, without an agent.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use faultd_proto::agent::v1 as pb;
+
+use crate::parse::{
+    Cidr, PortRange, generate_id, parse_cidr, parse_duration, parse_fault_id, parse_percent,
+    parse_port_range,
+};
+
+/// Where the agent listens unless `--socket` or `FAULTD_SOCKET` say otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/faultd/faultd.sock";
+
+/// Inject and revert faults through the faultd agent on this node.
+#[derive(Debug, Parser)]
+#[command(name = "faultctl", version, propagate_version = true)]
+pub struct Cli {
+    /// The agent's Unix control socket.
+    #[arg(
+        long,
+        global = true,
+        env = "FAULTD_SOCKET",
+        value_name = "PATH",
+        default_value = DEFAULT_SOCKET
+    )]
+    pub socket: PathBuf,
+
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// Pretty-printed JSON for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Drop a share of a target's packets for a while (creates, or updates
+    /// the fault with the same --id).
+    Loss(LossArgs),
+    /// List the faults the agent holds.
+    List,
+    /// Show one fault.
+    Get {
+        /// The fault id.
+        id: String,
+    },
+    /// Remove a fault (an unknown id succeeds), or every fault with --all.
+    Revert(RevertArgs),
+    /// Show what the kernel offers and what the agent loaded.
+    Caps,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["id", "all"])))]
+pub struct RevertArgs {
+    /// The fault id.
+    pub id: Option<String>,
+    /// Revert every fault the agent holds.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    Tcp,
+    Udp,
+    Icmp,
+    Any,
+}
+
+impl From<ProtocolArg> for pb::Protocol {
+    fn from(p: ProtocolArg) -> Self {
+        match p {
+            ProtocolArg::Tcp => pb::Protocol::Tcp,
+            ProtocolArg::Udp => pb::Protocol::Udp,
+            ProtocolArg::Icmp => pb::Protocol::Icmp,
+            ProtocolArg::Any => pb::Protocol::Any,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("target")
+        .required(true)
+        .args(["cgroup", "pid", "unit", "pod"])
+))]
+pub struct LossArgs {
+    /// Target a cgroup, relative to the cgroup v2 mount (e.g. system.slice/nginx.service).
+    #[arg(long, value_name = "PATH", help_heading = "Target (exactly one)")]
+    pub cgroup: Option<String>,
+
+    /// Target the cgroup this process is in when the fault is applied.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        help_heading = "Target (exactly one)"
+    )]
+    pub pid: Option<u32>,
+
+    /// Target a systemd unit or slice (e.g. nginx.service).
+    #[arg(long, value_name = "NAME", help_heading = "Target (exactly one)")]
+    pub unit: Option<String>,
+
+    /// Target a Kubernetes pod by metadata.uid.
+    #[arg(long, value_name = "UID", help_heading = "Target (exactly one)")]
+    pub pod: Option<String>,
+
+    /// With --pod: only this container (id, with or without a containerd:// prefix).
+    //
+    // `requires = "pod"` alone is not enough: clap waives a requirement whose
+    // arg conflicts with one present, and the single-choice target group makes
+    // --pod conflict with --unit etc. Hence the explicit conflicts.
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "pod",
+        conflicts_with_all = ["cgroup", "pid", "unit"],
+        help_heading = "Target (exactly one)"
+    )]
+    pub container: Option<String>,
+
+    /// Drop probability in percent, 0.0001 to 100 (e.g. 30, 0.5).
+    #[arg(long, value_name = "P", value_parser = parse_percent)]
+    pub percent: u32,
+
+    /// How long the fault lasts (e.g. 60s, 2m, 1h30m, 500ms); the agent reverts it afterwards.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Only outgoing packets. With neither --egress nor --ingress, both directions.
+    #[arg(long)]
+    pub egress: bool,
+
+    /// Only incoming packets. With neither --egress nor --ingress, both directions.
+    #[arg(long)]
+    pub ingress: bool,
+
+    /// Only this protocol.
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Any)]
+    pub protocol: ProtocolArg,
+
+    /// Only packets to (egress) or from (ingress) this CIDR; a bare address is one host.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub dst: Option<Cidr>,
+
+    /// Only this remote port, or inclusive range A-B (tcp, udp or any).
+    #[arg(long, value_name = "N|A-B", value_parser = parse_port_range)]
+    pub port: Option<PortRange>,
+
+    /// Fault id; applying an existing id updates that fault [default: loss-<random hex>].
+    #[arg(long, value_parser = parse_fault_id)]
+    pub id: Option<String>,
+}
+
+/// A combination of flags that each parsed but do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgsError {
+    #[error("--port needs --protocol tcp, udp or any, not icmp")]
+    PortWithIcmp,
+    #[error("--duration {0:?} is too long")]
+    DurationTooLong(Duration),
+}
+
+impl LossArgs {
+    /// The direction the flags ask for: only one side when exactly one flag is
+    /// given, otherwise both.
+    pub fn direction(&self) -> pb::Direction {
+        match (self.egress, self.ingress) {
+            (true, false) => pb::Direction::Egress,
+            (false, true) => pb::Direction::Ingress,
+            _ => pb::Direction::Both,
+        }
+    }
+
+    fn target(&self) -> Option<pb::target::Kind> {
+        use pb::target::Kind;
+        // clap's required, single-choice "target" group guarantees exactly one.
+        if let Some(path) = &self.cgroup {
+            Some(Kind::CgroupPath(path.clone()))
+        } else if let Some(pid) = self.pid {
+            Some(Kind::Pid(pid))
+        } else if let Some(unit) = &self.unit {
+            Some(Kind::SystemdUnit(unit.clone()))
+        } else {
+            self.pod.as_ref().map(|uid| {
+                Kind::Pod(pb::KubernetesPod {
+                    uid: uid.clone(),
+                    container_id: self.container.clone().unwrap_or_default(),
+                })
+            })
+        }
+    }
+
+    /// The ApplyFault request these flags describe. Without `--id`, a fresh
+    /// id is generated, so each call creates a new fault.
+    pub fn to_request(&self) -> Result<pb::ApplyFaultRequest, ArgsError> {
+        if self.port.is_some() && self.protocol == ProtocolArg::Icmp {
+            return Err(ArgsError::PortWithIcmp);
+        }
+        let duration = prost_types::Duration::try_from(self.duration)
+            .map_err(|_| ArgsError::DurationTooLong(self.duration))?;
+        let (remote_port_min, remote_port_max) =
+            self.port.map(PortRange::to_proto).unwrap_or((0, 0));
+        let filter = pb::PacketFilter {
+            protocol: pb::Protocol::from(self.protocol).into(),
+            remote_cidr: self.dst.map(|c| c.to_string()).unwrap_or_default(),
+            remote_port_min,
+            remote_port_max,
+        };
+        Ok(pb::ApplyFaultRequest {
+            spec: Some(pb::FaultSpec {
+                id: self.id.clone().unwrap_or_else(|| generate_id("loss")),
+                target: Some(pb::Target {
+                    kind: self.target(),
+                }),
+                duration: Some(duration),
+                kind: Some(pb::fault_spec::Kind::Loss(pb::LossFault {
+                    probability_ppm: self.percent,
+                    direction: self.direction().into(),
+                    filter: Some(filter),
+                })),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("faultctl").chain(args.iter().copied()))
+    }
+
+    fn loss_request(args: &[&str]) -> pb::ApplyFaultRequest {
+        let cli = parse(args).unwrap();
+        let Command::Loss(loss) = cli.command else {
+            panic!("not a loss command: {:?}", cli.command);
+        };
+        loss.to_request().unwrap()
+    }
+
+    fn loss_of(spec: &pb::FaultSpec) -> &pb::LossFault {
+        match &spec.kind {
+            Some(pb::fault_spec::Kind::Loss(l)) => l,
+            other => panic!("not a loss fault: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_defaults() {
+        let cli = parse(&["list"]).unwrap();
+        // FAULTD_SOCKET may be set where tests run; only check it without.
+        if std::env::var_os("FAULTD_SOCKET").is_none() {
+            assert_eq!(cli.socket, PathBuf::from(DEFAULT_SOCKET));
+        }
+        assert_eq!(cli.output, OutputFormat::Table);
+        let cli = parse(&["--socket", "/tmp/f.sock", "list", "-o", "json"]).unwrap();
+        assert_eq!(cli.socket, PathBuf::from("/tmp/f.sock"));
+        assert_eq!(cli.output, OutputFormat::Json);
+    }
+
+    #[test]
+    fn full_loss_command() {
+        let req = loss_request(&[
+            "loss",
+            "--unit",
+            "postgres.service",
+            "--percent",
+            "30",
+            "--duration",
+            "1h30m",
+            "--egress",
+            "--protocol",
+            "udp",
+            "--dst",
+            "10.0.0.0/8",
+            "--port",
+            "5432",
+            "--id",
+            "db-loss",
+        ]);
+        let want = pb::ApplyFaultRequest {
+            spec: Some(pb::FaultSpec {
+                id: "db-loss".into(),
+                target: Some(pb::Target {
+                    kind: Some(pb::target::Kind::SystemdUnit("postgres.service".into())),
+                }),
+                duration: Some(prost_types::Duration {
+                    seconds: 5_400,
+                    nanos: 0,
+                }),
+                kind: Some(pb::fault_spec::Kind::Loss(pb::LossFault {
+                    probability_ppm: 300_000,
+                    direction: pb::Direction::Egress.into(),
+                    filter: Some(pb::PacketFilter {
+                        protocol: pb::Protocol::Udp.into(),
+                        remote_cidr: "10.0.0.0/8".into(),
+                        remote_port_min: 5432,
+                        remote_port_max: 0,
+                    }),
+                })),
+            }),
+        };
+        assert_eq!(req, want);
+    }
+
+    #[test]
+    fn minimal_loss_command_defaults() {
+        let req = loss_request(&[
+            "loss",
+            "--cgroup",
+            "system.slice/nginx.service",
+            "--percent",
+            "0.5",
+            "--duration",
+            "500ms",
+        ]);
+        let spec = req.spec.unwrap();
+        assert!(spec.id.starts_with("loss-"), "{}", spec.id);
+        assert_eq!(
+            spec.target.as_ref().unwrap().kind,
+            Some(pb::target::Kind::CgroupPath(
+                "system.slice/nginx.service".into()
+            ))
+        );
+        assert_eq!(
+            spec.duration,
+            Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 500_000_000
+            })
+        );
+        let loss = loss_of(&spec);
+        assert_eq!(loss.probability_ppm, 5_000);
+        // Neither --egress nor --ingress: both directions.
+        assert_eq!(loss.direction(), pb::Direction::Both);
+        let filter = loss.filter.as_ref().unwrap();
+        assert_eq!(filter.protocol(), pb::Protocol::Any);
+        assert_eq!(filter.remote_cidr, "");
+        assert_eq!((filter.remote_port_min, filter.remote_port_max), (0, 0));
+    }
+
+    #[test]
+    fn directions() {
+        let base = ["loss", "--pid", "42", "--percent", "1", "--duration", "1m"];
+        let dir = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            loss_of(loss_request(&args).spec.as_ref().unwrap()).direction()
+        };
+        assert_eq!(dir(&[]), pb::Direction::Both);
+        assert_eq!(dir(&["--egress"]), pb::Direction::Egress);
+        assert_eq!(dir(&["--ingress"]), pb::Direction::Ingress);
+        assert_eq!(dir(&["--egress", "--ingress"]), pb::Direction::Both);
+    }
+
+    #[test]
+    fn pod_target_with_port_range_and_host_dst() {
+        let req = loss_request(&[
+            "loss",
+            "--pod",
+            "7f9c0e2a-1111-2222-3333-444455556666",
+            "--container",
+            "containerd://0123456789abcdef",
+            "--percent",
+            "100",
+            "--duration",
+            "2m",
+            "--ingress",
+            "--protocol",
+            "tcp",
+            "--dst",
+            "fd00::1",
+            "--port",
+            "8000-8080",
+        ]);
+        let spec = req.spec.unwrap();
+        assert_eq!(
+            spec.target.as_ref().unwrap().kind,
+            Some(pb::target::Kind::Pod(pb::KubernetesPod {
+                uid: "7f9c0e2a-1111-2222-3333-444455556666".into(),
+                container_id: "containerd://0123456789abcdef".into(),
+            }))
+        );
+        let loss = loss_of(&spec);
+        assert_eq!(loss.probability_ppm, 1_000_000);
+        assert_eq!(loss.direction(), pb::Direction::Ingress);
+        let filter = loss.filter.clone().unwrap();
+        assert_eq!(filter.protocol(), pb::Protocol::Tcp);
+        assert_eq!(filter.remote_cidr, "fd00::1/128");
+        assert_eq!(
+            (filter.remote_port_min, filter.remote_port_max),
+            (8000, 8080)
+        );
+    }
+
+    #[test]
+    fn rejected_command_lines_name_the_flag() {
+        let cases: &[(&[&str], ErrorKind, &str)] = &[
+            (
+                &["loss", "--pid", "1", "--percent", "0", "--duration", "1m"],
+                ErrorKind::ValueValidation,
+                "--percent",
+            ),
+            (
+                &["loss", "--pid", "1", "--percent", "101", "--duration", "1m"],
+                ErrorKind::ValueValidation,
+                "--percent",
+            ),
+            (
+                &["loss", "--pid", "1", "--percent", "5", "--duration", "60"],
+                ErrorKind::ValueValidation,
+                "--duration",
+            ),
+            (
+                &[
+                    "loss",
+                    "--pid",
+                    "1",
+                    "--percent",
+                    "5",
+                    "--duration",
+                    "1m",
+                    "--port",
+                    "0",
+                ],
+                ErrorKind::ValueValidation,
+                "--port",
+            ),
+            (
+                &[
+                    "loss",
+                    "--pid",
+                    "1",
+                    "--percent",
+                    "5",
+                    "--duration",
+                    "1m",
+                    "--dst",
+                    "10.1.2.3/8",
+                ],
+                ErrorKind::ValueValidation,
+                "--dst",
+            ),
+            (
+                &[
+                    "loss",
+                    "--pid",
+                    "1",
+                    "--percent",
+                    "5",
+                    "--duration",
+                    "1m",
+                    "--id",
+                    "a b",
+                ],
+                ErrorKind::ValueValidation,
+                "--id",
+            ),
+            (
+                &["loss", "--pid", "0", "--percent", "5", "--duration", "1m"],
+                ErrorKind::ValueValidation,
+                "--pid",
+            ),
+            // No target, or two targets.
+            (
+                &["loss", "--percent", "5", "--duration", "1m"],
+                ErrorKind::MissingRequiredArgument,
+                "--cgroup",
+            ),
+            (
+                &[
+                    "loss",
+                    "--pid",
+                    "1",
+                    "--unit",
+                    "a.service",
+                    "--percent",
+                    "5",
+                    "--duration",
+                    "1m",
+                ],
+                ErrorKind::ArgumentConflict,
+                "--unit",
+            ),
+            (
+                &[
+                    "loss",
+                    "--unit",
+                    "a.service",
+                    "--container",
+                    "abc",
+                    "--percent",
+                    "5",
+                    "--duration",
+                    "1m",
+                ],
+                ErrorKind::ArgumentConflict,
+                "--container",
+            ),
+            (
+                &[
+                    "loss",
+                    "--container",
+                    "abc",
+                    "--percent",
+                    "5",
+                    "--duration",
+                    "1m",
+                ],
+                ErrorKind::MissingRequiredArgument,
+                "--pod",
+            ),
+            (
+                &["loss", "--pid", "1", "--duration", "1m"],
+                ErrorKind::MissingRequiredArgument,
+                "--percent",
+            ),
+            (&["revert"], ErrorKind::MissingRequiredArgument, "--all"),
+            (
+                &["revert", "x", "--all"],
+                ErrorKind::ArgumentConflict,
+                "--all",
+            ),
+            (
+                &["list", "--output", "yaml"],
+                ErrorKind::InvalidValue,
+                "--output",
+            ),
+        ];
+        for (args, kind, flag) in cases {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.kind(), *kind, "{args:?}: {err}");
+            assert!(err.to_string().contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn port_with_icmp_is_rejected_after_parsing() {
+        let cli = parse(&[
+            "loss",
+            "--pid",
+            "1",
+            "--percent",
+            "5",
+            "--duration",
+            "1m",
+            "--protocol",
+            "icmp",
+            "--port",
+            "80",
+        ])
+        .unwrap();
+        let Command::Loss(loss) = cli.command else {
+            panic!("not a loss command");
+        };
+        assert_eq!(loss.to_request(), Err(ArgsError::PortWithIcmp));
+    }
+
+    #[test]
+    fn other_subcommands() {
+        assert!(matches!(parse(&["list"]).unwrap().command, Command::List));
+        assert!(matches!(parse(&["caps"]).unwrap().command, Command::Caps));
+        assert!(matches!(
+            parse(&["get", "db-loss"]).unwrap().command,
+            Command::Get { id } if id == "db-loss"
+        ));
+        assert!(matches!(
+            parse(&["revert", "db-loss"]).unwrap().command,
+            Command::Revert(RevertArgs { id: Some(id), all: false }) if id == "db-loss"
+        ));
+        assert!(matches!(
+            parse(&["revert", "--all"]).unwrap().command,
+            Command::Revert(RevertArgs {
+                id: None,
+                all: true
+            })
+        ));
+    }
+}

@@ -1,0 +1,73 @@
+//! Request builders for the agent API, shared by tests, the demo and the
+//! benchmarks.
+
+use std::time::Duration;
+
+use faultd_proto::agent::v1 as pb;
+
+/// A loss fault on a cgroup path (relative to the cgroup2 mount).
+#[derive(Debug, Clone)]
+pub struct Loss {
+    pub id: String,
+    pub cgroup: String,
+    pub ppm: u32,
+    pub direction: pb::Direction,
+    pub duration: Duration,
+    pub filter: pb::PacketFilter,
+}
+
+impl Loss {
+    pub fn new(id: &str, cgroup: &str, ppm: u32) -> Self {
+        Self {
+            id: id.to_owned(),
+            cgroup: cgroup.to_owned(),
+            ppm,
+            direction: pb::Direction::Egress,
+            duration: Duration::from_secs(120),
+            filter: pb::PacketFilter::default(),
+        }
+    }
+
+    pub fn direction(mut self, d: pb::Direction) -> Self {
+        self.direction = d;
+        self
+    }
+
+    pub fn duration(mut self, d: Duration) -> Self {
+        self.duration = d;
+        self
+    }
+
+    pub fn filter(mut self, f: pb::PacketFilter) -> Self {
+        self.filter = f;
+        self
+    }
+
+    pub fn spec(&self) -> pb::FaultSpec {
+        pb::FaultSpec {
+            id: self.id.clone(),
+            target: Some(pb::Target {
+                kind: Some(pb::target::Kind::CgroupPath(self.cgroup.clone())),
+            }),
+            duration: Some(prost_duration(self.duration)),
+            kind: Some(pb::fault_spec::Kind::Loss(pb::LossFault {
+                probability_ppm: self.ppm,
+                direction: self.direction as i32,
+                filter: Some(self.filter.clone()),
+            })),
+        }
+    }
+
+    pub fn request(&self) -> pb::ApplyFaultRequest {
+        pb::ApplyFaultRequest {
+            spec: Some(self.spec()),
+        }
+    }
+}
+
+pub fn prost_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}

@@ -1,0 +1,161 @@
+//! `cargo xtask setup`: everything a fresh Debian machine needs, installed
+//! idempotently and cached. Each step checks before it acts, so a warm
+//! machine pays a few `dpkg -s` and file checks.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::util::{cmd_output, run};
+
+/// Debian packages the tests, the demo and the VM tier use.
+pub const APT_PACKAGES: &[&str] = &[
+    "bpftool",         // the tests check the kernel's view independently of the agent
+    "iproute2",        // tc, ip: fq probe, network namespaces
+    "qemu-system-x86", // VM test tier
+    "busybox-static",  // VM initramfs userland
+    "cpio",            // VM initramfs
+    "zstd",            // compressed kernel modules
+];
+
+/// bpf-linker release built against the toolchain's own LLVM.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("FAULTD_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/faultd")
+}
+
+pub fn setup() -> anyhow::Result<()> {
+    apt_packages()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+    let sudo: &[&str] = if nix::unistd::geteuid().is_root() {
+        &[]
+    } else {
+        &["sudo"]
+    };
+    let apt = |args: &[&str]| {
+        let mut c = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+        if !sudo.is_empty() {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    run(apt(&["update", "-qq"]))?;
+    let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
+    install.args(&missing);
+    run(install)
+}
+
+/// Builds bpf-linker against the LLVM shared library that ships with the
+/// pinned rustc: bitcode from rustc must be read by the same LLVM, and no
+/// prebuilt binary can be downloaded here. Cached per (bpf-linker version,
+/// rustc LLVM version).
+fn bpf_linker() -> anyhow::Result<()> {
+    let rustc_vv = cmd_output(Command::new("rustc").arg("-vV"))?;
+    let llvm_version = rustc_vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("rustc -vV printed no LLVM version")?
+        .trim()
+        .to_owned();
+    let major = llvm_version
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let root = cache_dir().join("bpf-linker").join(BPF_LINKER_VERSION);
+    let stamp = root.join("llvm-version");
+    let bin = root.join("bin/bpf-linker");
+    if bin.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == llvm_version) {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against rustc's LLVM {llvm_version}"
+    );
+    let sysroot =
+        PathBuf::from(cmd_output(Command::new("rustc").args(["--print", "sysroot"]))?.trim());
+    let lib = find_libllvm(&sysroot.join("lib"))?;
+    let prefix = cache_dir().join(format!("llvm-prefix-{llvm_version}"));
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    // llvm-sys links against lib/libLLVM.so; the binary's rpath points at
+    // this lib/ and the loader looks for the soname there, so both names
+    // resolve to the toolchain's library even outside `rustup run`.
+    let soname = lib.file_name().context("libLLVM path has no file name")?;
+    for name in [std::ffi::OsStr::new("libLLVM.so"), soname] {
+        let link = prefix.join("lib").join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&lib, &link)
+            .with_context(|| format!("linking {} -> {}", link.display(), lib.display()))?;
+    }
+    let mut install = Command::new("cargo");
+    install
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--force",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
+        .arg("--root")
+        .arg(&root)
+        .env("LLVM_PREFIX", &prefix)
+        // Build with the pinned toolchain regardless of the caller's cwd.
+        .current_dir(crate::util::workspace_root());
+    run(install)?;
+    std::fs::write(&stamp, &llvm_version)?;
+    Ok(())
+}
+
+fn find_libllvm(lib_dir: &Path) -> anyhow::Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(lib_dir)
+        .with_context(|| format!("reading {}", lib_dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM") && n.contains(".so"))
+        })
+        .collect();
+    candidates.sort();
+    match candidates.pop() {
+        Some(p) => Ok(p),
+        None => bail!(
+            "no libLLVM shared library in {}; the toolchain in rust-toolchain.toml must ship one",
+            lib_dir.display()
+        ),
+    }
+}

@@ -13,7 +13,7 @@ use serde::Deserialize;
 /// Exit status for a bad config or bad flags (sysexits.h EX_USAGE).
 pub const EX_USAGE: i32 = 64;
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -132,18 +132,6 @@ impl Default for SafetyConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            state: StateConfig::default(),
-            limits: LimitsConfig::default(),
-            safety: SafetyConfig::default(),
-            cgroup: CgroupConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
 
 /// Largest `max_faults`: map memory grows linearly (about 600 bytes of rules
 /// and 16 bytes of counters per CPU per fault).

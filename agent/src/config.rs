@@ -132,7 +132,6 @@ impl Default for SafetyConfig {
     }
 }
 
-
 /// Largest `max_faults`: map memory grows linearly (about 600 bytes of rules
 /// and 16 bytes of counters per CPU per fault).
 pub const MAX_FAULTS_CEILING: u32 = 1 << 20;

@@ -10,7 +10,10 @@ use faultd_proto::agent::v1 as pb;
 use tonic::{Code, Status};
 
 use crate::{
-    fault::{Direction, FaultKind, FaultSpec, IpCidr, LossSpec, PPM, PacketFilter, Protocol},
+    fault::{
+        Direction, ERRNOS, Errno, FaultKind, FaultSpec, IpCidr, LossSpec, PPM, PacketFilter,
+        Protocol, SyscallOp, SyscallSpec,
+    },
     manager::{FaultState, FaultView, ManagerError},
     target::{TargetError, TargetSpec},
 };
@@ -79,6 +82,7 @@ impl TryFrom<pb::FaultSpec> for FaultSpec {
             .ok_or_else(|| invalid("spec.kind", "is required (e.g. loss)"))?
         {
             pb::fault_spec::Kind::Loss(loss) => FaultKind::Loss(loss_from_pb(loss)?),
+            pb::fault_spec::Kind::Syscall(sys) => FaultKind::Syscall(syscall_from_pb(sys)?),
         };
         Ok(Self {
             id: spec.id,
@@ -135,10 +139,72 @@ fn loss_from_pb(loss: pb::LossFault) -> Result<LossSpec, InvalidField> {
         ));
     }
     let direction = direction_from_pb(loss.direction, "spec.loss.direction")?;
-    let filter = filter_from_pb(loss.filter.unwrap_or_default(), "spec.loss.filter")?;
+    let filter = filter_from_pb(loss.filter.unwrap_or_default(), &LOSS_FILTER)?;
     Ok(LossSpec {
         probability_ppm: loss.probability_ppm,
         direction,
+        filter,
+    })
+}
+
+fn syscall_from_pb(sys: pb::SyscallFault) -> Result<SyscallSpec, InvalidField> {
+    let op = match pb::SyscallOperation::try_from(sys.operation) {
+        Ok(pb::SyscallOperation::Connect) => SyscallOp::Connect,
+        Ok(pb::SyscallOperation::Bind) => SyscallOp::Bind,
+        Ok(pb::SyscallOperation::Sendmsg) => SyscallOp::Sendmsg,
+        Ok(pb::SyscallOperation::Socket) => SyscallOp::Socket,
+        Ok(pb::SyscallOperation::Unspecified) => {
+            return Err(invalid(
+                "spec.syscall.operation",
+                "is required: connect, bind, sendmsg or socket",
+            ));
+        }
+        Err(_) => {
+            return Err(invalid(
+                "spec.syscall.operation",
+                format!("unknown operation {}", sys.operation),
+            ));
+        }
+    };
+    let errno = Errno::parse(&sys.errno).ok_or_else(|| {
+        let known: Vec<&str> = ERRNOS.iter().map(|e| e.name).collect();
+        invalid(
+            "spec.syscall.errno",
+            format!("unknown errno {:?}; one of {}", sys.errno, known.join(", ")),
+        )
+    })?;
+    if sys.probability_ppm == 0 || sys.probability_ppm > PPM {
+        return Err(invalid(
+            "spec.syscall.probability_ppm",
+            format!(
+                "must be in 1..={PPM} parts per million (100%), got {}",
+                sys.probability_ppm
+            ),
+        ));
+    }
+    let filter = filter_from_pb(sys.filter.unwrap_or_default(), &SYSCALL_FILTER)?;
+    if filter.protocol == Protocol::Icmp {
+        return Err(invalid(
+            SYSCALL_FILTER.protocol,
+            format!("{} applies to tcp, udp or any", op.name()),
+        ));
+    }
+    if op == SyscallOp::Socket && (filter.remote.is_some() || filter.remote_ports.is_some()) {
+        return Err(invalid(
+            SYSCALL_FILTER.cidr,
+            "socket() has no address: only the protocol filter applies",
+        ));
+    }
+    if op == SyscallOp::Sendmsg && filter.protocol == Protocol::Tcp {
+        return Err(invalid(
+            SYSCALL_FILTER.protocol,
+            "sendmsg faults apply to unconnected UDP sockets (the kernel's sendmsg hook)",
+        ));
+    }
+    Ok(SyscallSpec {
+        op,
+        errno,
+        probability_ppm: sys.probability_ppm,
         filter,
     })
 }
@@ -153,7 +219,29 @@ fn direction_from_pb(value: i32, field: &'static str) -> Result<Direction, Inval
     }
 }
 
-fn filter_from_pb(f: pb::PacketFilter, field: &'static str) -> Result<PacketFilter, InvalidField> {
+/// The field paths of one filter, for error messages.
+struct FilterFields {
+    protocol: &'static str,
+    cidr: &'static str,
+    ports: &'static str,
+}
+
+const LOSS_FILTER: FilterFields = FilterFields {
+    protocol: "spec.loss.filter.protocol",
+    cidr: "spec.loss.filter.remote_cidr",
+    ports: "spec.loss.filter.remote_port_min",
+};
+
+const SYSCALL_FILTER: FilterFields = FilterFields {
+    protocol: "spec.syscall.filter.protocol",
+    cidr: "spec.syscall.filter.remote_cidr",
+    ports: "spec.syscall.filter.remote_port_min",
+};
+
+fn filter_from_pb(
+    f: pb::PacketFilter,
+    fields: &FilterFields,
+) -> Result<PacketFilter, InvalidField> {
     let protocol = match pb::Protocol::try_from(f.protocol) {
         Ok(pb::Protocol::Any) => Protocol::Any,
         Ok(pb::Protocol::Tcp) => Protocol::Tcp,
@@ -161,7 +249,7 @@ fn filter_from_pb(f: pb::PacketFilter, field: &'static str) -> Result<PacketFilt
         Ok(pb::Protocol::Icmp) => Protocol::Icmp,
         Err(_) => {
             return Err(invalid(
-                field_protocol(field),
+                fields.protocol,
                 format!("unknown protocol {}", f.protocol),
             ));
         }
@@ -169,24 +257,24 @@ fn filter_from_pb(f: pb::PacketFilter, field: &'static str) -> Result<PacketFilt
     let remote = if f.remote_cidr.is_empty() {
         None
     } else {
-        Some(IpCidr::parse(&f.remote_cidr).map_err(|e| invalid(field_cidr(field), e.to_string()))?)
+        Some(IpCidr::parse(&f.remote_cidr).map_err(|e| invalid(fields.cidr, e.to_string()))?)
     };
     let remote_ports = match (f.remote_port_min, f.remote_port_max) {
         (0, 0) => None,
         (min, max) => {
             let max = if max == 0 { min } else { max };
             if min > u32::from(u16::MAX) || max > u32::from(u16::MAX) {
-                return Err(invalid(field_ports(field), "ports must be at most 65535"));
+                return Err(invalid(fields.ports, "ports must be at most 65535"));
             }
             if min > max {
                 return Err(invalid(
-                    field_ports(field),
+                    fields.ports,
                     format!("remote_port_min {min} is above remote_port_max {max}"),
                 ));
             }
             if protocol == Protocol::Icmp {
                 return Err(invalid(
-                    field_ports(field),
+                    fields.ports,
                     "ICMP has no ports; use tcp, udp or any",
                 ));
             }
@@ -199,18 +287,6 @@ fn filter_from_pb(f: pb::PacketFilter, field: &'static str) -> Result<PacketFilt
         remote,
         remote_ports,
     })
-}
-
-// Field paths are &'static str so errors can carry them without allocation;
-// the filter is only used under `spec.loss` today.
-fn field_protocol(_: &'static str) -> &'static str {
-    "spec.loss.filter.protocol"
-}
-fn field_cidr(_: &'static str) -> &'static str {
-    "spec.loss.filter.remote_cidr"
-}
-fn field_ports(_: &'static str) -> &'static str {
-    "spec.loss.filter.remote_port_min"
 }
 
 pub fn spec_to_pb(spec: &FaultSpec) -> pb::FaultSpec {
@@ -231,25 +307,18 @@ pub fn spec_to_pb(spec: &FaultSpec) -> pb::FaultSpec {
                 Direction::Ingress => pb::Direction::Ingress,
                 Direction::Both => pb::Direction::Both,
             } as i32,
-            filter: Some(pb::PacketFilter {
-                protocol: match l.filter.protocol {
-                    Protocol::Any => pb::Protocol::Any,
-                    Protocol::Tcp => pb::Protocol::Tcp,
-                    Protocol::Udp => pb::Protocol::Udp,
-                    Protocol::Icmp => pb::Protocol::Icmp,
-                } as i32,
-                remote_cidr: l.filter.remote.map(|c| c.to_string()).unwrap_or_default(),
-                remote_port_min: l
-                    .filter
-                    .remote_ports
-                    .as_ref()
-                    .map_or(0, |r| u32::from(*r.start())),
-                remote_port_max: l
-                    .filter
-                    .remote_ports
-                    .as_ref()
-                    .map_or(0, |r| u32::from(*r.end())),
-            }),
+            filter: Some(filter_to_pb(&l.filter)),
+        }),
+        FaultKind::Syscall(sys) => pb::fault_spec::Kind::Syscall(pb::SyscallFault {
+            operation: match sys.op {
+                SyscallOp::Connect => pb::SyscallOperation::Connect,
+                SyscallOp::Bind => pb::SyscallOperation::Bind,
+                SyscallOp::Sendmsg => pb::SyscallOperation::Sendmsg,
+                SyscallOp::Socket => pb::SyscallOperation::Socket,
+            } as i32,
+            errno: sys.errno.name.to_owned(),
+            probability_ppm: sys.probability_ppm,
+            filter: Some(filter_to_pb(&sys.filter)),
         }),
     };
     pb::FaultSpec {
@@ -257,6 +326,29 @@ pub fn spec_to_pb(spec: &FaultSpec) -> pb::FaultSpec {
         target: Some(pb::Target { kind: Some(target) }),
         duration: prost_types::Duration::try_from(spec.duration).ok(),
         kind: Some(kind),
+    }
+}
+
+fn filter_to_pb(f: &PacketFilter) -> pb::PacketFilter {
+    pb::PacketFilter {
+        protocol: match f.protocol {
+            Protocol::Any => pb::Protocol::Any,
+            Protocol::Tcp => pb::Protocol::Tcp,
+            Protocol::Udp => pb::Protocol::Udp,
+            Protocol::Icmp => pb::Protocol::Icmp,
+        } as i32,
+        remote_cidr: f.remote.map(|c| c.to_string()).unwrap_or_default(),
+        remote_port_min: f.remote_ports.as_ref().map_or(0, |r| u32::from(*r.start())),
+        remote_port_max: f.remote_ports.as_ref().map_or(0, |r| u32::from(*r.end())),
+    }
+}
+
+/// The kernel mechanism that serves a fault, as the API reports it.
+pub fn backend(kind: &FaultKind) -> &'static str {
+    match kind {
+        FaultKind::Loss(_) => "cgroup_skb",
+        FaultKind::Syscall(s) if s.op == SyscallOp::Socket => "cgroup_sock",
+        FaultKind::Syscall(_) => "cgroup_sock_addr",
     }
 }
 
@@ -278,6 +370,7 @@ pub fn fault_to_pb(v: &FaultView) -> pb::Fault {
             matched: v.counters.matched,
             injected: v.counters.dropped,
         }),
+        backend: backend(&v.spec.kind).to_owned(),
     }
 }
 
@@ -423,6 +516,79 @@ mod tests {
         assert_eq!(field_of(big_port), "spec.loss.filter.remote_port_min");
     }
 
+    fn syscall_spec(
+        op: pb::SyscallOperation,
+        errno: &str,
+        filter: pb::PacketFilter,
+    ) -> pb::FaultSpec {
+        let mut s = loss_spec(1);
+        s.kind = Some(pb::fault_spec::Kind::Syscall(pb::SyscallFault {
+            operation: op as i32,
+            errno: errno.into(),
+            probability_ppm: 500_000,
+            filter: Some(filter),
+        }));
+        s
+    }
+
+    #[test]
+    fn syscall_specs_validate_and_round_trip() {
+        let ok = syscall_spec(
+            pb::SyscallOperation::Connect,
+            "ECONNREFUSED",
+            pb::PacketFilter {
+                remote_port_min: 5432,
+                remote_port_max: 5432,
+                ..Default::default()
+            },
+        );
+        let spec = FaultSpec::try_from(ok.clone()).expect("valid");
+        assert_eq!(spec_to_pb(&spec), ok);
+        assert_eq!(backend(&spec.kind), "cgroup_sock_addr");
+        let f = pb::PacketFilter::default;
+        assert_eq!(
+            field_of(syscall_spec(pb::SyscallOperation::Unspecified, "EIO", f())),
+            "spec.syscall.operation"
+        );
+        let err = FaultSpec::try_from(syscall_spec(pb::SyscallOperation::Connect, "EBOGUS", f()))
+            .expect_err("errno");
+        assert_eq!(err.field, "spec.syscall.errno");
+        assert!(
+            err.reason.contains("ECONNREFUSED"),
+            "lists the known ones: {err}"
+        );
+        let socket_with_addr = syscall_spec(
+            pb::SyscallOperation::Socket,
+            "EMFILE",
+            pb::PacketFilter {
+                remote_cidr: "10.0.0.0/8".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            field_of(socket_with_addr),
+            "spec.syscall.filter.remote_cidr"
+        );
+        let tcp_sendmsg = syscall_spec(
+            pb::SyscallOperation::Sendmsg,
+            "ENOBUFS",
+            pb::PacketFilter {
+                protocol: pb::Protocol::Tcp as i32,
+                ..Default::default()
+            },
+        );
+        assert_eq!(field_of(tcp_sendmsg), "spec.syscall.filter.protocol");
+        let icmp_connect = syscall_spec(
+            pb::SyscallOperation::Connect,
+            "EIO",
+            pb::PacketFilter {
+                protocol: pb::Protocol::Icmp as i32,
+                ..Default::default()
+            },
+        );
+        assert_eq!(field_of(icmp_connect), "spec.syscall.filter.protocol");
+    }
+
     #[test]
     fn single_port_and_unspecified_direction() {
         let mut s = loss_spec(1);
@@ -434,7 +600,9 @@ mod tests {
             });
         }
         let spec = FaultSpec::try_from(s).expect("valid");
-        let FaultKind::Loss(l) = spec.kind;
+        let FaultKind::Loss(l) = spec.kind else {
+            panic!("loss")
+        };
         assert_eq!(l.direction, Direction::Both);
         assert_eq!(l.filter.remote_ports, Some(53..=53));
     }

@@ -27,6 +27,14 @@ impl Capabilities {
     pub fn has(&self, name: &str) -> bool {
         self.features.iter().any(|f| f.name == name && f.available)
     }
+
+    /// Adds a feature known only after loading (e.g. whether programs
+    /// loaded), keeping the list sorted.
+    pub fn add(&mut self, feature: Feature) {
+        self.features.retain(|f| f.name != feature.name);
+        self.features.push(feature);
+        self.features.sort_by_key(|f| f.name);
+    }
 }
 
 fn feature(name: &'static str, available: bool, detail: impl Into<String>) -> Feature {

@@ -5,9 +5,9 @@
 
 use std::{collections::HashMap, path::Path};
 
-use faultd_common::{CgroupRules, FaultCounters};
+use faultd_common::{CgroupRules, FaultCounters, MAX_RULES_PER_CGROUP, SysRules};
 
-use crate::fault::Hook;
+use crate::fault::{Hook, KernelRule, Table};
 
 pub mod ebpf;
 
@@ -55,10 +55,60 @@ pub struct KernelObject {
     pub id: u32,
 }
 
+/// One cgroup's entry in one of the rules maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableRules {
+    Net(CgroupRules),
+    Sys(SysRules),
+}
+
+impl TableRules {
+    pub fn empty(table: Table) -> Self {
+        match table {
+            Table::Net => Self::Net(CgroupRules::default()),
+            Table::Sys => Self::Sys(SysRules::default()),
+        }
+    }
+
+    pub fn table(&self) -> Table {
+        match self {
+            Self::Net(_) => Table::Net,
+            Self::Sys(_) => Table::Sys,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Net(r) => r.count as usize,
+            Self::Sys(r) => r.count as usize,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends a rule of this table's kind; others and overflow are ignored
+    /// (the manager checks counts and kinds before building entries).
+    pub fn push(&mut self, rule: KernelRule) {
+        match (self, rule) {
+            (Self::Net(r), KernelRule::Net(rule)) if (r.count as usize) < MAX_RULES_PER_CGROUP => {
+                r.rules[r.count as usize] = rule;
+                r.count += 1;
+            }
+            (Self::Sys(r), KernelRule::Sys(rule)) if (r.count as usize) < MAX_RULES_PER_CGROUP => {
+                r.rules[r.count as usize] = rule;
+                r.count += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
 pub trait Datapath: Send + 'static {
-    /// Writes (creates or replaces) the rules of one cgroup.
-    fn set_rules(&mut self, cgroup_id: u64, rules: &CgroupRules) -> Result<(), DatapathError>;
-    fn remove_rules(&mut self, cgroup_id: u64) -> Result<(), DatapathError>;
+    /// Writes (creates or replaces) one cgroup's entry in the rules' table.
+    fn set_rules(&mut self, cgroup_id: u64, rules: &TableRules) -> Result<(), DatapathError>;
+    fn remove_rules(&mut self, table: Table, cgroup_id: u64) -> Result<(), DatapathError>;
     /// Bit n set: some cgroup at level n has rules.
     fn set_levels(&mut self, mask: u64) -> Result<(), DatapathError>;
     /// Attaches the `hook` program to the cgroup at `path` (absolute).
@@ -76,6 +126,7 @@ pub trait Datapath: Send + 'static {
 #[derive(Debug, Default)]
 pub struct FakeDatapath {
     pub rules: HashMap<u64, CgroupRules>,
+    pub sys_rules: HashMap<u64, SysRules>,
     pub levels: u64,
     pub links: HashMap<(u64, Hook), String>,
     pub counters: HashMap<u32, FaultCounters>,
@@ -86,13 +137,23 @@ pub struct FakeDatapath {
 }
 
 impl Datapath for FakeDatapath {
-    fn set_rules(&mut self, cgroup_id: u64, rules: &CgroupRules) -> Result<(), DatapathError> {
-        self.rules.insert(cgroup_id, *rules);
+    fn set_rules(&mut self, cgroup_id: u64, rules: &TableRules) -> Result<(), DatapathError> {
+        match rules {
+            TableRules::Net(r) => {
+                self.rules.insert(cgroup_id, *r);
+            }
+            TableRules::Sys(r) => {
+                self.sys_rules.insert(cgroup_id, *r);
+            }
+        }
         Ok(())
     }
 
-    fn remove_rules(&mut self, cgroup_id: u64) -> Result<(), DatapathError> {
-        self.rules.remove(&cgroup_id);
+    fn remove_rules(&mut self, table: Table, cgroup_id: u64) -> Result<(), DatapathError> {
+        match table {
+            Table::Net => self.rules.remove(&cgroup_id).map(|_| ()),
+            Table::Sys => self.sys_rules.remove(&cgroup_id).map(|_| ()),
+        };
         Ok(())
     }
 

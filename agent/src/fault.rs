@@ -5,7 +5,8 @@ use std::{fmt, net::IpAddr, ops::RangeInclusive, time::Duration};
 
 use faultd_common::{
     ACTION_LOSS, DIR_EGRESS, DIR_INGRESS, FAMILY_ANY, FAMILY_IPV4, FAMILY_IPV6, NetRule, PROTO_ANY,
-    PROTO_ICMP, PROTO_TCP, PROTO_UDP, THRESHOLD_ALWAYS,
+    PROTO_ICMP, PROTO_TCP, PROTO_UDP, SYS_OP_BIND, SYS_OP_CONNECT, SYS_OP_SENDMSG, SYS_OP_SOCKET,
+    SysRule, THRESHOLD_ALWAYS,
 };
 
 use crate::target::TargetSpec;
@@ -24,19 +25,232 @@ pub struct FaultSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FaultKind {
     Loss(LossSpec),
+    Syscall(SyscallSpec),
 }
 
 impl FaultKind {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Loss(_) => "loss",
+            Self::Syscall(_) => "syscall",
         }
     }
 
-    pub fn direction(&self) -> Direction {
+    /// Whether this fault needs the program on `hook`.
+    pub fn uses(&self, hook: Hook) -> bool {
         match self {
-            Self::Loss(l) => l.direction,
+            Self::Loss(l) => match hook {
+                Hook::Egress | Hook::Ingress => l.direction.bits() & hook.dir_bit() != 0,
+                _ => false,
+            },
+            Self::Syscall(s) => {
+                let (v4, v6) = match s.filter.remote.map(|c| c.addr()) {
+                    Some(IpAddr::V4(_)) => (true, false),
+                    Some(IpAddr::V6(_)) => (false, true),
+                    None => (true, true),
+                };
+                match (s.op, hook) {
+                    (SyscallOp::Connect, Hook::Connect4)
+                    | (SyscallOp::Bind, Hook::Bind4)
+                    | (SyscallOp::Sendmsg, Hook::Sendmsg4) => v4,
+                    (SyscallOp::Connect, Hook::Connect6)
+                    | (SyscallOp::Bind, Hook::Bind6)
+                    | (SyscallOp::Sendmsg, Hook::Sendmsg6) => v6,
+                    (SyscallOp::Socket, Hook::SockCreate) => true,
+                    _ => false,
+                }
+            }
         }
+    }
+
+    /// The kernel table its rule lives in.
+    pub fn table(&self) -> Table {
+        match self {
+            Self::Loss(_) => Table::Net,
+            Self::Syscall(_) => Table::Sys,
+        }
+    }
+}
+
+/// The two rules maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// `FAULTD_RULES`: packets (cgroup_skb).
+    Net,
+    /// `FAULTD_SYS`: syscalls (cgroup socket hooks).
+    Sys,
+}
+
+impl Table {
+    pub const ALL: [Table; 2] = [Table::Net, Table::Sys];
+}
+
+/// A syscall fault: fail an operation with `errno`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyscallSpec {
+    pub op: SyscallOp,
+    pub errno: Errno,
+    /// 1..=1_000_000.
+    pub probability_ppm: u32,
+    /// For connect/sendmsg the destination, for bind the local address.
+    pub filter: PacketFilter,
+}
+
+/// Operations the cgroup socket hooks can fail. Which syscalls each covers
+/// is documented in docs/syscall-faults.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallOp {
+    /// connect(2) on TCP and UDP sockets (BPF_CGROUP_INET{4,6}_CONNECT).
+    Connect,
+    /// bind(2) (BPF_CGROUP_INET{4,6}_BIND).
+    Bind,
+    /// sendto/sendmsg with an address on unconnected UDP sockets
+    /// (BPF_CGROUP_UDP{4,6}_SENDMSG).
+    Sendmsg,
+    /// socket(2) for inet sockets and others (BPF_CGROUP_INET_SOCK_CREATE).
+    Socket,
+}
+
+impl SyscallOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Bind => "bind",
+            Self::Sendmsg => "sendmsg",
+            Self::Socket => "socket",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Self::Connect => SYS_OP_CONNECT,
+            Self::Bind => SYS_OP_BIND,
+            Self::Sendmsg => SYS_OP_SENDMSG,
+            Self::Socket => SYS_OP_SOCKET,
+        }
+    }
+}
+
+/// An errno a fault may inject, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno {
+    pub name: &'static str,
+    pub value: i32,
+}
+
+/// The errnos faultd injects: those applications meet in practice for the
+/// operations faultd can fail.
+pub const ERRNOS: &[Errno] = &[
+    Errno {
+        name: "EPERM",
+        value: libc::EPERM,
+    },
+    Errno {
+        name: "ENOENT",
+        value: libc::ENOENT,
+    },
+    Errno {
+        name: "EINTR",
+        value: libc::EINTR,
+    },
+    Errno {
+        name: "EIO",
+        value: libc::EIO,
+    },
+    Errno {
+        name: "EAGAIN",
+        value: libc::EAGAIN,
+    },
+    Errno {
+        name: "ENOMEM",
+        value: libc::ENOMEM,
+    },
+    Errno {
+        name: "EACCES",
+        value: libc::EACCES,
+    },
+    Errno {
+        name: "EBUSY",
+        value: libc::EBUSY,
+    },
+    Errno {
+        name: "EEXIST",
+        value: libc::EEXIST,
+    },
+    Errno {
+        name: "EINVAL",
+        value: libc::EINVAL,
+    },
+    Errno {
+        name: "ENFILE",
+        value: libc::ENFILE,
+    },
+    Errno {
+        name: "EMFILE",
+        value: libc::EMFILE,
+    },
+    Errno {
+        name: "ENOSPC",
+        value: libc::ENOSPC,
+    },
+    Errno {
+        name: "EROFS",
+        value: libc::EROFS,
+    },
+    Errno {
+        name: "EAFNOSUPPORT",
+        value: libc::EAFNOSUPPORT,
+    },
+    Errno {
+        name: "EPROTONOSUPPORT",
+        value: libc::EPROTONOSUPPORT,
+    },
+    Errno {
+        name: "EADDRINUSE",
+        value: libc::EADDRINUSE,
+    },
+    Errno {
+        name: "EADDRNOTAVAIL",
+        value: libc::EADDRNOTAVAIL,
+    },
+    Errno {
+        name: "ENETDOWN",
+        value: libc::ENETDOWN,
+    },
+    Errno {
+        name: "ENETUNREACH",
+        value: libc::ENETUNREACH,
+    },
+    Errno {
+        name: "ECONNABORTED",
+        value: libc::ECONNABORTED,
+    },
+    Errno {
+        name: "ECONNRESET",
+        value: libc::ECONNRESET,
+    },
+    Errno {
+        name: "ENOBUFS",
+        value: libc::ENOBUFS,
+    },
+    Errno {
+        name: "ETIMEDOUT",
+        value: libc::ETIMEDOUT,
+    },
+    Errno {
+        name: "ECONNREFUSED",
+        value: libc::ECONNREFUSED,
+    },
+    Errno {
+        name: "EHOSTUNREACH",
+        value: libc::EHOSTUNREACH,
+    },
+];
+
+impl Errno {
+    pub fn parse(name: &str) -> Option<Self> {
+        let upper = name.trim().to_ascii_uppercase();
+        ERRNOS.iter().copied().find(|e| e.name == upper)
     }
 }
 
@@ -63,36 +277,61 @@ impl Direction {
             Self::Both => DIR_EGRESS | DIR_INGRESS,
         }
     }
-
-    pub fn includes(self, hook: Hook) -> bool {
-        self.bits() & hook.bit() != 0
-    }
 }
 
-/// One of the two `cgroup_skb` attach points.
+/// A cgroup attach point, one program each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hook {
     Egress,
     Ingress,
+    Connect4,
+    Connect6,
+    Bind4,
+    Bind6,
+    Sendmsg4,
+    Sendmsg6,
+    SockCreate,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 2] = [Hook::Egress, Hook::Ingress];
+    pub const ALL: [Hook; 9] = [
+        Hook::Egress,
+        Hook::Ingress,
+        Hook::Connect4,
+        Hook::Connect6,
+        Hook::Bind4,
+        Hook::Bind6,
+        Hook::Sendmsg4,
+        Hook::Sendmsg6,
+        Hook::SockCreate,
+    ];
 
-    pub fn bit(self) -> u8 {
+    fn dir_bit(self) -> u8 {
         match self {
             Self::Egress => DIR_EGRESS,
             Self::Ingress => DIR_INGRESS,
+            _ => 0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Egress => "egress",
+            Self::Ingress => "ingress",
+            Self::Connect4 => "connect4",
+            Self::Connect6 => "connect6",
+            Self::Bind4 => "bind4",
+            Self::Bind6 => "bind6",
+            Self::Sendmsg4 => "sendmsg4",
+            Self::Sendmsg6 => "sendmsg6",
+            Self::SockCreate => "sock_create",
         }
     }
 }
 
 impl fmt::Display for Hook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Egress => "egress",
-            Self::Ingress => "ingress",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -213,8 +452,15 @@ impl fmt::Display for IpCidr {
     }
 }
 
-/// The kernel's form of a network fault, less its slot and deadline.
-pub fn net_rule(kind: &FaultKind, slot: u32, deadline_ns: u64) -> NetRule {
+/// A fault's rule as one of the kernel tables holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelRule {
+    Net(NetRule),
+    Sys(SysRule),
+}
+
+/// The kernel's form of a fault.
+pub fn kernel_rule(kind: &FaultKind, slot: u32, deadline_ns: u64) -> KernelRule {
     match kind {
         FaultKind::Loss(loss) => {
             let mut rule = filter_rule(&loss.filter);
@@ -223,7 +469,24 @@ pub fn net_rule(kind: &FaultKind, slot: u32, deadline_ns: u64) -> NetRule {
             rule.threshold = loss_threshold(loss.probability_ppm);
             rule.slot = slot;
             rule.deadline_ns = deadline_ns;
-            rule
+            KernelRule::Net(rule)
+        }
+        FaultKind::Syscall(sys) => {
+            let f = filter_rule(&sys.filter);
+            KernelRule::Sys(SysRule {
+                deadline_ns,
+                threshold: loss_threshold(sys.probability_ppm),
+                addr: f.addr,
+                mask: f.mask,
+                slot,
+                errno: sys.errno.value.unsigned_abs(),
+                port_lo: f.port_lo,
+                port_hi: f.port_hi,
+                op: sys.op.code(),
+                family: f.family,
+                protocol: f.protocol,
+                has_ports: f.has_ports,
+            })
         }
     }
 }
@@ -320,6 +583,46 @@ mod tests {
     }
 
     #[test]
+    fn syscall_faults_use_the_hooks_of_their_family() {
+        let connect = |cidr: Option<&str>| {
+            FaultKind::Syscall(SyscallSpec {
+                op: SyscallOp::Connect,
+                errno: Errno::parse("econnrefused").expect("known"),
+                probability_ppm: PPM,
+                filter: PacketFilter {
+                    remote: cidr.map(|c| IpCidr::parse(c).expect("valid")),
+                    ..Default::default()
+                },
+            })
+        };
+        let any = connect(None);
+        assert!(any.uses(Hook::Connect4) && any.uses(Hook::Connect6));
+        assert!(!any.uses(Hook::Bind4) && !any.uses(Hook::Egress));
+        let v4 = connect(Some("10.0.0.0/8"));
+        assert!(v4.uses(Hook::Connect4) && !v4.uses(Hook::Connect6));
+        let KernelRule::Sys(rule) = kernel_rule(&v4, 3, 5) else {
+            panic!("sys rule")
+        };
+        assert_eq!(
+            (rule.op, rule.errno, rule.slot),
+            (SYS_OP_CONNECT, libc::ECONNREFUSED as u32, 3)
+        );
+        assert_eq!(rule.threshold, THRESHOLD_ALWAYS);
+        assert_eq!(rule.family, FAMILY_IPV4);
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(Errno::parse("EIO").map(|e| e.value), Some(libc::EIO));
+        assert_eq!(
+            Errno::parse(" etimedout ").map(|e| e.value),
+            Some(libc::ETIMEDOUT)
+        );
+        assert!(Errno::parse("EWHATEVER").is_none());
+        assert!(Errno::parse("5").is_none());
+    }
+
+    #[test]
     fn thresholds() {
         assert_eq!(loss_threshold(PPM), THRESHOLD_ALWAYS);
         assert_eq!(loss_threshold(500_000), 1 << 31);
@@ -339,7 +642,9 @@ mod tests {
                 remote_ports: Some(5432..=5432),
             },
         });
-        let rule = net_rule(&kind, 7, 99);
+        let KernelRule::Net(rule) = kernel_rule(&kind, 7, 99) else {
+            panic!("net rule")
+        };
         assert_eq!((rule.slot, rule.deadline_ns), (7, 99));
         assert_eq!(rule.directions, DIR_EGRESS);
         assert_eq!((rule.protocol, rule.family), (PROTO_UDP, FAMILY_IPV4));
@@ -355,7 +660,9 @@ mod tests {
                 ..Default::default()
             },
         });
-        let rule = net_rule(&all_ports, 0, 0);
+        let KernelRule::Net(rule) = kernel_rule(&all_ports, 0, 0) else {
+            panic!("net rule")
+        };
         assert_eq!(rule.has_ports, 0);
         assert_eq!(rule.directions, DIR_EGRESS | DIR_INGRESS);
     }

@@ -174,13 +174,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     raise_memlock_limit();
-    let caps = caps::probe();
-    for f in &caps.features {
-        info!(feature = f.name, available = f.available, detail = %f.detail, "capability");
-    }
+    let mut caps = caps::probe();
     let datapath = EbpfDatapath::load(config.limits.max_faults)
         .map_err(|e| anyhow::anyhow!(api::error_chain(&e)))
         .context("loading the eBPF programs")?;
+    caps.add(caps::Feature {
+        name: "cgroup_sock_hooks",
+        available: datapath.syscall_unavailable().is_none(),
+        detail: datapath.syscall_unavailable().map_or_else(
+            || "connect/bind/sendmsg/socket programs loaded".to_owned(),
+            str::to_owned,
+        ),
+    });
+    for f in &caps.features {
+        info!(feature = f.name, available = f.available, detail = %f.detail, "capability");
+    }
 
     let self_cgroup = match cgroups.self_cgroup() {
         Ok(c) => Some(c.path),

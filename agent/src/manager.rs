@@ -18,12 +18,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use faultd_common::{CgroupRules, FaultCounters, MAX_CGROUP_LEVEL, MAX_RULES_PER_CGROUP};
+use faultd_common::{FaultCounters, MAX_CGROUP_LEVEL, MAX_RULES_PER_CGROUP};
 use tracing::{info, warn};
 
 use crate::{
-    datapath::{Datapath, DatapathError, KernelObject},
-    fault::{FaultSpec, Hook, net_rule},
+    datapath::{Datapath, DatapathError, KernelObject, TableRules},
+    fault::{FaultSpec, Hook, Table, kernel_rule},
     target::{CgroupFs, ResolvedCgroup, TargetError, TargetSpec},
 };
 
@@ -154,8 +154,8 @@ pub struct Manager<D, R, C> {
     faults: HashMap<String, Active>,
     targets: BTreeMap<String, TargetNode>,
     deadlines: BTreeSet<(u64, String)>,
-    /// What the rules map holds, by cgroup path.
-    kernel_rules: HashMap<String, (u64, CgroupRules)>,
+    /// What the rules maps hold, by cgroup path and table.
+    kernel_rules: HashMap<(String, Table), (u64, TableRules)>,
     /// Attached programs, by cgroup path and hook, with the cgroup id.
     links: HashMap<(String, Hook), u64>,
     level_counts: [u32; MAX_CGROUP_LEVEL as usize],
@@ -525,46 +525,59 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             .filter_map(move |p| self.targets.get_key_value(p).map(|(k, v)| (k.as_str(), v)))
     }
 
-    fn desired_rules(&self, path: &str) -> Option<(u64, CgroupRules)> {
+    fn desired_rules(&self, path: &str, table: Table) -> Option<(u64, TableRules)> {
         let node = self.targets.get(path)?;
-        let mut rules = CgroupRules::default();
-        let own = std::iter::once(node);
         let ids = self
             .targeted_ancestors(path)
             .map(|(_, n)| n)
-            .chain(own)
+            .chain(std::iter::once(node))
             .flat_map(|n| n.faults.iter());
+        let mut rules = TableRules::empty(table);
         for id in ids {
             let Some(a) = self.faults.get(id) else {
                 continue;
             };
-            let i = rules.count as usize;
-            if i == MAX_RULES_PER_CGROUP {
-                // check_rule_counts refuses this before we get here.
-                break;
+            if a.spec.kind.table() != table {
+                continue;
             }
-            rules.rules[i] = net_rule(&a.spec.kind, a.slot, a.deadline_ns);
-            rules.count += 1;
+            // check_rule_counts refuses more than fit before we get here.
+            rules.push(kernel_rule(&a.spec.kind, a.slot, a.deadline_ns));
         }
-        Some((node.id, rules))
+        (!rules.is_empty()).then_some((node.id, rules))
     }
 
-    fn rule_count(&self, path: &str) -> usize {
-        let own = self.targets.get(path).map_or(0, |n| n.faults.len());
-        own + self
-            .targeted_ancestors(path)
-            .map(|(_, n)| n.faults.len())
-            .sum::<usize>()
+    fn rule_count(&self, path: &str, table: Table) -> usize {
+        let own = |n: &TargetNode| {
+            n.faults
+                .iter()
+                .filter(|id| {
+                    self.faults
+                        .get(*id)
+                        .is_some_and(|a| a.spec.kind.table() == table)
+                })
+                .count()
+        };
+        self.targets.get(path).map_or(0, own)
+            + self
+                .targeted_ancestors(path)
+                .map(|(_, n)| own(n))
+                .sum::<usize>()
     }
 
     fn check_rule_counts(&self, affected: &BTreeSet<String>) -> Result<(), ManagerError> {
         for path in affected {
-            let n = self.rule_count(path);
-            if n > MAX_RULES_PER_CGROUP {
-                return Err(ManagerError::Capacity(format!(
-                    "cgroup {path} would be covered by {n} faults (its own and its ancestors'); \
-                     at most {MAX_RULES_PER_CGROUP} may overlap"
-                )));
+            for table in Table::ALL {
+                let n = self.rule_count(path, table);
+                if n > MAX_RULES_PER_CGROUP {
+                    return Err(ManagerError::Capacity(format!(
+                        "cgroup {path} would be covered by {n} {} faults (its own and its \
+                         ancestors'); at most {MAX_RULES_PER_CGROUP} may overlap",
+                        match table {
+                            Table::Net => "network",
+                            Table::Sys => "syscall",
+                        }
+                    )));
+                }
             }
         }
         Ok(())
@@ -572,11 +585,9 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
 
     fn wants_link(&self, path: &str, hook: Hook) -> bool {
         let has_own = |n: &TargetNode| {
-            n.faults.iter().any(|id| {
-                self.faults
-                    .get(id)
-                    .is_some_and(|a| a.spec.kind.direction().includes(hook))
-            })
+            n.faults
+                .iter()
+                .any(|id| self.faults.get(id).is_some_and(|a| a.spec.kind.uses(hook)))
         };
         self.targets.get(path).is_some_and(has_own)
             && !self.targeted_ancestors(path).any(|(_, n)| has_own(n))
@@ -593,17 +604,20 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     /// Makes the kernel match the model for `affected` cgroups.
     fn sync(&mut self, affected: &BTreeSet<String>) -> Result<(), DatapathError> {
         for path in affected {
-            let desired = self.desired_rules(path);
-            match (desired, self.kernel_rules.get(path)) {
-                (Some(d), current) if current != Some(&d) => {
-                    self.dp.set_rules(d.0, &d.1)?;
-                    self.kernel_rules.insert(path.clone(), d);
+            for table in Table::ALL {
+                let key = (path.clone(), table);
+                let desired = self.desired_rules(path, table);
+                match (desired, self.kernel_rules.get(&key)) {
+                    (Some(d), current) if current != Some(&d) => {
+                        self.dp.set_rules(d.0, &d.1)?;
+                        self.kernel_rules.insert(key, d);
+                    }
+                    (None, Some(&(id, _))) => {
+                        self.dp.remove_rules(table, id)?;
+                        self.kernel_rules.remove(&key);
+                    }
+                    _ => {}
                 }
-                (None, Some(&(id, _))) => {
-                    self.dp.remove_rules(id)?;
-                    self.kernel_rules.remove(path);
-                }
-                _ => {}
             }
         }
         // New levels before attaching, so a new attachment never misses the

@@ -23,22 +23,32 @@ use crate::{
     api,
     caps::Capabilities,
     datapath::Datapath,
-    fault::FaultSpec,
+    fault::{FaultKind, FaultSpec},
     manager::{Clock, Manager, ManagerError, Resolver},
 };
 
-/// Kernel features every network fault needs.
-const NET_REQUIRED: [(&str, &str); 3] = [
-    ("cgroup_skb", "cgroup_skb programs"),
-    (
+/// Kernel features each fault kind needs, with what they are for.
+fn required_features(kind: &FaultKind) -> &'static [(&'static str, &'static str)] {
+    const LINKS: (&str, &str) = (
         "bpf_link_cgroup",
         "cgroup bpf links (kernel >= 5.7), so faults die with the agent",
-    ),
-    (
+    );
+    const DEADLINES: (&str, &str) = (
         "ktime_get_boot_ns",
         "bpf_ktime_get_boot_ns (kernel >= 5.8) for kernel-side deadlines",
-    ),
-];
+    );
+    match kind {
+        FaultKind::Loss(_) => &[("cgroup_skb", "cgroup_skb programs"), LINKS, DEADLINES],
+        FaultKind::Syscall(_) => &[
+            (
+                "cgroup_sock_hooks",
+                "faultd's cgroup socket programs loaded (they use bpf_set_retval, kernel >= 6.1)",
+            ),
+            LINKS,
+            DEADLINES,
+        ],
+    }
+}
 
 pub struct Shared<D, R, C> {
     manager: Mutex<Manager<D, R, C>>,
@@ -149,7 +159,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
         let spec = FaultSpec::try_from(spec).map_err(|e| api::invalid_status(&e))?;
-        let missing: Vec<String> = NET_REQUIRED
+        let missing: Vec<String> = required_features(&spec.kind)
             .iter()
             .filter(|(name, _)| !self.shared.caps.has(name))
             .map(|(name, what)| format!("{name} ({what})"))

@@ -52,6 +52,9 @@ pub enum Command {
     /// Drop a share of a target's packets for a while (creates, or updates
     /// the fault with the same --id).
     Loss(LossArgs),
+    /// Make a target's connect/bind/sendmsg/socket calls fail with an errno
+    /// for a while (creates, or updates the fault with the same --id).
+    Syscall(SyscallArgs),
     /// List the faults the agent holds.
     List,
     /// Show one fault.
@@ -100,7 +103,7 @@ impl From<ProtocolArg> for pb::Protocol {
         .required(true)
         .args(["cgroup", "pid", "unit", "pod"])
 ))]
-pub struct LossArgs {
+pub struct TargetArgs {
     /// Target a cgroup, relative to the cgroup v2 mount (e.g. system.slice/nginx.service).
     #[arg(long, value_name = "PATH", help_heading = "Target (exactly one)")]
     pub cgroup: Option<String>,
@@ -135,6 +138,12 @@ pub struct LossArgs {
         help_heading = "Target (exactly one)"
     )]
     pub container: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LossArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     /// Drop probability in percent, 0.0001 to 100 (e.g. 30, 0.5).
     #[arg(long, value_name = "P", value_parser = parse_percent)]
@@ -169,6 +178,93 @@ pub struct LossArgs {
     pub id: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OperationArg {
+    /// connect(2), TCP and UDP.
+    Connect,
+    /// bind(2).
+    Bind,
+    /// sendto/sendmsg with an address on unconnected UDP sockets.
+    Sendmsg,
+    /// socket(2).
+    Socket,
+}
+
+#[derive(Debug, Args)]
+pub struct SyscallArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// The operation to fail.
+    #[arg(long, value_enum)]
+    pub op: OperationArg,
+
+    /// The errno the call fails with, by name (e.g. ECONNREFUSED, ETIMEDOUT, EACCES).
+    #[arg(long)]
+    pub errno: String,
+
+    /// Failure probability in percent, 0.0001 to 100.
+    #[arg(long, value_name = "P", value_parser = parse_percent)]
+    pub percent: u32,
+
+    /// How long the fault lasts (e.g. 60s, 2m); the agent reverts it afterwards.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Only this protocol (tcp or udp; sendmsg is UDP only).
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Any)]
+    pub protocol: ProtocolArg,
+
+    /// Only calls to this CIDR (connect, sendmsg) or binding it (bind).
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub addr: Option<Cidr>,
+
+    /// Only this port, or inclusive range A-B.
+    #[arg(long, value_name = "N|A-B", value_parser = parse_port_range)]
+    pub port: Option<PortRange>,
+
+    /// Fault id; applying an existing id updates that fault [default: syscall-<random hex>].
+    #[arg(long, value_parser = parse_fault_id)]
+    pub id: Option<String>,
+}
+
+impl SyscallArgs {
+    /// The ApplyFault request these flags describe; the agent validates the
+    /// combination (e.g. no address for socket()).
+    pub fn to_request(&self) -> Result<pb::ApplyFaultRequest, ArgsError> {
+        let duration = prost_types::Duration::try_from(self.duration)
+            .map_err(|_| ArgsError::DurationTooLong(self.duration))?;
+        let (remote_port_min, remote_port_max) =
+            self.port.map(PortRange::to_proto).unwrap_or((0, 0));
+        let operation = match self.op {
+            OperationArg::Connect => pb::SyscallOperation::Connect,
+            OperationArg::Bind => pb::SyscallOperation::Bind,
+            OperationArg::Sendmsg => pb::SyscallOperation::Sendmsg,
+            OperationArg::Socket => pb::SyscallOperation::Socket,
+        };
+        Ok(pb::ApplyFaultRequest {
+            spec: Some(pb::FaultSpec {
+                id: self.id.clone().unwrap_or_else(|| generate_id("syscall")),
+                target: Some(pb::Target {
+                    kind: self.target.to_proto(),
+                }),
+                duration: Some(duration),
+                kind: Some(pb::fault_spec::Kind::Syscall(pb::SyscallFault {
+                    operation: operation.into(),
+                    errno: self.errno.clone(),
+                    probability_ppm: self.percent,
+                    filter: Some(pb::PacketFilter {
+                        protocol: pb::Protocol::from(self.protocol).into(),
+                        remote_cidr: self.addr.map(|c| c.to_string()).unwrap_or_default(),
+                        remote_port_min,
+                        remote_port_max,
+                    }),
+                })),
+            }),
+        })
+    }
+}
+
 /// A combination of flags that each parsed but do not fit together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArgsError {
@@ -178,18 +274,8 @@ pub enum ArgsError {
     DurationTooLong(Duration),
 }
 
-impl LossArgs {
-    /// The direction the flags ask for: only one side when exactly one flag is
-    /// given, otherwise both.
-    pub fn direction(&self) -> pb::Direction {
-        match (self.egress, self.ingress) {
-            (true, false) => pb::Direction::Egress,
-            (false, true) => pb::Direction::Ingress,
-            _ => pb::Direction::Both,
-        }
-    }
-
-    fn target(&self) -> Option<pb::target::Kind> {
+impl TargetArgs {
+    pub fn to_proto(&self) -> Option<pb::target::Kind> {
         use pb::target::Kind;
         // clap's required, single-choice "target" group guarantees exactly one.
         if let Some(path) = &self.cgroup {
@@ -205,6 +291,18 @@ impl LossArgs {
                     container_id: self.container.clone().unwrap_or_default(),
                 })
             })
+        }
+    }
+}
+
+impl LossArgs {
+    /// The direction the flags ask for: only one side when exactly one flag is
+    /// given, otherwise both.
+    pub fn direction(&self) -> pb::Direction {
+        match (self.egress, self.ingress) {
+            (true, false) => pb::Direction::Egress,
+            (false, true) => pb::Direction::Ingress,
+            _ => pb::Direction::Both,
         }
     }
 
@@ -228,7 +326,7 @@ impl LossArgs {
             spec: Some(pb::FaultSpec {
                 id: self.id.clone().unwrap_or_else(|| generate_id("loss")),
                 target: Some(pb::Target {
-                    kind: self.target(),
+                    kind: self.target.to_proto(),
                 }),
                 duration: Some(duration),
                 kind: Some(pb::fault_spec::Kind::Loss(pb::LossFault {
@@ -602,5 +700,66 @@ mod tests {
                 all: true
             })
         ));
+    }
+
+    #[test]
+    fn syscall_flags_build_the_request() {
+        let cli = parse(&[
+            "syscall",
+            "--cgroup",
+            "app",
+            "--op",
+            "connect",
+            "--errno",
+            "ECONNREFUSED",
+            "--percent",
+            "50",
+            "--duration",
+            "2m",
+            "--protocol",
+            "tcp",
+            "--addr",
+            "10.0.0.5",
+            "--port",
+            "5432",
+            "--id",
+            "db-refuse",
+        ])
+        .unwrap();
+        let Command::Syscall(sys) = cli.command else {
+            panic!("syscall")
+        };
+        let spec = sys.to_request().unwrap().spec.unwrap();
+        assert_eq!(spec.id, "db-refuse");
+        let Some(pb::fault_spec::Kind::Syscall(f)) = spec.kind else {
+            panic!("syscall kind")
+        };
+        assert_eq!(f.operation(), pb::SyscallOperation::Connect);
+        assert_eq!(
+            (f.errno.as_str(), f.probability_ppm),
+            ("ECONNREFUSED", 500_000)
+        );
+        let filter = f.filter.unwrap();
+        assert_eq!(filter.remote_cidr, "10.0.0.5/32");
+        assert_eq!(
+            (filter.remote_port_min, filter.remote_port_max),
+            (5432, 5432)
+        );
+        assert!(
+            parse(&[
+                "syscall",
+                "--cgroup",
+                "a",
+                "--op",
+                "open",
+                "--errno",
+                "EIO",
+                "--percent",
+                "1",
+                "--duration",
+                "1s"
+            ])
+            .is_err()
+        );
     }
 }

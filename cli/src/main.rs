@@ -57,11 +57,16 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Failure> {
     // Check flag combinations before touching the socket, so a bad command
     // line is a usage error even when the agent is down.
-    let apply = match &cli.command {
-        Command::Loss(loss) => Some(loss.to_request().unwrap_or_else(|err| {
+    let request = match &cli.command {
+        Command::Loss(loss) => Some(("loss", loss.to_request())),
+        Command::Syscall(sys) => Some(("syscall", sys.to_request())),
+        _ => None,
+    };
+    let apply = request.map(|(sub_name, request)| {
+        request.unwrap_or_else(|err| {
             let mut cmd = Cli::command();
             cmd.build();
-            match cmd.find_subcommand_mut("loss") {
+            match cmd.find_subcommand_mut(sub_name) {
                 Some(sub) => sub
                     .error(clap::error::ErrorKind::ArgumentConflict, err)
                     .exit(),
@@ -69,15 +74,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .error(clap::error::ErrorKind::ArgumentConflict, err)
                     .exit(),
             }
-        })),
-        _ => None,
-    };
+        })
+    });
     let mut client = connect(&cli.socket).await.map_err(Failure::Connect)?;
     let out = cli.output;
     let now = SystemTime::now();
     let text = match cli.command {
-        Command::Loss(_) => {
-            let request = apply.context("internal: loss request was not built")?;
+        Command::Loss(_) | Command::Syscall(_) => {
+            let request = apply.context("internal: the fault request was not built")?;
             let response = client.apply_fault(request).await?.into_inner();
             let fault = response
                 .fault

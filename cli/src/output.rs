@@ -70,6 +70,87 @@ pub struct ResolvedView {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum KindView {
     Loss(LossView),
+    Syscall(SyscallView),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyscallView {
+    /// "connect", "bind", "sendmsg" or "socket".
+    pub operation: String,
+    pub errno: String,
+    /// Failure probability in parts per million.
+    pub probability_ppm: u32,
+    pub protocol: ProtocolView,
+    /// Address filter; `None` matches every address.
+    pub addr_cidr: Option<String>,
+    pub ports: Option<PortsView>,
+}
+
+impl From<&pb::SyscallFault> for SyscallView {
+    fn from(sys: &pb::SyscallFault) -> Self {
+        let filter = sys.filter.clone().unwrap_or_default();
+        Self {
+            operation: match sys.operation() {
+                pb::SyscallOperation::Unspecified => "unspecified",
+                pb::SyscallOperation::Connect => "connect",
+                pb::SyscallOperation::Bind => "bind",
+                pb::SyscallOperation::Sendmsg => "sendmsg",
+                pb::SyscallOperation::Socket => "socket",
+            }
+            .to_owned(),
+            errno: sys.errno.clone(),
+            probability_ppm: sys.probability_ppm,
+            protocol: protocol_view(filter.protocol()),
+            addr_cidr: Some(filter.remote_cidr).filter(|c| !c.is_empty()),
+            ports: PortRange::from_proto(filter.remote_port_min, filter.remote_port_max).map(|r| {
+                PortsView {
+                    min: r.min,
+                    max: r.max,
+                }
+            }),
+        }
+    }
+}
+
+impl SyscallView {
+    /// The DETAILS column: "50% connect ECONNREFUSED tcp to 10.0.0.0/8 port 5432".
+    pub fn details(&self) -> String {
+        let mut out = format!(
+            "{}% {} {}",
+            format_ppm(self.probability_ppm),
+            self.operation,
+            self.errno
+        );
+        match self.protocol {
+            ProtocolView::Any => {}
+            ProtocolView::Tcp => out.push_str(" tcp"),
+            ProtocolView::Udp => out.push_str(" udp"),
+            ProtocolView::Icmp => out.push_str(" icmp"),
+        }
+        if let Some(cidr) = &self.addr_cidr {
+            let _ = write!(out, " addr {cidr}");
+        }
+        if let Some(p) = self.ports {
+            let _ = write!(
+                out,
+                " port {}",
+                PortRange {
+                    min: p.min,
+                    max: p.max
+                }
+            );
+        }
+        out
+    }
+}
+
+fn protocol_view(p: pb::Protocol) -> ProtocolView {
+    match p {
+        pb::Protocol::Any => ProtocolView::Any,
+        pb::Protocol::Tcp => ProtocolView::Tcp,
+        pb::Protocol::Udp => ProtocolView::Udp,
+        pb::Protocol::Icmp => ProtocolView::Icmp,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +225,7 @@ impl FaultView {
             }),
             fault: spec.kind.map(|kind| match kind {
                 pb::fault_spec::Kind::Loss(loss) => KindView::Loss(LossView::from(&loss)),
+                pb::fault_spec::Kind::Syscall(sys) => KindView::Syscall(SyscallView::from(&sys)),
             }),
             duration_ms: spec
                 .duration
@@ -185,12 +267,7 @@ impl From<&pb::LossFault> for LossView {
                 pb::Direction::Ingress => DirectionView::Ingress,
                 pb::Direction::Both => DirectionView::Both,
             },
-            protocol: match filter.protocol() {
-                pb::Protocol::Any => ProtocolView::Any,
-                pb::Protocol::Tcp => ProtocolView::Tcp,
-                pb::Protocol::Udp => ProtocolView::Udp,
-                pb::Protocol::Icmp => ProtocolView::Icmp,
-            },
+            protocol: protocol_view(filter.protocol()),
             remote_cidr: Some(filter.remote_cidr).filter(|c| !c.is_empty()),
             remote_ports: PortRange::from_proto(filter.remote_port_min, filter.remote_port_max)
                 .map(|r| PortsView {
@@ -281,6 +358,7 @@ pub fn fault_table(faults: &[FaultView]) -> String {
         .map(|f| {
             let (kind, details) = match &f.fault {
                 Some(KindView::Loss(loss)) => ("loss", loss.details()),
+                Some(KindView::Syscall(sys)) => ("syscall", sys.details()),
                 None => ("unknown", String::new()),
             };
             vec![
@@ -585,6 +663,7 @@ mod tests {
                 matched: 123_456,
                 injected: 37_037,
             }),
+            backend: "cgroup_skb".into(),
         }
     }
 

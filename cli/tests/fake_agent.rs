@@ -49,6 +49,7 @@ impl Agent for FakeAgent {
                 matched: 10,
                 injected: 3,
             }),
+            backend: "cgroup_skb".into(),
         };
         let mut faults = self.faults.lock().unwrap();
         let existing = faults

@@ -34,6 +34,13 @@ pub const FAMILY_IPV6: u8 = 6;
 /// `NetRule::action` values.
 pub const ACTION_LOSS: u8 = 1;
 
+/// `SysRule::op` values: the syscall operations the cgroup socket hooks can
+/// fail (net/core/filter.c, `sock_addr_func_proto` and `sock_filter_func_proto`).
+pub const SYS_OP_CONNECT: u8 = 1;
+pub const SYS_OP_BIND: u8 = 2;
+pub const SYS_OP_SENDMSG: u8 = 3;
+pub const SYS_OP_SOCKET: u8 = 4;
+
 /// `LossRule::threshold` that drops every matching packet: `bpf_get_prandom_u32`
 /// returns at most `u32::MAX`, which is below this.
 pub const THRESHOLD_ALWAYS: u64 = 1 << 32;
@@ -84,6 +91,43 @@ pub struct CgroupRules {
     pub rules: [NetRule; MAX_RULES_PER_CGROUP],
 }
 
+/// One syscall fault's rule: fail the operation with `errno` when
+/// `bpf_get_prandom_u32() < threshold`, if the call's address matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysRule {
+    /// Kernel `CLOCK_BOOTTIME` after which the rule is inert.
+    pub deadline_ns: u64,
+    pub threshold: u64,
+    /// The call's address (connect/sendmsg: destination; bind: local),
+    /// masked, network byte order words as in `NetRule`.
+    pub addr: [u32; 4],
+    pub mask: [u32; 4],
+    pub slot: u32,
+    /// Positive errno the call fails with.
+    pub errno: u32,
+    /// Port range, inclusive, host byte order.
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// `SYS_OP_*`.
+    pub op: u8,
+    /// `FAMILY_*`.
+    pub family: u8,
+    /// `PROTO_*` (TCP or UDP or any).
+    pub protocol: u8,
+    pub has_ports: u8,
+}
+
+/// The syscall rules that apply to one cgroup (its own and its targeted
+/// ancestors'), like `CgroupRules` for packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysRules {
+    pub count: u32,
+    pub _pad: u32,
+    pub rules: [SysRule; MAX_RULES_PER_CGROUP],
+}
+
 /// Per-fault counters, one copy per CPU (`PerCpuArray`); the agent sums them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,9 +148,29 @@ pub mod names {
     pub const RULES_MAP: &str = "FAULTD_RULES";
     pub const COUNTERS_MAP: &str = "FAULTD_COUNTERS";
     pub const LEVELS_MAP: &str = "FAULTD_LEVELS";
+    pub const SYS_RULES_MAP: &str = "FAULTD_SYS";
     /// Program names are what `bpftool prog` shows (the kernel keeps 15 bytes).
     pub const EGRESS_PROG: &str = "faultd_egress";
     pub const INGRESS_PROG: &str = "faultd_ingress";
+    pub const CONNECT4_PROG: &str = "faultd_connect4";
+    pub const CONNECT6_PROG: &str = "faultd_connect6";
+    pub const BIND4_PROG: &str = "faultd_bind4";
+    pub const BIND6_PROG: &str = "faultd_bind6";
+    pub const SENDMSG4_PROG: &str = "faultd_sendmsg4";
+    pub const SENDMSG6_PROG: &str = "faultd_sendmsg6";
+    pub const SOCK_CREATE_PROG: &str = "faultd_socket";
+    /// Every program, for checks that must cover them all.
+    pub const ALL_PROGS: [&str; 9] = [
+        EGRESS_PROG,
+        INGRESS_PROG,
+        CONNECT4_PROG,
+        CONNECT6_PROG,
+        BIND4_PROG,
+        BIND6_PROG,
+        SENDMSG4_PROG,
+        SENDMSG6_PROG,
+        SOCK_CREATE_PROG,
+    ];
     /// Prefix of every program this project loads; used to find leftovers.
     pub const PROG_PREFIX: &str = "faultd_";
 }
@@ -121,6 +185,10 @@ mod pod {
     unsafe impl aya::Pod for super::CgroupRules {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FaultCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SysRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SysRules {}
 }
 
 #[cfg(test)]
@@ -139,14 +207,20 @@ mod tests {
             8 + MAX_RULES_PER_CGROUP * size_of::<NetRule>()
         );
         assert_eq!(size_of::<FaultCounters>(), 16);
+        assert_eq!(size_of::<SysRule>(), 8 + 8 + 16 + 16 + 4 + 4 + 2 + 2 + 4);
+        assert_eq!(size_of::<SysRule>() % 8, 0);
+        assert_eq!(
+            size_of::<SysRules>(),
+            8 + MAX_RULES_PER_CGROUP * size_of::<SysRule>()
+        );
     }
 
     #[test]
     fn program_names_fit_the_kernel_limit() {
         // BPF_OBJ_NAME_LEN is 16 including the NUL (include/uapi/linux/bpf.h).
-        assert!(names::EGRESS_PROG.len() <= 15);
-        assert!(names::INGRESS_PROG.len() <= 15);
-        assert!(names::EGRESS_PROG.starts_with(names::PROG_PREFIX));
-        assert!(names::INGRESS_PROG.starts_with(names::PROG_PREFIX));
+        for name in names::ALL_PROGS {
+            assert!(name.len() <= 15, "{name}");
+            assert!(name.starts_with(names::PROG_PREFIX), "{name}");
+        }
     }
 }

@@ -13,6 +13,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod net;
+#[cfg(target_arch = "bpf")]
+mod sys;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

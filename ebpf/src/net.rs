@@ -23,10 +23,10 @@ use faultd_common::{
 static RULES: HashMap<u64, CgroupRules> = HashMap::with_max_entries(1, 0);
 
 #[map(name = "FAULTD_COUNTERS")]
-static COUNTERS: PerCpuArray<FaultCounters> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static COUNTERS: PerCpuArray<FaultCounters> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "FAULTD_LEVELS")]
-static LEVELS: Array<u64> = Array::with_max_entries(1, 0);
+pub(crate) static LEVELS: Array<u64> = Array::with_max_entries(1, 0);
 
 /// cgroup_skb verdicts. On egress, 2 ("drop and congestion notification")
 /// becomes NET_XMIT_DROP in `__cgroup_bpf_run_filter_skb` (kernel/bpf/cgroup.c),

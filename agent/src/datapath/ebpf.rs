@@ -6,15 +6,37 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, cgroup_skb::CgroupSkbLink,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Program, ProgramError,
+        cgroup_skb::CgroupSkbLink, cgroup_sock::CgroupSockLink,
+        cgroup_sock_addr::CgroupSockAddrLink,
     },
     util::nr_cpus,
 };
-use faultd_common::{CgroupRules, FaultCounters, LEVELS_INDEX, names};
+use faultd_common::{CgroupRules, FaultCounters, LEVELS_INDEX, SysRules, names};
 use tracing::{debug, warn};
 
-use super::{Datapath, DatapathError, KernelObject};
-use crate::fault::Hook;
+use super::{Datapath, DatapathError, KernelObject, TableRules};
+use crate::fault::{Hook, Table};
+
+/// A link of any of our program types. Dropping it detaches.
+#[derive(Debug)]
+#[expect(dead_code, reason = "held for its Drop, which detaches the link")]
+enum Link {
+    Skb(CgroupSkbLink),
+    SockAddr(CgroupSockAddrLink),
+    Sock(CgroupSockLink),
+}
+
+/// The syscall programs, loaded when the kernel accepts them.
+const SYS_PROGRAMS: [&str; 7] = [
+    names::CONNECT4_PROG,
+    names::CONNECT6_PROG,
+    names::BIND4_PROG,
+    names::BIND6_PROG,
+    names::SENDMSG4_PROG,
+    names::SENDMSG6_PROG,
+    names::SOCK_CREATE_PROG,
+];
 
 /// The object built from ebpf/ by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faultd-ebpf"));
@@ -22,12 +44,15 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fa
 pub struct EbpfDatapath {
     ebpf: Ebpf,
     rules: BpfHashMap<MapData, u64, CgroupRules>,
+    sys_rules: BpfHashMap<MapData, u64, SysRules>,
+    /// Why the syscall programs could not be loaded, if they could not.
+    sys_unavailable: Option<String>,
     counters: PerCpuArray<MapData, FaultCounters>,
     levels: Array<MapData, u64>,
     /// Owned bpf links. Dropping one closes its fd and detaches it; none is
     /// pinned, so they all go when the process does (kernel/bpf/syscall.c,
     /// `bpf_link_release`).
-    links: HashMap<(u64, Hook), CgroupSkbLink>,
+    links: HashMap<(u64, Hook), Link>,
     nr_cpus: usize,
     map_ids: Vec<KernelObject>,
     // Keeps the aya-log ring buffer alive: dropping it closes the map fd the
@@ -49,6 +74,7 @@ impl EbpfDatapath {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::RULES_MAP, max_faults)
             .map_max_entries(names::COUNTERS_MAP, max_faults)
+            .map_max_entries(names::SYS_RULES_MAP, max_faults)
             .load(OBJECT)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -60,28 +86,55 @@ impl EbpfDatapath {
             }
         };
         for name in [names::EGRESS_PROG, names::INGRESS_PROG] {
-            program(&mut ebpf, name)?
+            skb_program(&mut ebpf, name)?
                 .load()
                 .map_err(|e| DatapathError::Program {
                     name,
                     source: Box::new(e),
                 })?;
         }
-        let map_ids = [names::RULES_MAP, names::COUNTERS_MAP, names::LEVELS_MAP]
-            .into_iter()
-            .filter_map(|name| {
-                let data = match ebpf.map(name)? {
-                    Map::HashMap(d) | Map::PerCpuArray(d) | Map::Array(d) => d,
-                    _ => return None,
-                };
-                Some(KernelObject {
-                    name: name.to_owned(),
-                    id: data.info().ok()?.id(),
-                })
+        // The syscall programs call bpf_set_retval, which older kernels
+        // refuse; packet faults must keep working there.
+        let mut sys_unavailable = None;
+        for name in SYS_PROGRAMS {
+            let loaded = match ebpf.program_mut(name) {
+                Some(Program::CgroupSockAddr(p)) => p.load(),
+                Some(Program::CgroupSock(p)) => p.load(),
+                _ => {
+                    return Err(DatapathError::Missing {
+                        kind: "program",
+                        name,
+                    });
+                }
+            };
+            if let Err(e) = loaded {
+                let why = format!("loading {name}: {}", crate::api::error_chain(&e));
+                warn!(reason = %why, "syscall faults unavailable");
+                sys_unavailable = Some(why);
+                break;
+            }
+        }
+        let map_ids = [
+            names::RULES_MAP,
+            names::COUNTERS_MAP,
+            names::LEVELS_MAP,
+            names::SYS_RULES_MAP,
+        ]
+        .into_iter()
+        .filter_map(|name| {
+            let data = match ebpf.map(name)? {
+                Map::HashMap(d) | Map::PerCpuArray(d) | Map::Array(d) => d,
+                _ => return None,
+            };
+            Some(KernelObject {
+                name: name.to_owned(),
+                id: data.info().ok()?.id(),
             })
-            .collect();
+        })
+        .collect();
         let rules = take_map(&mut ebpf, names::RULES_MAP, BpfHashMap::try_from)?;
         let counters = take_map(&mut ebpf, names::COUNTERS_MAP, PerCpuArray::try_from)?;
+        let sys_rules = take_map(&mut ebpf, names::SYS_RULES_MAP, BpfHashMap::try_from)?;
         let levels = take_map(&mut ebpf, names::LEVELS_MAP, Array::try_from)?;
         let nr_cpus = nr_cpus().map_err(|(_, source)| DatapathError::Map {
             map: names::COUNTERS_MAP,
@@ -91,6 +144,8 @@ impl EbpfDatapath {
         Ok(Self {
             ebpf,
             rules,
+            sys_rules,
+            sys_unavailable,
             counters,
             levels,
             links: HashMap::new(),
@@ -98,6 +153,11 @@ impl EbpfDatapath {
             map_ids,
             _logger: logger,
         })
+    }
+
+    /// Why syscall faults cannot be served here, if they cannot.
+    pub fn syscall_unavailable(&self) -> Option<&str> {
+        self.sys_unavailable.as_deref()
     }
 
     /// Drains kernel-side log records into `log` (and so into tracing).
@@ -108,7 +168,10 @@ impl EbpfDatapath {
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSkb, DatapathError> {
+fn skb_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSkb, DatapathError> {
     ebpf.program_mut(name)
         .ok_or(DatapathError::Missing {
             kind: "program",
@@ -119,6 +182,16 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupS
             name,
             source: Box::new(e),
         })
+}
+
+fn ebpf_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut Program, DatapathError> {
+    ebpf.program_mut(name).ok_or(DatapathError::Missing {
+        kind: "program",
+        name,
+    })
 }
 
 fn take_map<T>(
@@ -151,23 +224,41 @@ fn prog_name(hook: Hook) -> &'static str {
     match hook {
         Hook::Egress => names::EGRESS_PROG,
         Hook::Ingress => names::INGRESS_PROG,
+        Hook::Connect4 => names::CONNECT4_PROG,
+        Hook::Connect6 => names::CONNECT6_PROG,
+        Hook::Bind4 => names::BIND4_PROG,
+        Hook::Bind6 => names::BIND6_PROG,
+        Hook::Sendmsg4 => names::SENDMSG4_PROG,
+        Hook::Sendmsg6 => names::SENDMSG6_PROG,
+        Hook::SockCreate => names::SOCK_CREATE_PROG,
     }
 }
 
 impl Datapath for EbpfDatapath {
-    fn set_rules(&mut self, cgroup_id: u64, rules: &CgroupRules) -> Result<(), DatapathError> {
+    fn set_rules(&mut self, cgroup_id: u64, rules: &TableRules) -> Result<(), DatapathError> {
         // BPF_ANY: the kernel replaces the value atomically for readers
         // (kernel/bpf/hashtab.c, htab_map_update_elem swaps the element under
         // RCU), so a packet sees either the old or the new rules, never a mix.
-        self.rules
-            .insert(&cgroup_id, rules, 0)
-            .map_err(map_err(names::RULES_MAP, "update"))
+        match rules {
+            TableRules::Net(r) => self
+                .rules
+                .insert(&cgroup_id, r, 0)
+                .map_err(map_err(names::RULES_MAP, "update")),
+            TableRules::Sys(r) => self
+                .sys_rules
+                .insert(&cgroup_id, r, 0)
+                .map_err(map_err(names::SYS_RULES_MAP, "update")),
+        }
     }
 
-    fn remove_rules(&mut self, cgroup_id: u64) -> Result<(), DatapathError> {
-        match self.rules.remove(&cgroup_id) {
+    fn remove_rules(&mut self, table: Table, cgroup_id: u64) -> Result<(), DatapathError> {
+        let (result, map) = match table {
+            Table::Net => (self.rules.remove(&cgroup_id), names::RULES_MAP),
+            Table::Sys => (self.sys_rules.remove(&cgroup_id), names::SYS_RULES_MAP),
+        };
+        match result {
             Err(aya::maps::MapError::ElementNotFound) | Ok(()) => Ok(()),
-            Err(e) => Err(map_err(names::RULES_MAP, "delete")(e)),
+            Err(e) => Err(map_err(map, "delete")(e)),
         }
     }
 
@@ -182,11 +273,7 @@ impl Datapath for EbpfDatapath {
             path: path.display().to_string(),
             source,
         })?;
-        let attach_type = match hook {
-            Hook::Egress => CgroupSkbAttachType::Egress,
-            Hook::Ingress => CgroupSkbAttachType::Ingress,
-        };
-        let prog = program(&mut self.ebpf, prog_name(hook))?;
+        let name = prog_name(hook);
         let attach_err = |e| DatapathError::Attach {
             hook,
             path: path.display().to_string(),
@@ -194,12 +281,33 @@ impl Datapath for EbpfDatapath {
         };
         // Through bpf_link (kernel >= 5.7) the kernel always attaches with
         // BPF_F_ALLOW_MULTI (kernel/bpf/cgroup.c, `cgroup_bpf_link_attach`),
-        // so our program runs beside systemd's or Cilium's, never replacing
+        // so our programs run beside systemd's or Cilium's, never replacing
         // them. `Single` is the mode aya accepts for links.
-        let link_id = prog
-            .attach(cgroup, attach_type, CgroupAttachMode::Single)
-            .map_err(attach_err)?;
-        let link = prog.take_link(link_id).map_err(attach_err)?;
+        let mode = CgroupAttachMode::Single;
+        let link = match ebpf_program(&mut self.ebpf, name)? {
+            Program::CgroupSkb(p) => {
+                let attach_type = match hook {
+                    Hook::Ingress => CgroupSkbAttachType::Ingress,
+                    _ => CgroupSkbAttachType::Egress,
+                };
+                let id = p.attach(cgroup, attach_type, mode).map_err(attach_err)?;
+                Link::Skb(p.take_link(id).map_err(attach_err)?)
+            }
+            Program::CgroupSockAddr(p) => {
+                let id = p.attach(cgroup, mode).map_err(attach_err)?;
+                Link::SockAddr(p.take_link(id).map_err(attach_err)?)
+            }
+            Program::CgroupSock(p) => {
+                let id = p.attach(cgroup, mode).map_err(attach_err)?;
+                Link::Sock(p.take_link(id).map_err(attach_err)?)
+            }
+            _ => {
+                return Err(DatapathError::Missing {
+                    kind: "cgroup program",
+                    name,
+                });
+            }
+        };
         debug!(cgroup_id, %hook, path = %path.display(), "attached");
         self.links.insert((cgroup_id, hook), link);
         Ok(())
@@ -239,7 +347,7 @@ impl Datapath for EbpfDatapath {
     }
 
     fn programs(&self) -> Vec<KernelObject> {
-        [names::EGRESS_PROG, names::INGRESS_PROG]
+        names::ALL_PROGS
             .into_iter()
             .filter_map(|name| {
                 let info = self.ebpf.program(name)?.info().ok()?;

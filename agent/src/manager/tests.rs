@@ -509,9 +509,10 @@ fn check_invariants(m: &TestManager) {
         assert_eq!(got, expect, "rules of {path}");
         assert_eq!(node.id, id_of(path));
         for hook in Hook::ALL {
-            let in_use = m.faults.values().any(|f| {
-                is_anc_or_self(&f.target.path, path) && f.spec.kind.direction().includes(hook)
-            });
+            let in_use = m
+                .faults
+                .values()
+                .any(|f| is_anc_or_self(&f.target.path, path) && f.spec.kind.uses(hook));
             let covering =
                 m.dp.links
                     .iter()
@@ -527,6 +528,7 @@ fn check_invariants(m: &TestManager) {
         }
     }
     assert_eq!(m.dp.rules.len(), m.targets.len(), "no stale rule entries");
+    assert!(m.dp.sys_rules.is_empty());
     let targets_with_links =
         m.dp.links
             .values()

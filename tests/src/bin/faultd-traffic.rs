@@ -130,6 +130,24 @@ enum Mode {
         #[arg(long, default_value_t = 5_000)]
         timeout_ms: u64,
     },
+    /// connect() N times, one fresh TCP socket each, closing each at once;
+    /// report `{"attempted":N,"connected":k,"errors":{"ECONNREFUSED":m},"elapsed_ns":T}`.
+    TcpConnect {
+        #[arg(long)]
+        dst: SocketAddr,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 2_000)]
+        timeout_ms: u64,
+    },
+    /// socket() N times (TCP or UDP), closing each; report like tcp-connect
+    /// with `created` instead of `connected`.
+    SocketLoop {
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+    },
     /// sendto() in a tight loop; report `{"count":N,"elapsed_ns":T,"errors":{..}}`.
     SendtoBench {
         #[arg(long)]
@@ -193,8 +211,58 @@ fn main() -> Result<()> {
             count,
             payload,
         } => sendto_bench(dst, count, payload),
+        Mode::TcpConnect {
+            dst,
+            count,
+            timeout_ms,
+        } => tcp_connect(dst, count, Duration::from_millis(timeout_ms)),
+        Mode::SocketLoop { count, protocol } => socket_loop(count, &protocol),
         Mode::Sleep => sleep_forever(),
     }
+}
+
+fn tcp_connect(dst: SocketAddr, count: u64, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    let mut connected = 0u64;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for _ in 0..count {
+        match std::net::TcpStream::connect_timeout(&dst, timeout) {
+            Ok(stream) => {
+                connected += 1;
+                drop(stream);
+            }
+            Err(e) => *errors.entry(errno_name(&e)).or_default() += 1,
+        }
+    }
+    emit(serde_json::json!({
+        "attempted": count,
+        "connected": connected,
+        "errors": errors,
+        "elapsed_ns": elapsed_ns(start),
+    }))
+}
+
+fn socket_loop(count: u64, protocol: &str) -> Result<()> {
+    let start = Instant::now();
+    let mut created = 0u64;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for _ in 0..count {
+        let made = if protocol == "udp" {
+            std::net::UdpSocket::bind("127.0.0.1:0").map(drop)
+        } else {
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).map(drop)
+        };
+        match made {
+            Ok(()) => created += 1,
+            Err(e) => *errors.entry(errno_name(&e)).or_default() += 1,
+        }
+    }
+    emit(serde_json::json!({
+        "attempted": count,
+        "created": created,
+        "errors": errors,
+        "elapsed_ns": elapsed_ns(start),
+    }))
 }
 
 fn join_cgroup(cgroup: &Path) -> Result<()> {

@@ -1,0 +1,411 @@
+//! Host integration tests of syscall faults through the cgroup socket hooks:
+//! the real agent, real programs on real cgroups, real connect() and
+//! socket() calls from a target and a bystander. Root only.
+//!
+//! Failure rates are checked against 99.9% binomial acceptance intervals for
+//! the number of calls made (`stats::assert_loss_rate`, "loss" read as
+//! "calls that failed").
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use faultd_proto::agent::v1::{self as pb, agent_client::AgentClient};
+use faultd_tests::{
+    AgentGuard, AgentOptions, CgroupGuard, Traffic, bpf::links_of_programs_named,
+    faults::prost_duration, require_root, stats::assert_loss_rate,
+};
+use tonic::{Code, transport::Channel};
+
+const CONNECTS: u64 = 4_000;
+const CONFIDENCE: f64 = 0.999;
+
+/// A TCP listener on loopback that accepts and drops connections until
+/// dropped, so thousands of connects never fill its backlog.
+struct Listener {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Listener {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind listener");
+        let addr = listener.local_addr().expect("listener address");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => drop(stream),
+                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                }
+            }
+        });
+        Self { addr, stop }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ConnectReport {
+    attempted: u64,
+    connected: u64,
+    errors: std::collections::BTreeMap<String, u64>,
+}
+
+fn connect_loop(cgroup: Option<&CgroupGuard>, dst: SocketAddr, count: u64) -> ConnectReport {
+    let dst = dst.to_string();
+    let count = count.to_string();
+    Traffic::spawn(&["tcp-connect", "--dst", &dst, "--count", &count], cgroup).finish_as()
+}
+
+fn syscall_fault(
+    id: &str,
+    cgroup: &str,
+    op: pb::SyscallOperation,
+    errno: &str,
+    ppm: u32,
+) -> pb::FaultSpec {
+    pb::FaultSpec {
+        id: id.into(),
+        target: Some(pb::Target {
+            kind: Some(pb::target::Kind::CgroupPath(cgroup.into())),
+        }),
+        duration: Some(prost_duration(Duration::from_secs(120))),
+        kind: Some(pb::fault_spec::Kind::Syscall(pb::SyscallFault {
+            operation: op as i32,
+            errno: errno.into(),
+            probability_ppm: ppm,
+            filter: None,
+        })),
+    }
+}
+
+fn with_port(mut spec: pb::FaultSpec, port: u16) -> pb::FaultSpec {
+    if let Some(pb::fault_spec::Kind::Syscall(s)) = spec.kind.as_mut() {
+        s.filter = Some(pb::PacketFilter {
+            protocol: pb::Protocol::Tcp as i32,
+            remote_cidr: "127.0.0.0/8".into(),
+            remote_port_min: u32::from(port),
+            remote_port_max: 0,
+        });
+    }
+    spec
+}
+
+fn with_duration(mut spec: pb::FaultSpec, d: Duration) -> pb::FaultSpec {
+    spec.duration = Some(prost_duration(d));
+    spec
+}
+
+async fn start() -> (AgentGuard, AgentClient<Channel>) {
+    let mut agent = AgentGuard::start(AgentOptions::default());
+    agent.wait_ready();
+    let client = agent.client().await;
+    (agent, client)
+}
+
+/// Skips (with the reason) when the kernel cannot load the socket hooks.
+async fn syscall_hooks_available(client: &mut AgentClient<Channel>) -> bool {
+    let caps = client
+        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .await
+        .expect("caps")
+        .into_inner();
+    let feature = caps
+        .features
+        .iter()
+        .find(|f| f.name == "cgroup_sock_hooks")
+        .expect("feature reported");
+    if !feature.available {
+        faultd_tests::cgroup::skip(&format!(
+            "cgroup socket hooks unavailable: {}",
+            feature.detail
+        ));
+    }
+    feature.available
+}
+
+async fn apply(client: &mut AgentClient<Channel>, spec: pb::FaultSpec) -> pb::Fault {
+    let id = spec.id.clone();
+    client
+        .apply_fault(pb::ApplyFaultRequest { spec: Some(spec) })
+        .await
+        .unwrap_or_else(|s| panic!("ApplyFault {id}: {s}"))
+        .into_inner()
+        .fault
+        .expect("fault")
+}
+
+fn assert_all_connected(label: &str, r: &ConnectReport) {
+    assert_eq!(
+        r.connected, r.attempted,
+        "{label}: every connect succeeds, errors {:?}",
+        r.errors
+    );
+}
+
+#[tokio::test]
+async fn connect_fails_with_the_chosen_errno_at_the_requested_rate() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, mut client) = start().await;
+    if !syscall_hooks_available(&mut client).await {
+        return;
+    }
+    let target = CgroupGuard::new("connect-target");
+    let bystander = CgroupGuard::new("connect-bystander");
+    let chosen = Listener::start();
+    let other = Listener::start();
+    let spec = syscall_fault(
+        "refuse",
+        target.relative_str(),
+        pb::SyscallOperation::Connect,
+        "ECONNREFUSED",
+        500_000,
+    );
+    let fault = apply(&mut client, with_port(spec, chosen.addr.port())).await;
+    assert_eq!(fault.backend, "cgroup_sock_addr");
+
+    let r = connect_loop(Some(&target), chosen.addr, CONNECTS);
+    let refused = r.errors.get("ECONNREFUSED").copied().unwrap_or(0);
+    assert_eq!(
+        refused + r.connected,
+        r.attempted,
+        "only ECONNREFUSED, never EPERM: {:?}",
+        r.errors
+    );
+    assert_loss_rate(
+        "connects refused",
+        r.attempted,
+        r.connected,
+        0.5,
+        CONFIDENCE,
+    );
+
+    assert_all_connected(
+        "other port",
+        &connect_loop(Some(&target), other.addr, 1_000),
+    );
+    assert_all_connected(
+        "bystander",
+        &connect_loop(Some(&bystander), chosen.addr, 1_000),
+    );
+
+    let c = client
+        .get_fault(pb::GetFaultRequest {
+            id: "refuse".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .counters
+        .expect("counters");
+    assert_eq!(
+        c.matched, r.attempted,
+        "only the chosen port's connects match"
+    );
+    assert_eq!(c.injected, refused, "every refusal counted");
+
+    client
+        .revert_fault(pb::RevertFaultRequest {
+            id: "refuse".into(),
+        })
+        .await
+        .expect("revert");
+    assert_all_connected(
+        "after revert",
+        &connect_loop(Some(&target), chosen.addr, 1_000),
+    );
+    assert!(
+        links_of_programs_named("faultd_").is_empty(),
+        "reverted fault detached"
+    );
+}
+
+#[tokio::test]
+async fn connect_faults_end_at_their_deadline_and_with_the_agent() {
+    if !require_root() {
+        return;
+    }
+    let (mut agent, mut client) = start().await;
+    if !syscall_hooks_available(&mut client).await {
+        return;
+    }
+    let target = CgroupGuard::new("connect-deadline");
+    let listener = Listener::start();
+    let spec = syscall_fault(
+        "short",
+        target.relative_str(),
+        pb::SyscallOperation::Connect,
+        "ETIMEDOUT",
+        1_000_000,
+    );
+    let applied = Instant::now();
+    apply(&mut client, with_duration(spec, Duration::from_secs(2))).await;
+    let r = connect_loop(Some(&target), listener.addr, 200);
+    assert_eq!(
+        r.errors.get("ETIMEDOUT").copied(),
+        Some(200),
+        "live: {:?}",
+        r.errors
+    );
+
+    // Frozen agent: only the kernel's deadline check can end the fault.
+    agent.freeze();
+    std::thread::sleep(
+        Duration::from_secs(2).saturating_sub(applied.elapsed()) + Duration::from_millis(300),
+    );
+    let after_deadline = connect_loop(Some(&target), listener.addr, 500);
+    agent.thaw();
+    assert_all_connected("after the deadline, agent frozen", &after_deadline);
+
+    // SIGKILL: a live 100% fault ends with the agent.
+    let spec = syscall_fault(
+        "kill",
+        target.relative_str(),
+        pb::SyscallOperation::Connect,
+        "EHOSTUNREACH",
+        1_000_000,
+    );
+    apply(&mut client, spec).await;
+    let r = connect_loop(Some(&target), listener.addr, 100);
+    assert_eq!(
+        r.errors.get("EHOSTUNREACH").copied(),
+        Some(100),
+        "live: {:?}",
+        r.errors
+    );
+    agent.kill();
+    assert_all_connected(
+        "after SIGKILL",
+        &connect_loop(Some(&target), listener.addr, 500),
+    );
+    assert!(links_of_programs_named("faultd_").is_empty());
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct SocketReport {
+    attempted: u64,
+    created: u64,
+    errors: std::collections::BTreeMap<String, u64>,
+}
+
+#[tokio::test]
+async fn socket_creation_fails_in_the_target_only() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, mut client) = start().await;
+    if !syscall_hooks_available(&mut client).await {
+        return;
+    }
+    let target = CgroupGuard::new("socket-target");
+    let bystander = CgroupGuard::new("socket-bystander");
+    let mut spec = syscall_fault(
+        "nofiles",
+        target.relative_str(),
+        pb::SyscallOperation::Socket,
+        "EMFILE",
+        1_000_000,
+    );
+    if let Some(pb::fault_spec::Kind::Syscall(s)) = spec.kind.as_mut() {
+        s.filter = Some(pb::PacketFilter {
+            protocol: pb::Protocol::Tcp as i32,
+            ..Default::default()
+        });
+    }
+    let fault = apply(&mut client, spec).await;
+    assert_eq!(fault.backend, "cgroup_sock");
+    let run = |cg: &CgroupGuard, proto: &str| -> SocketReport {
+        Traffic::spawn(
+            &["socket-loop", "--count", "300", "--protocol", proto],
+            Some(cg),
+        )
+        .finish_as()
+    };
+    let tcp = run(&target, "tcp");
+    assert_eq!(
+        tcp.errors.get("EMFILE").copied(),
+        Some(tcp.attempted),
+        "{tcp:?}"
+    );
+    let udp = run(&target, "udp");
+    assert_eq!(
+        udp.created, udp.attempted,
+        "the protocol filter spares UDP: {udp:?}"
+    );
+    let by = run(&bystander, "tcp");
+    assert_eq!(by.created, by.attempted, "bystander: {by:?}");
+}
+
+#[tokio::test]
+async fn invalid_syscall_requests_name_the_field() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, mut client) = start().await;
+    let target = CgroupGuard::new("syscall-invalid");
+    let cases = [
+        (
+            syscall_fault(
+                "x",
+                target.relative_str(),
+                pb::SyscallOperation::Connect,
+                "EWHATEVER",
+                1,
+            ),
+            "spec.syscall.errno",
+        ),
+        (
+            syscall_fault(
+                "x",
+                target.relative_str(),
+                pb::SyscallOperation::Unspecified,
+                "EIO",
+                1,
+            ),
+            "spec.syscall.operation",
+        ),
+        (
+            syscall_fault(
+                "x",
+                target.relative_str(),
+                pb::SyscallOperation::Connect,
+                "EIO",
+                2_000_000,
+            ),
+            "spec.syscall.probability_ppm",
+        ),
+    ];
+    for (spec, field) in cases {
+        let status = client
+            .apply_fault(pb::ApplyFaultRequest { spec: Some(spec) })
+            .await
+            .expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().contains(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    assert!(
+        links_of_programs_named("faultd_").is_empty(),
+        "nothing attached"
+    );
+}

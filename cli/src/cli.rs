@@ -741,10 +741,8 @@ mod tests {
         );
         let filter = f.filter.unwrap();
         assert_eq!(filter.remote_cidr, "10.0.0.5/32");
-        assert_eq!(
-            (filter.remote_port_min, filter.remote_port_max),
-            (5432, 5432)
-        );
+        // A single port travels as (port, 0), as the proto documents.
+        assert_eq!((filter.remote_port_min, filter.remote_port_max), (5432, 0));
         assert!(
             parse(&[
                 "syscall",

@@ -232,37 +232,63 @@ impl SyscallArgs {
     /// The ApplyFault request these flags describe; the agent validates the
     /// combination (e.g. no address for socket()).
     pub fn to_request(&self) -> Result<pb::ApplyFaultRequest, ArgsError> {
-        let duration = prost_types::Duration::try_from(self.duration)
-            .map_err(|_| ArgsError::DurationTooLong(self.duration))?;
-        let (remote_port_min, remote_port_max) =
-            self.port.map(PortRange::to_proto).unwrap_or((0, 0));
         let operation = match self.op {
             OperationArg::Connect => pb::SyscallOperation::Connect,
             OperationArg::Bind => pb::SyscallOperation::Bind,
             OperationArg::Sendmsg => pb::SyscallOperation::Sendmsg,
             OperationArg::Socket => pb::SyscallOperation::Socket,
         };
-        Ok(pb::ApplyFaultRequest {
-            spec: Some(pb::FaultSpec {
-                id: self.id.clone().unwrap_or_else(|| generate_id("syscall")),
-                target: Some(pb::Target {
-                    kind: self.target.to_proto(),
-                }),
-                duration: Some(duration),
-                kind: Some(pb::fault_spec::Kind::Syscall(pb::SyscallFault {
-                    operation: operation.into(),
-                    errno: self.errno.clone(),
-                    probability_ppm: self.percent,
-                    filter: Some(pb::PacketFilter {
-                        protocol: pb::Protocol::from(self.protocol).into(),
-                        remote_cidr: self.addr.map(|c| c.to_string()).unwrap_or_default(),
-                        remote_port_min,
-                        remote_port_max,
-                    }),
-                })),
-            }),
-        })
+        let kind = pb::fault_spec::Kind::Syscall(pb::SyscallFault {
+            operation: operation.into(),
+            errno: self.errno.clone(),
+            probability_ppm: self.percent,
+            filter: Some(packet_filter(self.protocol, self.addr, self.port)),
+        });
+        fault_request(
+            self.id.as_deref(),
+            "syscall",
+            &self.target,
+            self.duration,
+            kind,
+        )
     }
+}
+
+fn packet_filter(
+    protocol: ProtocolArg,
+    cidr: Option<Cidr>,
+    port: Option<PortRange>,
+) -> pb::PacketFilter {
+    let (remote_port_min, remote_port_max) = port.map(PortRange::to_proto).unwrap_or((0, 0));
+    pb::PacketFilter {
+        protocol: pb::Protocol::from(protocol).into(),
+        remote_cidr: cidr.map(|c| c.to_string()).unwrap_or_default(),
+        remote_port_min,
+        remote_port_max,
+    }
+}
+
+/// An ApplyFault request; without an id, a fresh `<prefix>-<hex>` one, so
+/// each call creates a new fault.
+fn fault_request(
+    id: Option<&str>,
+    prefix: &str,
+    target: &TargetArgs,
+    duration: Duration,
+    kind: pb::fault_spec::Kind,
+) -> Result<pb::ApplyFaultRequest, ArgsError> {
+    let proto_duration = prost_types::Duration::try_from(duration)
+        .map_err(|_| ArgsError::DurationTooLong(duration))?;
+    Ok(pb::ApplyFaultRequest {
+        spec: Some(pb::FaultSpec {
+            id: id.map_or_else(|| generate_id(prefix), str::to_owned),
+            target: Some(pb::Target {
+                kind: target.to_proto(),
+            }),
+            duration: Some(proto_duration),
+            kind: Some(kind),
+        }),
+    })
 }
 
 /// A combination of flags that each parsed but do not fit together.
@@ -312,30 +338,18 @@ impl LossArgs {
         if self.port.is_some() && self.protocol == ProtocolArg::Icmp {
             return Err(ArgsError::PortWithIcmp);
         }
-        let duration = prost_types::Duration::try_from(self.duration)
-            .map_err(|_| ArgsError::DurationTooLong(self.duration))?;
-        let (remote_port_min, remote_port_max) =
-            self.port.map(PortRange::to_proto).unwrap_or((0, 0));
-        let filter = pb::PacketFilter {
-            protocol: pb::Protocol::from(self.protocol).into(),
-            remote_cidr: self.dst.map(|c| c.to_string()).unwrap_or_default(),
-            remote_port_min,
-            remote_port_max,
-        };
-        Ok(pb::ApplyFaultRequest {
-            spec: Some(pb::FaultSpec {
-                id: self.id.clone().unwrap_or_else(|| generate_id("loss")),
-                target: Some(pb::Target {
-                    kind: self.target.to_proto(),
-                }),
-                duration: Some(duration),
-                kind: Some(pb::fault_spec::Kind::Loss(pb::LossFault {
-                    probability_ppm: self.percent,
-                    direction: self.direction().into(),
-                    filter: Some(filter),
-                })),
-            }),
-        })
+        let kind = pb::fault_spec::Kind::Loss(pb::LossFault {
+            probability_ppm: self.percent,
+            direction: self.direction().into(),
+            filter: Some(packet_filter(self.protocol, self.dst, self.port)),
+        });
+        fault_request(
+            self.id.as_deref(),
+            "loss",
+            &self.target,
+            self.duration,
+            kind,
+        )
     }
 }
 

@@ -12,10 +12,11 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use faultd_common::{
-    ACTION_LOSS, CgroupRules, DIR_EGRESS, DIR_INGRESS, FaultCounters, LEVELS_INDEX,
-    MAX_CGROUP_LEVEL, MAX_RULES_PER_CGROUP, NetRule, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6,
-    PROTO_TCP, PROTO_UDP,
+    ACTION_LOSS, CgroupRules, DIR_EGRESS, DIR_INGRESS, FaultCounters, MAX_RULES_PER_CGROUP,
+    NetRule, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
+
+use crate::lookup::{address_matches, deepest_rules};
 
 /// Sizes are placeholders: the agent sets them from its config before load
 /// (`EbpfLoader::set_max_entries`).
@@ -136,35 +137,10 @@ fn apply(rule: &NetRule) -> bool {
 fn find_rules(skb: *mut __sk_buff) -> Option<&'static CgroupRules> {
     // SAFETY: `skb` is the context pointer the kernel passed in.
     let leaf = unsafe { bpf_skb_cgroup_id(skb) };
-    // SAFETY: the value lives in the map for at least the program's run (RCU).
-    if let Some(rules) = unsafe { RULES.get(&leaf) } {
-        return Some(rules);
-    }
-    let levels = *LEVELS.get(LEVELS_INDEX)?;
-    if levels == 0 {
-        return None;
-    }
-    // Deepest first: an entry holds its own faults and all its targeted
-    // ancestors', so the deepest hit is the complete answer.
-    let mut level = MAX_CGROUP_LEVEL;
-    while level > 0 {
-        level -= 1;
-        if levels & (1u64 << level) == 0 {
-            continue;
-        }
-        // SAFETY: as above; returns 0 when `level` is deeper than the socket's
-        // cgroup (kernel/bpf/helpers.c, `bpf_skb_ancestor_cgroup_id` via
-        // `cgroup_ancestor`).
-        let id = unsafe { bpf_skb_ancestor_cgroup_id(skb, level as i32) };
-        if id == 0 || id == leaf {
-            continue;
-        }
-        // SAFETY: as above.
-        if let Some(rules) = unsafe { RULES.get(&id) } {
-            return Some(rules);
-        }
-    }
-    None
+    // SAFETY: as above.
+    deepest_rules(&RULES, leaf, |level| unsafe {
+        bpf_skb_ancestor_cgroup_id(skb, level)
+    })
 }
 
 /// What the rules filter on.
@@ -277,20 +253,15 @@ impl Packet {
                 }
             }
         }
-        let mut w = 0;
-        while w < 4 {
-            if self.remote[w] & rule.mask[w] != rule.addr[w] {
-                return false;
-            }
-            w += 1;
-        }
-        if rule.has_ports != 0 {
-            match self.remote_port {
-                Some(port) if port >= rule.port_lo && port <= rule.port_hi => {}
-                _ => return false,
-            }
-        }
-        true
+        address_matches(
+            &self.remote,
+            &rule.addr,
+            &rule.mask,
+            self.remote_port,
+            rule.has_ports,
+            rule.port_lo,
+            rule.port_hi,
+        )
     }
 }
 

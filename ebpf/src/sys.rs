@@ -19,11 +19,14 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockContext},
 };
 use faultd_common::{
-    FAMILY_IPV4, FAMILY_IPV6, LEVELS_INDEX, MAX_CGROUP_LEVEL, MAX_RULES_PER_CGROUP, PROTO_ANY,
-    SYS_OP_BIND, SYS_OP_CONNECT, SYS_OP_SENDMSG, SYS_OP_SOCKET, SysRule, SysRules,
+    FAMILY_IPV4, FAMILY_IPV6, MAX_RULES_PER_CGROUP, PROTO_ANY, SYS_OP_BIND, SYS_OP_CONNECT,
+    SYS_OP_SENDMSG, SYS_OP_SOCKET, SysRule, SysRules,
 };
 
-use crate::net::{COUNTERS, LEVELS};
+use crate::{
+    lookup::{address_matches, deepest_rules},
+    net::COUNTERS,
+};
 
 #[map(name = "FAULTD_SYS")]
 static SYS_RULES: HashMap<u64, SysRules> = HashMap::with_max_entries(1, 0);
@@ -188,20 +191,15 @@ fn matches(rule: &SysRule, call: &Call) -> bool {
     if rule.protocol != PROTO_ANY && rule.protocol != call.protocol {
         return false;
     }
-    let mut w = 0;
-    while w < 4 {
-        if call.addr[w] & rule.mask[w] != rule.addr[w] {
-            return false;
-        }
-        w += 1;
-    }
-    if rule.has_ports != 0 {
-        match call.port {
-            Some(p) if p >= rule.port_lo && p <= rule.port_hi => {}
-            _ => return false,
-        }
-    }
-    true
+    address_matches(
+        &call.addr,
+        &rule.addr,
+        &rule.mask,
+        call.port,
+        rule.has_ports,
+        rule.port_lo,
+        rule.port_hi,
+    )
 }
 
 /// The caller's cgroup's rules, else its deepest targeted ancestor's.
@@ -209,27 +207,8 @@ fn matches(rule: &SysRule, call: &Call) -> bool {
 fn find_rules() -> Option<&'static SysRules> {
     // SAFETY: helper with no arguments.
     let leaf = unsafe { bpf_get_current_cgroup_id() };
-    // SAFETY: map values stay valid for the program's run (RCU).
-    if let Some(rules) = unsafe { SYS_RULES.get(&leaf) } {
-        return Some(rules);
-    }
-    let levels = *LEVELS.get(LEVELS_INDEX)?;
-    let mut level = MAX_CGROUP_LEVEL;
-    while level > 0 {
-        level -= 1;
-        if levels & (1u64 << level) == 0 {
-            continue;
-        }
-        // SAFETY: helper with an integer argument; 0 when deeper than the
-        // caller's cgroup.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-        if id == 0 || id == leaf {
-            continue;
-        }
-        // SAFETY: as above.
-        if let Some(rules) = unsafe { SYS_RULES.get(&id) } {
-            return Some(rules);
-        }
-    }
-    None
+    // SAFETY: helper with an integer argument.
+    deepest_rules(&SYS_RULES, leaf, |level| unsafe {
+        bpf_get_current_ancestor_cgroup_id(level)
+    })
 }

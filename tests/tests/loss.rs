@@ -3,7 +3,8 @@
 //!
 //! Loss rates are checked against 99.9% binomial acceptance intervals over
 //! 20 000 packets (`stats::assert_loss_rate`): about one run in a thousand
-//! may fail by chance, while a rate off by 1.1 points fails reliably.
+//! may fail by chance, while a rate off by 1.1 points fails reliably (2.1
+//! points at the VM tier's 5000, see [`packets`]).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -18,7 +19,15 @@ use faultd_tests::{
 };
 use tonic::{Code, transport::Channel};
 
-const N: u64 = 20_000;
+/// Datagrams per measurement: `FAULTD_TEST_PACKETS`, default 20 000. The VM
+/// tier passes 5000, which emulation sends in reasonable time and which still
+/// tells 30% loss from 25% at this confidence.
+fn packets() -> u64 {
+    std::env::var("FAULTD_TEST_PACKETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
 const PPS: u64 = 20_000;
 const CONFIDENCE: f64 = 0.999;
 const P30: u32 = 300_000;
@@ -54,11 +63,11 @@ fn localhost(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// Sends N datagrams from `from` to a fresh sink in `sink_cgroup` and returns
+/// Sends [`packets`] datagrams from `from` to a fresh sink in `sink_cgroup` and returns
 /// (sender report, received).
 fn blast(from: Option<&CgroupGuard>, sink_cgroup: Option<&CgroupGuard>) -> (SendReport, u64) {
     let sink = udp_sink(sink_cgroup, "127.0.0.1:0");
-    let sent = udp_send(from, localhost(sink.port()), N, PPS);
+    let sent = udp_send(from, localhost(sink.port()), packets(), PPS);
     let received = sink.stop().received;
     (sent, received)
 }
@@ -72,7 +81,11 @@ fn assert_sender_saw_no_errors(label: &str, report: &SendReport) {
         "{label}: send errors {:?}",
         report.errors
     );
-    assert_eq!(report.sent, N, "{label}: not every datagram was sent");
+    assert_eq!(
+        report.sent,
+        packets(),
+        "{label}: not every datagram was sent"
+    );
 }
 
 #[tokio::test]
@@ -167,11 +180,11 @@ async fn port_filter_limits_the_fault_to_matching_traffic() {
     // Both flows at once, from the same process cgroup.
     let mut a = spawn_udp_send(
         Some(&target),
-        &UdpSendOptions::new(localhost(matching.port()), N),
+        &UdpSendOptions::new(localhost(matching.port()), packets()),
     );
     let mut b = spawn_udp_send(
         Some(&target),
-        &UdpSendOptions::new(localhost(other.port()), N),
+        &UdpSendOptions::new(localhost(other.port()), packets()),
     );
     let (a, b): (SendReport, SendReport) = (a.finish_as(), b.finish_as());
     let (got_a, got_b) = (matching.stop().received, other.stop().received);

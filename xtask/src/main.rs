@@ -1,10 +1,12 @@
 //! `cargo xtask`: the project's tasks. Each does its own set-up first, so a
 //! fresh machine needs nothing but this repository and rustup.
 
+mod bench;
 mod demo;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -32,11 +34,24 @@ enum Task {
         #[arg(long)]
         no_demo: bool,
     },
+    /// Set up, build release and measure what a loss fault costs here
+    /// (root; writes docs/benchmarks/loss.md and loss.json).
+    Bench(bench::Options),
     /// Set up, build and run every test tier.
     Test {
-        /// Skip the root-only integration tests.
+        /// Skip the root-only integration tests (host and VM).
         #[arg(long)]
         unit_only: bool,
+        /// Run the VM tier: the integration tests on pinned Debian kernels
+        /// in qemu (the default).
+        #[arg(long, overrides_with = "no_vm")]
+        vm: bool,
+        /// Skip the VM tier.
+        #[arg(long, overrides_with = "vm")]
+        no_vm: bool,
+        /// Run only the VM tier (for working on it).
+        #[arg(long, conflicts_with_all = ["no_vm", "unit_only"])]
+        vm_only: bool,
     },
 }
 
@@ -52,9 +67,25 @@ fn main() -> anyhow::Result<()> {
             build("release")?;
             demo::run(no_demo)
         }
-        Task::Test { unit_only } => {
+        Task::Bench(opts) => {
             setup::setup()?;
-            test::run(unit_only)
+            build("release")?;
+            bench::run(&opts)
+        }
+        Task::Test {
+            unit_only,
+            vm: _,
+            no_vm,
+            vm_only,
+        } => {
+            setup::setup()?;
+            let tiers = match (unit_only, no_vm, vm_only) {
+                (true, _, _) => test::Tiers::UnitOnly,
+                (_, _, true) => test::Tiers::VmOnly,
+                (_, true, _) => test::Tiers::NoVm,
+                _ => test::Tiers::All,
+            };
+            test::run(tiers)
         }
     }
 }

@@ -20,6 +20,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "busybox-static",  // VM initramfs userland
     "cpio",            // VM initramfs
     "zstd",            // compressed kernel modules
+    "xz-utils",        // compressed kernel modules (Debian 6.12 ships .ko.xz)
+    "iptables",        // bench: the iptables cgroup+statistic drop rules faultd is compared with
 ];
 
 /// bpf-linker release built against the toolchain's own LLVM.

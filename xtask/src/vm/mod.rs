@@ -1,0 +1,303 @@
+//! The VM tier of `cargo xtask test`: the integration suite on real
+//! distribution kernels, booted in qemu.
+//!
+//! For each kernel of the pinned [`kernel::MATRIX`]:
+//!
+//! 1. fetch the Debian package with `apt-get download` and unpack it into
+//!    `$FAULTD_CACHE/vm` (default `~/.cache/faultd/vm`), once;
+//! 2. build an initramfs in Rust ([`initramfs`], [`cpio`]) holding busybox,
+//!    the agent, the test executables of [`VM_TESTS`], bpftool, tc, ip,
+//!    their shared libraries and the kernel's modules;
+//! 3. boot it ([`qemu`]): TCG emulation, or KVM where a probe boot showed it
+//!    works; init runs each executable between `FAULTD-VM: begin/end`
+//!    markers on the serial console and powers off;
+//! 4. read the console into a [`results::Column`] of the summary table.
+//!
+//! Console logs and the summary land in `target/vm-logs/`, the initramfs
+//! images in `target/vm/`.
+//!
+//! Knobs (environment):
+//! - `FAULTD_VM_KERNELS`: comma-separated names, e.g. `debian-6.12` or `6.12`;
+//! - `FAULTD_VM_TIMEOUT`: seconds per VM, default 420, so even two hung
+//!   kernels stay within the 15-minute budget;
+//! - `FAULTD_VM_TEST_TIMEOUT`: seconds per executable inside the VM, default
+//!   180 (the slowest, loss, takes ~45 s under emulation);
+//! - `FAULTD_VM_ACCEL`: `kvm` or `tcg`, skipping the KVM probe;
+//! - `FAULTD_VM_QUIET=1`: do not echo the consoles.
+
+mod cpio;
+mod host;
+mod initramfs;
+mod kernel;
+mod qemu;
+pub mod results;
+
+use std::{
+    io::BufRead as _,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+pub use host::run as run_host;
+use results::Column;
+
+use crate::util::{cargo, target_dir};
+
+/// Prefix of every line init prints for xtask.
+pub const MARKER: &str = "FAULTD-VM:";
+
+/// Integration test executables (tests/tests/<name>.rs) that run in the VM.
+/// Explicit, so a new slow test does not silently stretch the matrix: add
+/// it here or to [`HOST_ONLY`].
+pub const VM_TESTS: &[&str] = &["kit_smoke", "loss", "caps", "config", "syscall"];
+
+/// Integration test executables that run on the host only, and why.
+pub const HOST_ONLY: &[(&str, &str)] = &[("stress", "too slow under emulation")];
+
+const DEFAULT_VM_TIMEOUT_SECS: u64 = 420;
+const DEFAULT_TEST_TIMEOUT_SECS: u64 = 180;
+
+/// An integration test executable built by cargo.
+#[derive(Debug, Clone)]
+pub struct TestBinary {
+    /// The test target's name, e.g. `loss`.
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// Builds the faultd-tests integration tests and returns their executables,
+/// sorted by name.
+pub fn integration_tests() -> anyhow::Result<Vec<TestBinary>> {
+    let mut cmd = cargo(&[
+        "test",
+        "-p",
+        "faultd-tests",
+        "--tests",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]);
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn().context("starting cargo test --no-run")?;
+    let stdout = child.stdout.take().context("cargo stdout")?;
+    let mut tests = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let is_test_target = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if let (true, Some(exe), Some(name)) = (
+            is_test_target,
+            msg["executable"].as_str(),
+            msg["target"]["name"].as_str(),
+        ) {
+            tests.push(TestBinary {
+                name: name.to_owned(),
+                path: PathBuf::from(exe),
+            });
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo test -p faultd-tests --no-run failed: {status}");
+    }
+    tests.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(tests)
+}
+
+/// `target/vm-logs`, created.
+pub fn log_dir() -> anyhow::Result<PathBuf> {
+    let dir = target_root().join("vm-logs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn target_root() -> PathBuf {
+    let debug = target_dir("dev");
+    debug.parent().map_or(debug.clone(), Path::to_path_buf)
+}
+
+fn env_secs(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a number of seconds")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// The executables of [`VM_TESTS`]; warns about executables that are in
+/// neither list.
+fn vm_tests(all: &[TestBinary]) -> anyhow::Result<Vec<TestBinary>> {
+    for test in all {
+        let known = VM_TESTS.contains(&test.name.as_str())
+            || HOST_ONLY.iter().any(|(n, _)| *n == test.name);
+        if !known {
+            eprintln!(
+                "vm: WARNING: integration test `{}` runs on the host only; add it to VM_TESTS or \
+                 HOST_ONLY in xtask/src/vm/mod.rs",
+                test.name
+            );
+        }
+    }
+    VM_TESTS
+        .iter()
+        .map(|name| {
+            all.iter()
+                .find(|t| t.name == *name)
+                .cloned()
+                .with_context(|| format!("VM_TESTS names `{name}`, but cargo built no such test"))
+        })
+        .collect()
+}
+
+/// Runs the VM tier: every kernel of the matrix (or of FAULTD_VM_KERNELS),
+/// one after the other. The tests inside a VM measure traffic rates and
+/// time; two emulated VMs on two cores would disturb each other.
+pub fn run_matrix(
+    tests: &[TestBinary],
+    bin_dir: &Path,
+    log_dir: &Path,
+) -> anyhow::Result<Vec<Column>> {
+    qemu::check_qemu()?;
+    let busybox = initramfs::check_host_tools()?;
+    let specs: Vec<kernel::KernelSpec> = match std::env::var("FAULTD_VM_KERNELS") {
+        Ok(filter) => {
+            let wanted: Vec<&str> = filter.split(',').map(str::trim).collect();
+            let specs: Vec<_> = kernel::MATRIX
+                .iter()
+                .copied()
+                .filter(|k| {
+                    wanted
+                        .iter()
+                        .any(|w| k.name == *w || k.name.rsplit_once('-').map(|(_, v)| v) == Some(w))
+                })
+                .collect();
+            if specs.is_empty() {
+                bail!("FAULTD_VM_KERNELS={filter:?} matches no kernel of the matrix");
+            }
+            specs
+        }
+        Err(_) => kernel::MATRIX.to_vec(),
+    };
+    let vm_timeout = Duration::from_secs(env_secs("FAULTD_VM_TIMEOUT", DEFAULT_VM_TIMEOUT_SECS)?);
+    let test_timeout_secs = env_secs("FAULTD_VM_TEST_TIMEOUT", DEFAULT_TEST_TIMEOUT_SECS)?;
+    let echo = std::env::var_os("FAULTD_VM_QUIET").is_none_or(|v| v == "0");
+
+    let cache = crate::setup::cache_dir().join("vm");
+    let kernels = kernel::fetch_all(&cache, &specs)?;
+    let payload = initramfs::Payload {
+        agent: bin_dir.join("faultd"),
+        traffic: bin_dir.join("faultd-traffic"),
+        tests: vm_tests(tests)?,
+        staging: target_root().join("vm/staging"),
+        test_timeout_secs,
+    };
+    let expected: Vec<String> = payload.tests.iter().map(|t| t.name.clone()).collect();
+
+    let mut columns = Vec::new();
+    for kernel in &kernels {
+        let name = kernel.spec.name;
+        let modules = kernel::resolve_modules(kernel, kernel::MODULES)?;
+        let initrd = target_root()
+            .join("vm")
+            .join(format!("{name}.initramfs.cpio"));
+        initramfs::build(&initrd, &payload, kernel, &modules, &busybox)?;
+        let accel = qemu::choose_accel(
+            &cache.join(format!("kvm-verdict-{}", kernel.package)),
+            &kernel.vmlinuz,
+            &initrd,
+            log_dir,
+        )?;
+        let log = log_dir.join(format!("{name}.log"));
+        eprintln!(
+            "vm: {name}: booting {} ({}, {} modules, {} MB initramfs) with {}",
+            kernel.release,
+            kernel.package,
+            modules.len(),
+            std::fs::metadata(&initrd).map_or(0, |m| m.len() >> 20),
+            accel.name()
+        );
+        let prefix = format!("[{name}] ");
+        let outcome = qemu::boot(&qemu::Boot {
+            vmlinuz: &kernel.vmlinuz,
+            initrd: &initrd,
+            extra_cmdline: "",
+            accel,
+            timeout: vm_timeout,
+            log: &log,
+            echo: echo.then_some(prefix.as_str()),
+            stop_at: None,
+        })?;
+        let mut column = Column::new(name, log.display().to_string());
+        column.add_console(&outcome.console, &expected);
+        column.elapsed_secs = outcome.elapsed.as_secs_f64();
+        if outcome.timed_out {
+            let tail: Vec<&str> = outcome.console.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!(
+                "vm: {name}: killed qemu after {vm_timeout:?}; last console lines:\n{}",
+                tail.join("\n")
+            );
+            column.problems.push(format!(
+                "VM killed after {} s (FAULTD_VM_TIMEOUT)",
+                vm_timeout.as_secs()
+            ));
+        }
+        eprintln!(
+            "vm: {name}: finished in {:.0} s (qemu {})",
+            outcome.elapsed.as_secs_f64(),
+            outcome.exit
+        );
+        columns.push(column);
+    }
+    Ok(columns)
+}
+
+/// Prints the summary table, saves it as `target/vm-logs/summary.txt`, and
+/// fails if anything failed anywhere.
+pub fn report(columns: &[Column], log_dir: &Path) -> anyhow::Result<()> {
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let mut table = results::render(columns);
+    let host_only: Vec<String> = HOST_ONLY
+        .iter()
+        .filter(|(name, _)| {
+            let prefix = format!("{name}::");
+            columns
+                .iter()
+                .any(|c| c.tests.keys().any(|k| k.starts_with(&prefix)))
+        })
+        .map(|(name, why)| format!("{name} ({why})"))
+        .collect();
+    if !host_only.is_empty() {
+        table.push_str(&format!(
+            "\n  \"-\": not run there; host only: {}\n",
+            host_only.join(", ")
+        ));
+    }
+    let path = log_dir.join("summary.txt");
+    std::fs::write(&path, &table).with_context(|| format!("writing {}", path.display()))?;
+    println!("\n=== integration tests: host and VM kernels ===\n{table}");
+    let failed: Vec<&str> = columns
+        .iter()
+        .filter(|c| c.failed())
+        .map(|c| c.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "integration tests failed on: {} (table in {})",
+            failed.join(", "),
+            path.display()
+        );
+    }
+    Ok(())
+}

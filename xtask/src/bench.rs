@@ -2372,18 +2372,29 @@ impl Report<'_> {
         let new = d(&self.latency.apply_new);
         let upd = d(&self.latency.apply_update);
         let caps = d(&self.latency.caps);
+        let extra = median(&new) - median(&upd);
+        let spread = quantile(&upd, 0.9) - quantile(&upd, 0.1);
         let _ = writeln!(
             out,
             "- Medians: GetCapabilities {}, update {}, new fault {}, revert {}. The agent's RPC \
              path (gRPC over the Unix socket, the manager lock on the blocking pool) is most of \
-             every call; an update adds one map write to it, and a new fault adds the program \
-             attach (opening the cgroup, `BPF_LINK_CREATE`, the kernel recomputing the cgroup's \
-             effective program array): new − update = {}.",
+             every call. An update adds one map write to it; a new fault adds the program \
+             attach as well (opening the cgroup, `BPF_LINK_CREATE`, the kernel recomputing the \
+             cgroup's effective program array). New − update = {}{}.",
             fmt_us(median(&caps)),
             fmt_us(median(&upd)),
             fmt_us(median(&new)),
             fmt_us(median(&d(&self.latency.revert))),
-            fmt_us(median(&new) - median(&upd))
+            fmt_us(extra),
+            if extra.abs() < spread {
+                format!(
+                    ", less than the updates' own p10–p90 spread ({}): the attach is not \
+                     visible next to the RPC path here",
+                    fmt_us(spread)
+                )
+            } else {
+                String::new()
+            }
         );
         let lat_first: Vec<f64> = new.iter().take(100).copied().collect();
         let lat_last: Vec<f64> = new.iter().rev().take(100).copied().collect();
@@ -2437,8 +2448,8 @@ impl Report<'_> {
         let tcp_ratios = paired(&rounds(tcp_mbs), &base.per_round(tcp_mbs));
         let tcp_lower: Vec<f64> = tcp_ratios.iter().map(|r| 1.0 - r).collect();
         let measured = format!(
-            "Measured: {du:+.0} CPU ns/packet against the baseline's median; per round, {} \
-             (the baseline's own rounds spread over {:.0}% of its median). TCP at {:.2}× the \
+            "Measured: {du:+.0} CPU ns/packet against the baseline's median; per round, {}; \
+             the baseline's own rounds spread over {:.0}% of its median. TCP at {:.2}× the \
              baseline's MB/s; throughput lower in {} of {} rounds",
             verdict(&above),
             noise(&base.per_round(udp_cpu)),

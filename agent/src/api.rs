@@ -153,10 +153,13 @@ fn syscall_from_pb(sys: pb::SyscallFault) -> Result<SyscallSpec, InvalidField> {
         Ok(pb::SyscallOperation::Bind) => SyscallOp::Bind,
         Ok(pb::SyscallOperation::Sendmsg) => SyscallOp::Sendmsg,
         Ok(pb::SyscallOperation::Socket) => SyscallOp::Socket,
+        Ok(pb::SyscallOperation::Open) => SyscallOp::Open,
+        Ok(pb::SyscallOperation::Read) => SyscallOp::Read,
+        Ok(pb::SyscallOperation::Write) => SyscallOp::Write,
         Ok(pb::SyscallOperation::Unspecified) => {
             return Err(invalid(
                 "spec.syscall.operation",
-                "is required: connect, bind, sendmsg or socket",
+                "is required: connect, bind, sendmsg, socket, open, read or write",
             ));
         }
         Err(_) => {
@@ -193,6 +196,15 @@ fn syscall_from_pb(sys: pb::SyscallFault) -> Result<SyscallSpec, InvalidField> {
         return Err(invalid(
             SYSCALL_FILTER.cidr,
             "socket() has no address: only the protocol filter applies",
+        ));
+    }
+    if op.is_file() && filter != PacketFilter::default() {
+        return Err(invalid(
+            "spec.syscall.filter",
+            format!(
+                "{} faults take no address, port or protocol filter",
+                op.name()
+            ),
         ));
     }
     if op == SyscallOp::Sendmsg && filter.protocol == Protocol::Tcp {
@@ -315,6 +327,9 @@ pub fn spec_to_pb(spec: &FaultSpec) -> pb::FaultSpec {
                 SyscallOp::Bind => pb::SyscallOperation::Bind,
                 SyscallOp::Sendmsg => pb::SyscallOperation::Sendmsg,
                 SyscallOp::Socket => pb::SyscallOperation::Socket,
+                SyscallOp::Open => pb::SyscallOperation::Open,
+                SyscallOp::Read => pb::SyscallOperation::Read,
+                SyscallOp::Write => pb::SyscallOperation::Write,
             } as i32,
             errno: sys.errno.name.to_owned(),
             probability_ppm: sys.probability_ppm,
@@ -348,6 +363,7 @@ pub fn backend(kind: &FaultKind) -> &'static str {
     match kind {
         FaultKind::Loss(_) => "cgroup_skb",
         FaultKind::Syscall(s) if s.op == SyscallOp::Socket => "cgroup_sock",
+        FaultKind::Syscall(s) if s.op.is_file() => "bpf_lsm",
         FaultKind::Syscall(_) => "cgroup_sock_addr",
     }
 }

@@ -110,14 +110,7 @@ pub fn probe() -> Capabilities {
             },
         ),
         bpf_lsm(bpf_lsm_active, btf, &lsm_list),
-        feature(
-            "lsm_cgroup",
-            bpf_lsm_active && btf && at_least(6, 0),
-            format!(
-                "needs BPF LSM active, BTF and kernel >= 6.0 (running {version_text}, bpf LSM {})",
-                if bpf_lsm_active { "active" } else { "inactive" }
-            ),
-        ),
+        lsm_cgroup(bpf_lsm_active && btf),
         helper(
             "bpf_set_retval",
             ProgramType::CgroupSockAddr,
@@ -133,6 +126,24 @@ pub fn probe() -> Capabilities {
     }
 }
 
+/// BPF_LSM_CGROUP attachments: BPF LSM usable and kernel >= 6.0
+/// (commit 69fd337a975c, "bpf: per-cgroup lsm flavor").
+pub fn lsm_cgroup(bpf_lsm_usable: bool) -> Feature {
+    let version = KernelVersion::current().ok();
+    let recent = version.is_some_and(|v| v >= KernelVersion::new(6, 0, 0));
+    let version_text = version.map_or("unknown".to_owned(), |v| v.to_string());
+    feature(
+        "lsm_cgroup",
+        bpf_lsm_usable && recent,
+        format!(
+            "needs BPF LSM usable and kernel >= 6.0 (running {version_text}, BPF LSM {})",
+            if bpf_lsm_usable { "usable" } else { "unusable" }
+        ),
+    )
+}
+
+/// First estimate from the LSM list; the agent replaces it with the result
+/// of loading its LSM programs.
 fn bpf_lsm(active: bool, btf: bool, lsm_list: &str) -> Feature {
     if !active {
         let list = if lsm_list.is_empty() {

@@ -5,8 +5,8 @@ use std::{fmt, net::IpAddr, ops::RangeInclusive, time::Duration};
 
 use faultd_common::{
     ACTION_LOSS, DIR_EGRESS, DIR_INGRESS, FAMILY_ANY, FAMILY_IPV4, FAMILY_IPV6, NetRule, PROTO_ANY,
-    PROTO_ICMP, PROTO_TCP, PROTO_UDP, SYS_OP_BIND, SYS_OP_CONNECT, SYS_OP_SENDMSG, SYS_OP_SOCKET,
-    SysRule, THRESHOLD_ALWAYS,
+    PROTO_ICMP, PROTO_TCP, PROTO_UDP, SYS_OP_BIND, SYS_OP_CONNECT, SYS_OP_OPEN, SYS_OP_READ,
+    SYS_OP_SENDMSG, SYS_OP_SOCKET, SYS_OP_WRITE, SysRule, THRESHOLD_ALWAYS,
 };
 
 use crate::target::TargetSpec;
@@ -57,6 +57,8 @@ impl FaultKind {
                     | (SyscallOp::Bind, Hook::Bind6)
                     | (SyscallOp::Sendmsg, Hook::Sendmsg6) => v6,
                     (SyscallOp::Socket, Hook::SockCreate) => true,
+                    (SyscallOp::Open, Hook::FileOpen) => true,
+                    (SyscallOp::Read | SyscallOp::Write, Hook::FilePermission) => true,
                     _ => false,
                 }
             }
@@ -109,6 +111,14 @@ pub enum SyscallOp {
     Sendmsg,
     /// socket(2) for inet sockets and others (BPF_CGROUP_INET_SOCK_CREATE).
     Socket,
+    /// open/openat/openat2/creat (BPF LSM `file_open`).
+    Open,
+    /// read/readv/pread and reads of sockets and pipes (BPF LSM
+    /// `file_permission` with MAY_READ).
+    Read,
+    /// write/writev/pwrite, sockets and pipes included (BPF LSM
+    /// `file_permission` with MAY_WRITE).
+    Write,
 }
 
 impl SyscallOp {
@@ -118,7 +128,15 @@ impl SyscallOp {
             Self::Bind => "bind",
             Self::Sendmsg => "sendmsg",
             Self::Socket => "socket",
+            Self::Open => "open",
+            Self::Read => "read",
+            Self::Write => "write",
         }
+    }
+
+    /// File operations are served by BPF LSM and take no address filter.
+    pub fn is_file(self) -> bool {
+        matches!(self, Self::Open | Self::Read | Self::Write)
     }
 
     fn code(self) -> u8 {
@@ -127,6 +145,9 @@ impl SyscallOp {
             Self::Bind => SYS_OP_BIND,
             Self::Sendmsg => SYS_OP_SENDMSG,
             Self::Socket => SYS_OP_SOCKET,
+            Self::Open => SYS_OP_OPEN,
+            Self::Read => SYS_OP_READ,
+            Self::Write => SYS_OP_WRITE,
         }
     }
 }
@@ -291,10 +312,14 @@ pub enum Hook {
     Sendmsg4,
     Sendmsg6,
     SockCreate,
+    /// BPF LSM hooks: attached once for the whole node, not per cgroup
+    /// (the program filters by the caller's cgroup).
+    FileOpen,
+    FilePermission,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 9] = [
+    pub const ALL: [Hook; 11] = [
         Hook::Egress,
         Hook::Ingress,
         Hook::Connect4,
@@ -304,7 +329,14 @@ impl Hook {
         Hook::Sendmsg4,
         Hook::Sendmsg6,
         Hook::SockCreate,
+        Hook::FileOpen,
+        Hook::FilePermission,
     ];
+
+    /// Attached once globally rather than at targeted cgroups.
+    pub fn is_global(self) -> bool {
+        matches!(self, Self::FileOpen | Self::FilePermission)
+    }
 
     fn dir_bit(self) -> u8 {
         match self {
@@ -325,6 +357,8 @@ impl Hook {
             Self::Sendmsg4 => "sendmsg4",
             Self::Sendmsg6 => "sendmsg6",
             Self::SockCreate => "sock_create",
+            Self::FileOpen => "lsm/file_open",
+            Self::FilePermission => "lsm/file_permission",
         }
     }
 }

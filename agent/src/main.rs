@@ -174,6 +174,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     raise_memlock_limit();
+    raise_nofile_limit();
     let mut caps = caps::probe();
     let datapath = EbpfDatapath::load(config.limits.max_faults)
         .map_err(|e| anyhow::anyhow!(api::error_chain(&e)))
@@ -186,6 +187,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
             str::to_owned,
         ),
     });
+    // Whether BPF LSM works is decided by loading our LSM programs: the LSM
+    // list can name "bpf" while lockdown or the kernel config refuse the load.
+    let lsm = datapath.lsm_unavailable();
+    caps.add(caps::Feature {
+        name: "bpf_lsm",
+        available: lsm.is_none(),
+        detail: lsm.map_or_else(
+            || "file_open and file_permission programs loaded".to_owned(),
+            str::to_owned,
+        ),
+    });
+    let lsm_cgroup = caps::lsm_cgroup(lsm.is_none());
+    caps.add(lsm_cgroup);
     for f in &caps.features {
         info!(feature = f.name, available = f.available, detail = %f.detail, "capability");
     }
@@ -328,6 +342,22 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", path.display()))?;
     Ok(listener)
+}
+
+/// Every attachment is a bpf link fd the agent holds, so faults need file
+/// descriptors: take the whole hard limit, as the soft default (often 1024)
+/// would cap the agent near that many attachments.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                warn!(error = %e, soft, hard, "raising RLIMIT_NOFILE; faults beyond the soft limit will fail to attach");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "reading RLIMIT_NOFILE"),
+    }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (kernel/bpf/syscall.c,

@@ -163,6 +163,8 @@ pub struct Manager<D, R, C> {
     free_slots: Vec<u32>,
     next_slot: u32,
     recent: VecDeque<FaultView>,
+    /// Faults using each global (LSM) hook.
+    global_users: HashMap<Hook, usize>,
 }
 
 impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
@@ -182,6 +184,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             free_slots: Vec::new(),
             next_slot: 0,
             recent: VecDeque::new(),
+            global_users: HashMap::new(),
         }
     }
 
@@ -484,6 +487,12 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
                 }
             });
         node.faults.insert(a.spec.id.clone());
+        for hook in Hook::ALL
+            .into_iter()
+            .filter(|h| h.is_global() && a.spec.kind.uses(*h))
+        {
+            *self.global_users.entry(hook).or_default() += 1;
+        }
         self.deadlines.insert((a.deadline_ns, a.spec.id.clone()));
         self.faults.insert(a.spec.id.clone(), a);
     }
@@ -491,6 +500,14 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     fn remove_from_model(&mut self, id: &str) -> Option<Active> {
         let a = self.faults.remove(id)?;
         self.deadlines.remove(&(a.deadline_ns, a.spec.id.clone()));
+        for hook in Hook::ALL
+            .into_iter()
+            .filter(|h| h.is_global() && a.spec.kind.uses(*h))
+        {
+            if let Some(n) = self.global_users.get_mut(&hook) {
+                *n = n.saturating_sub(1);
+            }
+        }
         if let Some(node) = self.targets.get_mut(&a.target.path) {
             node.faults.remove(id);
             if node.faults.is_empty() {
@@ -584,6 +601,10 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     }
 
     fn wants_link(&self, path: &str, hook: Hook) -> bool {
+        if hook.is_global() {
+            // Keyed at "" (never a cgroup-hook target path for these hooks).
+            return path.is_empty() && self.global_users.get(&hook).is_some_and(|n| *n > 0);
+        }
         let has_own = |n: &TargetNode| {
             n.faults
                 .iter()
@@ -627,6 +648,10 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             self.dp.set_levels(self.levels_written | levels)?;
             self.levels_written |= levels;
         }
+        // Global hooks live at "" whatever cgroups changed.
+        let mut affected = affected.clone();
+        affected.insert(String::new());
+        let affected = &affected;
         // Detach before attach: moving an attachment up to a new ancestor
         // leaves a brief window with no program (packets pass) rather than
         // one where a packet runs through two and is counted twice.

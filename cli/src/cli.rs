@@ -188,6 +188,12 @@ pub enum OperationArg {
     Sendmsg,
     /// socket(2).
     Socket,
+    /// open/openat/openat2/creat (needs BPF LSM).
+    Open,
+    /// read and friends, sockets and pipes included (needs BPF LSM).
+    Read,
+    /// write and friends, sockets and pipes included (needs BPF LSM).
+    Write,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +243,9 @@ impl SyscallArgs {
             OperationArg::Bind => pb::SyscallOperation::Bind,
             OperationArg::Sendmsg => pb::SyscallOperation::Sendmsg,
             OperationArg::Socket => pb::SyscallOperation::Socket,
+            OperationArg::Open => pb::SyscallOperation::Open,
+            OperationArg::Read => pb::SyscallOperation::Read,
+            OperationArg::Write => pb::SyscallOperation::Write,
         };
         let kind = pb::fault_spec::Kind::Syscall(pb::SyscallFault {
             operation: operation.into(),
@@ -763,7 +772,7 @@ mod tests {
                 "--cgroup",
                 "a",
                 "--op",
-                "open",
+                "mkdir",
                 "--errno",
                 "EIO",
                 "--percent",

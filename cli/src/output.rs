@@ -96,6 +96,9 @@ impl From<&pb::SyscallFault> for SyscallView {
                 pb::SyscallOperation::Bind => "bind",
                 pb::SyscallOperation::Sendmsg => "sendmsg",
                 pb::SyscallOperation::Socket => "socket",
+                pb::SyscallOperation::Open => "open",
+                pb::SyscallOperation::Read => "read",
+                pb::SyscallOperation::Write => "write",
             }
             .to_owned(),
             errno: sys.errno.clone(),

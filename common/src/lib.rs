@@ -40,6 +40,10 @@ pub const SYS_OP_CONNECT: u8 = 1;
 pub const SYS_OP_BIND: u8 = 2;
 pub const SYS_OP_SENDMSG: u8 = 3;
 pub const SYS_OP_SOCKET: u8 = 4;
+/// File operations, served by BPF LSM hooks (security/security.c).
+pub const SYS_OP_OPEN: u8 = 5;
+pub const SYS_OP_READ: u8 = 6;
+pub const SYS_OP_WRITE: u8 = 7;
 
 /// `LossRule::threshold` that drops every matching packet: `bpf_get_prandom_u32`
 /// returns at most `u32::MAX`, which is below this.
@@ -159,8 +163,10 @@ pub mod names {
     pub const SENDMSG4_PROG: &str = "faultd_sendmsg4";
     pub const SENDMSG6_PROG: &str = "faultd_sendmsg6";
     pub const SOCK_CREATE_PROG: &str = "faultd_socket";
+    pub const FILE_OPEN_PROG: &str = "faultd_open";
+    pub const FILE_PERM_PROG: &str = "faultd_rw";
     /// Every program, for checks that must cover them all.
-    pub const ALL_PROGS: [&str; 9] = [
+    pub const ALL_PROGS: [&str; 11] = [
         EGRESS_PROG,
         INGRESS_PROG,
         CONNECT4_PROG,
@@ -170,6 +176,8 @@ pub mod names {
         SENDMSG4_PROG,
         SENDMSG6_PROG,
         SOCK_CREATE_PROG,
+        FILE_OPEN_PROG,
+        FILE_PERM_PROG,
     ];
     /// Prefix of every program this project loads; used to find leftovers.
     pub const PROG_PREFIX: &str = "faultd_";

@@ -14,13 +14,13 @@ use aya_ebpf::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_prandom_u32,
         bpf_ktime_get_boot_ns, bpf_set_retval,
     },
-    macros::{cgroup_sock, cgroup_sock_addr, map},
+    macros::{cgroup_sock, cgroup_sock_addr, lsm, map},
     maps::HashMap,
-    programs::{SockAddrContext, SockContext},
+    programs::{LsmContext, SockAddrContext, SockContext},
 };
 use faultd_common::{
     FAMILY_IPV4, FAMILY_IPV6, MAX_RULES_PER_CGROUP, PROTO_ANY, SYS_OP_BIND, SYS_OP_CONNECT,
-    SYS_OP_SENDMSG, SYS_OP_SOCKET, SysRule, SysRules,
+    SYS_OP_OPEN, SYS_OP_READ, SYS_OP_SENDMSG, SYS_OP_SOCKET, SYS_OP_WRITE, SysRule, SysRules,
 };
 
 use crate::{
@@ -93,6 +93,79 @@ pub fn faultd_socket(ctx: SockContext) -> i32 {
     verdict(SYS_OP_SOCKET, &call)
 }
 
+/// `security_file_open` runs on every open path: open(2), openat(2),
+/// openat2(2), creat(2) and the kernel opening files for execve
+/// (fs/namei.c, `do_open` -> `vfs_open`; fs/open.c, `do_dentry_open`).
+/// LSM programs run for every task, so the cgroup filter is ours: callers
+/// outside targeted cgroups cost one map lookup (plus one per targeted
+/// level), and only while a file fault exists (the agent attaches these
+/// programs only then).
+#[lsm(hook = "file_open")]
+pub fn faultd_open(ctx: LsmContext) -> i32 {
+    // file_open(struct file *file), then the return value of the BPF LSM
+    // programs before us (kernel/bpf/bpf_lsm.c): a denial stands.
+    // Argument 1 of this hook is that int.
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    lsm_verdict(SYS_OP_OPEN)
+}
+
+/// `security_file_permission(file, mask)` runs before every read and write
+/// on an open file, sockets and pipes included (fs/read_write.c,
+/// `rw_verify_area`).
+#[lsm(hook = "file_permission")]
+pub fn faultd_rw(ctx: LsmContext) -> i32 {
+    // file_permission(struct file *file, int mask), then the previous
+    // programs' return value.
+    let (mask, previous): (i32, i32) = (ctx.arg(1), ctx.arg(2));
+    if previous != 0 {
+        return previous;
+    }
+    // include/linux/fs.h: MAY_WRITE 0x2, MAY_READ 0x4.
+    let op = if mask & 0x2 != 0 {
+        SYS_OP_WRITE
+    } else if mask & 0x4 != 0 {
+        SYS_OP_READ
+    } else {
+        return 0;
+    };
+    lsm_verdict(op)
+}
+
+/// LSM hooks return 0 to allow and a negative errno to deny.
+#[inline(always)]
+fn lsm_verdict(op: u8) -> i32 {
+    let call = Call {
+        family: 0,
+        protocol: 0,
+        addr: [0; 4],
+        port: None,
+    };
+    match decide(op, &call) {
+        0 => 0,
+        errno => lsm_return(errno),
+    }
+}
+
+/// `-errno` in a form the verifier can bound. Recent verifiers require an
+/// LSM program's return value to be provably within [-MAX_ERRNO, 0]
+/// (kernel/bpf/verifier.c, `check_return_code` with
+/// `bpf_lsm_get_retval_range`), and before 6.15 they track no range through
+/// BPF_NEG (`check_alu_op` marks its result unknown). So: mask the errno to
+/// [0, 4095], and subtract it from a zero LLVM cannot see (a volatile read of
+/// a zeroed local), which compiles to a BPF_SUB the verifier bounds to
+/// [-4095, 0] (`scalar_min_max_sub`). The agent only writes errnos in
+/// 1..=133, so the mask never changes one.
+#[inline(always)]
+fn lsm_return(errno: u32) -> i32 {
+    let zero = 0i64;
+    // SAFETY: reads a local that was just written.
+    let zero = unsafe { core::ptr::read_volatile(&zero) };
+    (zero - i64::from(errno & 0xfff)) as i32
+}
+
 #[inline(always)]
 fn call_v4(ctx: &SockAddrContext) -> Call {
     // SAFETY: context fields readable from every sock_addr hook
@@ -138,27 +211,32 @@ fn call_v6(ctx: &SockAddrContext) -> Call {
 #[inline(always)]
 fn verdict(op: u8, call: &Call) -> i32 {
     match decide(op, call) {
-        Some(errno) => {
+        0 => ALLOW,
+        errno => {
             // SAFETY: helper with a plain integer argument. A failure leaves
             // the default EPERM, still a failure the fault asked for.
             unsafe { bpf_set_retval(-(errno as i32)) };
             DENY
         }
-        None => ALLOW,
     }
 }
 
-/// The errno to fail with, if a live rule for `op` matches and wins its roll.
+/// The errno to fail with if a live rule for `op` matches and wins its
+/// roll, else 0. A plain integer rather than an Option: LLVM may keep an
+/// Option's payload in a register it only writes on the `Some` path, which
+/// the 6.1 verifier rejects as a read of an uninitialised register.
 #[inline(always)]
-fn decide(op: u8, call: &Call) -> Option<u32> {
-    let rules = find_rules()?;
+fn decide(op: u8, call: &Call) -> u32 {
+    let Some(rules) = find_rules() else {
+        return 0;
+    };
     let count = rules.count as usize;
     if count > MAX_RULES_PER_CGROUP {
-        return None;
+        return 0;
     }
     // SAFETY: helper with no arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let mut failed = None;
+    let mut failed = 0u32;
     for i in 0..MAX_RULES_PER_CGROUP {
         if i >= count {
             break;
@@ -175,9 +253,9 @@ fn decide(op: u8, call: &Call) -> Option<u32> {
         counters.matched = counters.matched.wrapping_add(1);
         // SAFETY: helper with no arguments.
         let roll = u64::from(unsafe { bpf_get_prandom_u32() });
-        if failed.is_none() && roll < rule.threshold {
+        if failed == 0 && roll < rule.threshold {
             counters.dropped = counters.dropped.wrapping_add(1);
-            failed = Some(rule.errno);
+            failed = rule.errno;
         }
     }
     failed

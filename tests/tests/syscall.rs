@@ -409,3 +409,147 @@ async fn invalid_syscall_requests_name_the_field() {
         "nothing attached"
     );
 }
+
+#[derive(Debug, serde::Deserialize)]
+struct FileReport {
+    attempted: u64,
+    ok: u64,
+    errors: std::collections::BTreeMap<String, u64>,
+}
+
+fn file_ops(cgroup: &CgroupGuard, file: &std::path::Path, op: &str, count: u64) -> FileReport {
+    let file = file.display().to_string();
+    let count = count.to_string();
+    Traffic::spawn(
+        &["file-ops", "--file", &file, "--op", op, "--count", &count],
+        Some(cgroup),
+    )
+    .finish_as()
+}
+
+/// Reports whether BPF LSM is usable, printing the reason when it is not.
+async fn bpf_lsm_available(client: &mut AgentClient<Channel>) -> (bool, String) {
+    let caps = client
+        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .await
+        .expect("caps")
+        .into_inner();
+    let f = caps
+        .features
+        .iter()
+        .find(|f| f.name == "bpf_lsm")
+        .expect("bpf_lsm reported");
+    (f.available, f.detail.clone())
+}
+
+#[tokio::test]
+async fn open_and_write_fail_in_the_target_only() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, mut client) = start().await;
+    let (available, why) = bpf_lsm_available(&mut client).await;
+    if !available {
+        faultd_tests::cgroup::skip(&format!("BPF LSM unusable on this kernel: {why}"));
+        return;
+    }
+    let target = CgroupGuard::new("file-target");
+    let bystander = CgroupGuard::new("file-bystander");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"0123456789").expect("create file");
+
+    let open = syscall_fault(
+        "open-eio",
+        target.relative_str(),
+        pb::SyscallOperation::Open,
+        "EIO",
+        300_000,
+    );
+    let fault = apply(&mut client, open).await;
+    assert_eq!(fault.backend, "bpf_lsm");
+    let r = file_ops(&target, &file, "open", CONNECTS);
+    let eio = r.errors.get("EIO").copied().unwrap_or(0);
+    assert_eq!(eio + r.ok, r.attempted, "only EIO: {:?}", r.errors);
+    assert_loss_rate("opens failed", r.attempted, r.ok, 0.3, CONFIDENCE);
+    let by = file_ops(&bystander, &file, "open", 1_000);
+    assert_eq!(by.ok, by.attempted, "bystander opens: {:?}", by.errors);
+    // The write check opens its file first: take the open fault away.
+    client
+        .revert_fault(pb::RevertFaultRequest {
+            id: "open-eio".into(),
+        })
+        .await
+        .expect("revert");
+
+    let write = syscall_fault(
+        "write-nospc",
+        target.relative_str(),
+        pb::SyscallOperation::Write,
+        "ENOSPC",
+        1_000_000,
+    );
+    apply(&mut client, write).await;
+    let w = file_ops(&target, &file, "write", 500);
+    assert_eq!(
+        w.errors.get("ENOSPC").copied(),
+        Some(w.attempted),
+        "every write fails: {w:?}"
+    );
+    let r = file_ops(&target, &file, "read", 500);
+    assert_eq!(r.ok, r.attempted, "reads are not writes: {r:?}");
+    let by = file_ops(&bystander, &file, "write", 500);
+    assert_eq!(by.ok, by.attempted, "bystander writes: {by:?}");
+
+    client
+        .revert_all(pb::RevertAllRequest {})
+        .await
+        .expect("revert all");
+    let after = file_ops(&target, &file, "write", 500);
+    assert_eq!(after.ok, after.attempted, "after revert: {after:?}");
+    assert!(
+        links_of_programs_named("faultd_").is_empty(),
+        "LSM programs detached"
+    );
+}
+
+#[tokio::test]
+async fn file_faults_without_bpf_lsm_are_refused_naming_it() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, mut client) = start().await;
+    let (available, _) = bpf_lsm_available(&mut client).await;
+    if available {
+        faultd_tests::cgroup::skip(
+            "this kernel has BPF LSM; the refusal applies where it lacks it",
+        );
+        return;
+    }
+    let target = CgroupGuard::new("file-refused");
+    let open = syscall_fault(
+        "open",
+        target.relative_str(),
+        pb::SyscallOperation::Open,
+        "EIO",
+        1_000_000,
+    );
+    let status = client
+        .apply_fault(pb::ApplyFaultRequest { spec: Some(open) })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("bpf_lsm"), "{}", status.message());
+    assert!(
+        status.message().contains("lsm="),
+        "says which kernels have it: {}",
+        status.message()
+    );
+    let faults = client
+        .list_faults(pb::ListFaultsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .faults;
+    assert!(faults.is_empty());
+}

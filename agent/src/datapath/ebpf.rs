@@ -8,12 +8,12 @@ use aya::{
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Program, ProgramError,
         cgroup_skb::CgroupSkbLink, cgroup_sock::CgroupSockLink,
-        cgroup_sock_addr::CgroupSockAddrLink,
+        cgroup_sock_addr::CgroupSockAddrLink, lsm::LsmLink,
     },
     util::nr_cpus,
 };
 use faultd_common::{CgroupRules, FaultCounters, LEVELS_INDEX, SysRules, names};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Datapath, DatapathError, KernelObject, TableRules};
 use crate::fault::{Hook, Table};
@@ -25,7 +25,14 @@ enum Link {
     Skb(CgroupSkbLink),
     SockAddr(CgroupSockAddrLink),
     Sock(CgroupSockLink),
+    Lsm(LsmLink),
 }
+
+/// The BPF LSM programs and their hooks.
+const LSM_PROGRAMS: [(&str, &str); 2] = [
+    (names::FILE_OPEN_PROG, "file_open"),
+    (names::FILE_PERM_PROG, "file_permission"),
+];
 
 /// The syscall programs, loaded when the kernel accepts them.
 const SYS_PROGRAMS: [&str; 7] = [
@@ -47,6 +54,8 @@ pub struct EbpfDatapath {
     sys_rules: BpfHashMap<MapData, u64, SysRules>,
     /// Why the syscall programs could not be loaded, if they could not.
     sys_unavailable: Option<String>,
+    /// Why the BPF LSM programs could not be loaded, if they could not.
+    lsm_unavailable: Option<String>,
     counters: PerCpuArray<MapData, FaultCounters>,
     levels: Array<MapData, u64>,
     /// Owned bpf links. Dropping one closes its fd and detaches it; none is
@@ -114,6 +123,10 @@ impl EbpfDatapath {
                 break;
             }
         }
+        let lsm_unavailable = load_lsm(&mut ebpf).err();
+        if let Some(why) = &lsm_unavailable {
+            info!(reason = %why, "file syscall faults unavailable (BPF LSM)");
+        }
         let map_ids = [
             names::RULES_MAP,
             names::COUNTERS_MAP,
@@ -146,6 +159,7 @@ impl EbpfDatapath {
             rules,
             sys_rules,
             sys_unavailable,
+            lsm_unavailable,
             counters,
             levels,
             links: HashMap::new(),
@@ -158,6 +172,13 @@ impl EbpfDatapath {
     /// Why syscall faults cannot be served here, if they cannot.
     pub fn syscall_unavailable(&self) -> Option<&str> {
         self.sys_unavailable.as_deref()
+    }
+
+    /// Why file syscall faults (BPF LSM) cannot be served here, if they
+    /// cannot. Decided by loading the programs: the LSM list alone is not
+    /// enough, lockdown or a missing CONFIG_BPF_LSM refuse the load.
+    pub fn lsm_unavailable(&self) -> Option<&str> {
+        self.lsm_unavailable.as_deref()
     }
 
     /// Drains kernel-side log records into `log` (and so into tracing).
@@ -182,6 +203,19 @@ fn skb_program<'a>(
             name,
             source: Box::new(e),
         })
+}
+
+fn load_lsm(ebpf: &mut Ebpf) -> Result<(), String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
+    for (name, hook) in LSM_PROGRAMS {
+        match ebpf.program_mut(name) {
+            Some(Program::Lsm(p)) => p.load(hook, &btf).map_err(|e| {
+                format!("loading {name} on {hook}: {}", crate::api::error_chain(&e))
+            })?,
+            _ => return Err(format!("the eBPF object has no LSM program {name}")),
+        }
+    }
+    Ok(())
 }
 
 fn ebpf_program<'a>(
@@ -231,6 +265,8 @@ fn prog_name(hook: Hook) -> &'static str {
         Hook::Sendmsg4 => names::SENDMSG4_PROG,
         Hook::Sendmsg6 => names::SENDMSG6_PROG,
         Hook::SockCreate => names::SOCK_CREATE_PROG,
+        Hook::FileOpen => names::FILE_OPEN_PROG,
+        Hook::FilePermission => names::FILE_PERM_PROG,
     }
 }
 
@@ -300,6 +336,11 @@ impl Datapath for EbpfDatapath {
             Program::CgroupSock(p) => {
                 let id = p.attach(cgroup, mode).map_err(attach_err)?;
                 Link::Sock(p.take_link(id).map_err(attach_err)?)
+            }
+            // Global: the program filters by the caller's cgroup itself.
+            Program::Lsm(p) => {
+                let id = p.attach().map_err(attach_err)?;
+                Link::Lsm(p.take_link(id).map_err(attach_err)?)
             }
             _ => {
                 return Err(DatapathError::Missing {

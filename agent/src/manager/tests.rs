@@ -537,3 +537,62 @@ fn check_invariants(m: &TestManager) {
     let levels = m.targets.values().fold(0u64, |acc, n| acc | 1 << n.level);
     assert_eq!(m.dp.levels, levels);
 }
+
+fn file_fault(id: &str, path: &str, op: crate::fault::SyscallOp) -> FaultSpec {
+    FaultSpec {
+        id: id.into(),
+        target: TargetSpec::CgroupPath(path.into()),
+        duration: Duration::from_secs(60),
+        kind: FaultKind::Syscall(crate::fault::SyscallSpec {
+            op,
+            errno: crate::fault::Errno::parse("EIO").expect("known"),
+            probability_ppm: 1_000_000,
+            filter: PacketFilter::default(),
+        }),
+    }
+}
+
+#[test]
+fn lsm_hooks_attach_once_for_the_node_while_file_faults_exist() {
+    use crate::fault::SyscallOp;
+    let (mut m, _) = manager();
+    m.apply(file_fault("a", "app/one", SyscallOp::Open))
+        .expect("a");
+    m.apply(file_fault("b", "app/two", SyscallOp::Open))
+        .expect("b");
+    m.apply(file_fault("c", "app/two", SyscallOp::Write))
+        .expect("c");
+    let hooks: Vec<Hook> = m.dp.links.keys().map(|(_, h)| *h).collect();
+    assert_eq!(
+        hooks.iter().filter(|h| **h == Hook::FileOpen).count(),
+        1,
+        "{:?}",
+        m.dp.links
+    );
+    assert_eq!(
+        hooks.iter().filter(|h| **h == Hook::FilePermission).count(),
+        1
+    );
+    assert_eq!(
+        m.dp.links.len(),
+        2,
+        "no per-cgroup attachment for LSM hooks"
+    );
+    // Rules still live per cgroup, in the syscall table.
+    assert_eq!(m.dp.sys_rules[&id_of("app/two")].count, 2);
+    assert!(m.dp.rules.is_empty());
+
+    m.revert("a").expect("revert a");
+    assert!(
+        m.dp.links.keys().any(|(_, h)| *h == Hook::FileOpen),
+        "b still opens"
+    );
+    m.revert("b").expect("revert b");
+    assert!(
+        !m.dp.links.keys().any(|(_, h)| *h == Hook::FileOpen),
+        "last open fault gone"
+    );
+    assert!(m.dp.links.keys().any(|(_, h)| *h == Hook::FilePermission));
+    m.revert("c").expect("revert c");
+    assert!(m.dp.links.is_empty() && m.dp.sys_rules.is_empty());
+}

@@ -148,6 +148,17 @@ enum Mode {
         #[arg(long, default_value = "tcp")]
         protocol: String,
     },
+    /// open (read-only), read or write a file N times; report
+    /// `{"attempted":N,"ok":k,"errors":{"EIO":m},"elapsed_ns":T}`. For read
+    /// and write the file is opened once, before the loop.
+    FileOps {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        op: String,
+        #[arg(long)]
+        count: u64,
+    },
     /// sendto() in a tight loop; report `{"count":N,"elapsed_ns":T,"errors":{..}}`.
     SendtoBench {
         #[arg(long)]
@@ -217,6 +228,7 @@ fn main() -> Result<()> {
             timeout_ms,
         } => tcp_connect(dst, count, Duration::from_millis(timeout_ms)),
         Mode::SocketLoop { count, protocol } => socket_loop(count, &protocol),
+        Mode::FileOps { file, op, count } => file_ops(&file, &op, count),
         Mode::Sleep => sleep_forever(),
     }
 }
@@ -237,6 +249,48 @@ fn tcp_connect(dst: SocketAddr, count: u64, timeout: Duration) -> Result<()> {
     emit(serde_json::json!({
         "attempted": count,
         "connected": connected,
+        "errors": errors,
+        "elapsed_ns": elapsed_ns(start),
+    }))
+}
+
+fn file_ops(file: &Path, op: &str, count: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let start = Instant::now();
+    let mut ok = 0u64;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut tally = |r: io::Result<()>| match r {
+        Ok(()) => ok += 1,
+        Err(e) => *errors.entry(errno_name(&e)).or_default() += 1,
+    };
+    match op {
+        "open" => {
+            for _ in 0..count {
+                tally(std::fs::File::open(file).map(drop));
+            }
+        }
+        "read" => {
+            let f =
+                std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+            let mut buf = [0u8; 1];
+            for _ in 0..count {
+                tally(f.read_at(&mut buf, 0).map(drop));
+            }
+        }
+        "write" => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            for _ in 0..count {
+                tally(f.write_at(b"x", 0).map(drop));
+            }
+        }
+        other => bail!("unknown file op {other:?}: open, read or write"),
+    }
+    emit(serde_json::json!({
+        "attempted": count,
+        "ok": ok,
         "errors": errors,
         "elapsed_ns": elapsed_ns(start),
     }))
@@ -289,10 +343,27 @@ fn stopped() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
+/// Prints one JSON line. A write fault on this process's own cgroup fails
+/// the report's write(2) too (file_permission covers pipes), so a failed
+/// write is retried: under a fault with probability below 1 the line gets
+/// through after a few tries, in one piece.
 fn emit(value: serde_json::Value) -> Result<()> {
-    let mut out = io::stdout().lock();
-    writeln!(out, "{value}").context("writing to stdout")?;
-    out.flush().context("flushing stdout")
+    let line = format!("{value}\n");
+    let fd = io::stdout();
+    let mut last = None;
+    for _ in 0..10_000 {
+        // One write(2) for the whole line: a pipe write this small is atomic.
+        match (&fd).write(line.as_bytes()) {
+            Ok(n) if n == line.len() => return Ok(()),
+            Ok(n) => bail!("short write to stdout: {n} of {} bytes", line.len()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(
+        || anyhow::anyhow!("stdout write failed"),
+        anyhow::Error::from,
+    ))
+    .context("writing to stdout")
 }
 
 fn emit_ready(port: u16) -> Result<()> {

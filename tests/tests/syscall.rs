@@ -482,20 +482,20 @@ async fn open_and_write_fail_in_the_target_only() {
         .await
         .expect("revert");
 
+    // Below 100%: the helper's own report is a write(2) to a pipe, which the
+    // fault covers too; the helper retries that until it gets through.
     let write = syscall_fault(
         "write-nospc",
         target.relative_str(),
         pb::SyscallOperation::Write,
         "ENOSPC",
-        1_000_000,
+        500_000,
     );
     apply(&mut client, write).await;
-    let w = file_ops(&target, &file, "write", 500);
-    assert_eq!(
-        w.errors.get("ENOSPC").copied(),
-        Some(w.attempted),
-        "every write fails: {w:?}"
-    );
+    let w = file_ops(&target, &file, "write", 2_000);
+    let nospc = w.errors.get("ENOSPC").copied().unwrap_or(0);
+    assert_eq!(nospc + w.ok, w.attempted, "only ENOSPC: {w:?}");
+    assert_loss_rate("writes failed", w.attempted, w.ok, 0.5, CONFIDENCE);
     let r = file_ops(&target, &file, "read", 500);
     assert_eq!(r.ok, r.attempted, "reads are not writes: {r:?}");
     let by = file_ops(&bystander, &file, "write", 500);

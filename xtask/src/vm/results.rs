@@ -341,6 +341,16 @@ pub fn render(columns: &[Column]) -> String {
             c.log
         );
     }
+    // One plain closing line over every column, the form CI reads.
+    let all = || columns.iter().flat_map(|c| c.tests.values());
+    let _ = writeln!(
+        out,
+        "integration: {} passed, {} failed, {} skipped",
+        all().filter(|o| **o == Outcome::Pass).count(),
+        all().filter(|o| matches!(o, Outcome::Fail(_))).count()
+            + columns.iter().map(|c| c.problems.len()).sum::<usize>(),
+        all().filter(|o| matches!(o, Outcome::Skip(_))).count(),
+    );
     out
 }
 

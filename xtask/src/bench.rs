@@ -93,10 +93,10 @@ const OTHER_PPM: u32 = 300_000;
 const IPT_PROBABILITY: &str = "0.30000000000";
 const CHAIN: &str = "FAULTD_BENCH";
 /// Concurrent gRPC clients for bulk applies and reverts.
-const BULK_CLIENTS: usize = 4;
+pub(crate) const BULK_CLIENTS: usize = 4;
 /// The target's fault never matches loopback traffic.
 const NEVER_MATCHING_CIDR: &str = "10.0.0.0/8";
-const FAULT_DURATION: Duration = Duration::from_secs(3_000);
+pub(crate) const FAULT_DURATION: Duration = Duration::from_secs(3_000);
 /// Spacing of the verification sender's packets (plus the time to send one).
 const VERIFY_SEND_GAP: Duration = Duration::from_micros(20);
 
@@ -123,7 +123,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         );
     }
     let renice = raise_priority();
-    let env = Environment::collect(opts)?;
+    let env = Environment::collect()?;
     progress(started, &format!("{}, {}", env.kernel, env.cpu));
 
     // One thread: each call is driven by the thread that times it, with no
@@ -236,7 +236,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn progress(started: Instant, what: &str) {
+pub(crate) fn progress(started: Instant, what: &str) {
     eprintln!("bench [{:>6.1}s] {what}", started.elapsed().as_secs_f64());
 }
 
@@ -252,7 +252,7 @@ fn which(tool: &str) -> bool {
 /// processes) at nice -10: other work on a shared 2-core machine (compilers)
 /// otherwise lands in the middle of a run. Returns what was done, for the
 /// report.
-fn raise_priority() -> String {
+pub(crate) fn raise_priority() -> String {
     let pid = std::process::id().to_string();
     match Command::new("renice")
         .args(["-n", "-10", "-p", &pid])
@@ -271,27 +271,27 @@ fn raise_priority() -> String {
 // Environment
 
 #[derive(Debug)]
-struct Environment {
-    command: String,
-    date: String,
-    kernel: String,
-    cpu: String,
-    cpus: usize,
-    commit: String,
-    iptables: Vec<(String, String)>,
-    netem: String,
-    load_start: String,
+pub(crate) struct Environment {
+    pub(crate) command: String,
+    pub(crate) date: String,
+    pub(crate) kernel: String,
+    pub(crate) cpu: String,
+    pub(crate) cpus: usize,
+    pub(crate) commit: String,
+    pub(crate) iptables: Vec<(String, String)>,
+    pub(crate) netem: String,
+    pub(crate) load_start: String,
 }
 
 /// The 1-, 5- and 15-minute load averages.
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
 impl Environment {
-    fn collect(_opts: &Options) -> anyhow::Result<Self> {
+    pub(crate) fn collect() -> anyhow::Result<Self> {
         let date = cmd_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M:%S UTC"]))?
             .trim()
             .to_owned();
@@ -421,7 +421,7 @@ fn netem_status() -> String {
 /// A network namespace with `lo` up, alive while the fd is open (and while
 /// processes run in it).
 #[derive(Debug)]
-struct NetNs {
+pub(crate) struct NetNs {
     name: &'static str,
     fd: File,
 }
@@ -429,7 +429,7 @@ struct NetNs {
 const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
 
 impl NetNs {
-    fn new(name: &'static str) -> anyhow::Result<Self> {
+    pub(crate) fn new(name: &'static str) -> anyhow::Result<Self> {
         let host = File::open(THREAD_NETNS).context("opening this thread's netns")?;
         nix::sched::unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
         let fd = File::open(THREAD_NETNS);
@@ -448,7 +448,7 @@ impl NetNs {
     }
 
     /// Moves this thread into the namespace until the guard drops.
-    fn enter(&self) -> anyhow::Result<Entered> {
+    pub(crate) fn enter(&self) -> anyhow::Result<Entered> {
         let host = File::open(THREAD_NETNS).context("opening this thread's netns")?;
         nix::sched::setns(&self.fd, CloneFlags::CLONE_NEWNET)
             .with_context(|| format!("entering netns {}", self.name))?;
@@ -457,7 +457,7 @@ impl NetNs {
 }
 
 #[derive(Debug)]
-struct Entered {
+pub(crate) struct Entered {
     host: File,
 }
 
@@ -624,14 +624,14 @@ impl Drop for IptChain {
 // The agent's API without naming tonic's types (xtask does not depend on
 // tonic): each call is a boxed future over a clone of the client.
 
-type BoxFut<T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send>>;
-type Call<A, T> = Box<dyn Fn(A) -> BoxFut<T> + Send + Sync>;
+pub(crate) type BoxFut<T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send>>;
+pub(crate) type Call<A, T> = Box<dyn Fn(A) -> BoxFut<T> + Send + Sync>;
 
-struct Api {
-    apply: Call<pb::ApplyFaultRequest, pb::ApplyFaultResponse>,
-    revert: Call<String, pb::RevertFaultResponse>,
-    get: Call<String, pb::Fault>,
-    caps: Call<(), pb::Capabilities>,
+pub(crate) struct Api {
+    pub(crate) apply: Call<pb::ApplyFaultRequest, pb::ApplyFaultResponse>,
+    pub(crate) revert: Call<String, pb::RevertFaultResponse>,
+    pub(crate) get: Call<String, pb::Fault>,
+    pub(crate) caps: Call<(), pb::Capabilities>,
 }
 
 impl std::fmt::Debug for Api {
@@ -641,7 +641,7 @@ impl std::fmt::Debug for Api {
 }
 
 impl Api {
-    async fn connect(socket: &Path) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(socket: &Path) -> anyhow::Result<Self> {
         let client = faultctl::connect(socket)
             .await
             .with_context(|| format!("connecting to {}", socket.display()))?;
@@ -869,7 +869,7 @@ fn configs(faults: usize) -> Vec<Config> {
 }
 
 /// 10000 -> "10 000".
-fn group(n: u64) -> String {
+pub(crate) fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
@@ -1417,7 +1417,7 @@ fn target_fault(target: &CgroupGuard) -> Loss {
 
 /// Runs `call` over `items` from BULK_CLIENTS connections, each taking every
 /// BULK_CLIENTS-th item.
-async fn bulk<T, R>(
+pub(crate) async fn bulk<T, R>(
     socket: &Path,
     items: Vec<T>,
     call: fn(&Api, T) -> BoxFut<R>,
@@ -1484,7 +1484,7 @@ fn udp_run(cgroup: &CgroupGuard, count: u64) -> anyhow::Result<(f64, f64)> {
 }
 
 /// CPU time (user + system) of the children this process has reaped.
-fn children_cpu() -> anyhow::Result<Duration> {
+pub(crate) fn children_cpu() -> anyhow::Result<Duration> {
     use nix::sys::{
         resource::{UsageWho, getrusage},
         time::TimeValLike as _,
@@ -1498,12 +1498,12 @@ fn children_cpu() -> anyhow::Result<Duration> {
 /// allowed CPU until dropped: sender and receiver then share one CPU instead
 /// of bouncing between two that other work on the machine also uses.
 #[derive(Debug)]
-struct Pinned {
+pub(crate) struct Pinned {
     old: CpuSet,
 }
 
 impl Pinned {
-    fn last_cpu() -> anyhow::Result<Self> {
+    pub(crate) fn last_cpu() -> anyhow::Result<Self> {
         let me = nix::unistd::Pid::from_raw(0);
         let old = nix::sched::sched_getaffinity(me).context("sched_getaffinity")?;
         let last = (0..CpuSet::count())
@@ -1547,7 +1547,7 @@ fn tcp_run(cgroup: &CgroupGuard, bytes: u64) -> anyhow::Result<(f64, f64)> {
 }
 
 /// (run_cnt, run_time_ns) of a program; 0 while stats were never on.
-fn prog_run_stats(id: u32) -> (u64, u64) {
+pub(crate) fn prog_run_stats(id: u32) -> (u64, u64) {
     let v: Value = bpf::bpftool_json(&["prog", "show", "id", &id.to_string()]);
     let get = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
     (get("run_cnt"), get("run_time_ns"))
@@ -1555,13 +1555,13 @@ fn prog_run_stats(id: u32) -> (u64, u64) {
 
 /// A sysctl set for the guard's lifetime, then put back.
 #[derive(Debug)]
-struct Sysctl {
+pub(crate) struct Sysctl {
     path: &'static str,
     old: String,
 }
 
 impl Sysctl {
-    fn set(path: &'static str, value: &str) -> anyhow::Result<Self> {
+    pub(crate) fn set(path: &'static str, value: &str) -> anyhow::Result<Self> {
         let old = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
         fs::write(path, value).with_context(|| format!("writing {path}"))?;
         Ok(Self {
@@ -1768,7 +1768,7 @@ fn sorted(v: &[f64]) -> Vec<f64> {
 }
 
 /// Nearest-rank quantile of an unsorted sample.
-fn quantile(v: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(v: &[f64], q: f64) -> f64 {
     let s = sorted(v);
     if s.is_empty() {
         return f64::NAN;
@@ -1782,7 +1782,7 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     s[rank - 1]
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let s = sorted(v);
     match s.len() {
         0 => f64::NAN,
@@ -1791,11 +1791,11 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn min(v: &[f64]) -> f64 {
+pub(crate) fn min(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
-fn max(v: &[f64]) -> f64 {
+pub(crate) fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
 
@@ -1826,7 +1826,7 @@ fn sign_test(k: usize, n: usize) -> f64 {
 }
 
 /// "higher in k of n rounds (sign test p = ..)" and a verdict.
-fn verdict(diffs: &[f64]) -> String {
+pub(crate) fn verdict(diffs: &[f64]) -> String {
     let n = diffs.len();
     let k = diffs.iter().filter(|d| **d > 0.0).count();
     let p = sign_test(k, n);
@@ -1841,7 +1841,7 @@ fn verdict(diffs: &[f64]) -> String {
 }
 
 /// Per-round ratio of a configuration to the baseline of the same round.
-fn paired(v: &[f64], base: &[f64]) -> Vec<f64> {
+pub(crate) fn paired(v: &[f64], base: &[f64]) -> Vec<f64> {
     v.iter().zip(base).map(|(x, b)| x / b).collect()
 }
 
@@ -2616,7 +2616,7 @@ impl Report<'_> {
     }
 }
 
-fn spread_cell(v: &[f64], decimals: usize) -> String {
+pub(crate) fn spread_cell(v: &[f64], decimals: usize) -> String {
     if v.is_empty() {
         return "–".into();
     }
@@ -2629,7 +2629,7 @@ fn spread_cell(v: &[f64], decimals: usize) -> String {
     )
 }
 
-fn signed_cell(v: &[f64]) -> String {
+pub(crate) fn signed_cell(v: &[f64]) -> String {
     if v.is_empty() {
         return "–".into();
     }

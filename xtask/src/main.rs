@@ -2,6 +2,7 @@
 //! fresh machine needs nothing but this repository and rustup.
 
 mod bench;
+mod bench_syscall;
 mod demo;
 mod setup;
 mod test;
@@ -35,8 +36,14 @@ enum Task {
         no_demo: bool,
     },
     /// Set up, build release and measure what a loss fault costs here
-    /// (root; writes docs/benchmarks/loss.md and loss.json).
-    Bench(bench::Options),
+    /// (root; writes docs/benchmarks/loss.md and loss.json). `bench syscall`
+    /// measures syscall faults instead (docs/benchmarks/syscall.md).
+    Bench {
+        #[command(flatten)]
+        opts: bench::Options,
+        #[command(subcommand)]
+        what: Option<BenchWhat>,
+    },
     /// Set up, build and run every test tier.
     Test {
         /// Skip the root-only integration tests (host and VM).
@@ -55,6 +62,13 @@ enum Task {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum BenchWhat {
+    /// What a syscall fault costs connect() and socket() calls it lets
+    /// through (root; writes docs/benchmarks/syscall.md and syscall.json).
+    Syscall(bench_syscall::Options),
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::setup(),
@@ -67,10 +81,13 @@ fn main() -> anyhow::Result<()> {
             build("release")?;
             demo::run(no_demo)
         }
-        Task::Bench(opts) => {
+        Task::Bench { opts, what } => {
             setup::setup()?;
             build("release")?;
-            bench::run(&opts)
+            match what {
+                None => bench::run(&opts),
+                Some(BenchWhat::Syscall(o)) => bench_syscall::run(&o),
+            }
         }
         Task::Test {
             unit_only,

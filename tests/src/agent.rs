@@ -152,6 +152,15 @@ impl AgentGuard {
         }
     }
 
+    /// Starts an agent with the default options, waits until it serves, and
+    /// connects a client: what most tests begin with.
+    pub async fn start_default() -> (Self, AgentClient<Channel>) {
+        let mut agent = Self::start(AgentOptions::default());
+        agent.wait_ready();
+        let client = agent.client().await;
+        (agent, client)
+    }
+
     /// The agent's Unix socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("faultd.sock")

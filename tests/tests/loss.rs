@@ -32,13 +32,6 @@ const PPS: u64 = 20_000;
 const CONFIDENCE: f64 = 0.999;
 const P30: u32 = 300_000;
 
-async fn start() -> (AgentGuard, AgentClient<Channel>) {
-    let mut agent = AgentGuard::start(AgentOptions::default());
-    agent.wait_ready();
-    let client = agent.client().await;
-    (agent, client)
-}
-
 async fn apply(client: &mut AgentClient<Channel>, loss: &Loss) -> pb::Fault {
     client
         .apply_fault(loss.request())
@@ -93,7 +86,7 @@ async fn egress_loss_hits_the_target_and_spares_a_bystander() {
     if !require_root() {
         return;
     }
-    let (_agent, mut client) = start().await;
+    let (_agent, mut client) = AgentGuard::start_default().await;
     let target = CgroupGuard::new("egress-target");
     let bystander = CgroupGuard::new("egress-bystander");
     let fault = apply(
@@ -129,7 +122,7 @@ async fn ingress_loss_hits_the_target_and_spares_a_bystander() {
     if !require_root() {
         return;
     }
-    let (_agent, mut client) = start().await;
+    let (_agent, mut client) = AgentGuard::start_default().await;
     let target = CgroupGuard::new("ingress-target");
     let bystander = CgroupGuard::new("ingress-bystander");
     let sender = CgroupGuard::new("ingress-sender");
@@ -161,7 +154,7 @@ async fn port_filter_limits_the_fault_to_matching_traffic() {
     if !require_root() {
         return;
     }
-    let (_agent, mut client) = start().await;
+    let (_agent, mut client) = AgentGuard::start_default().await;
     let target = CgroupGuard::new("port-target");
     let matching = udp_sink(None, "127.0.0.1:0");
     let other = udp_sink(None, "127.0.0.1:0");
@@ -202,7 +195,7 @@ async fn cidr_filter_of_another_network_matches_nothing() {
     if !require_root() {
         return;
     }
-    let (_agent, mut client) = start().await;
+    let (_agent, mut client) = AgentGuard::start_default().await;
     let target = CgroupGuard::new("cidr-target");
     let filter = pb::PacketFilter {
         remote_cidr: "10.0.0.0/8".into(),
@@ -223,7 +216,7 @@ async fn a_fault_covers_descendants_including_ones_created_later() {
     if !require_root() {
         return;
     }
-    let (_agent, mut client) = start().await;
+    let (_agent, mut client) = AgentGuard::start_default().await;
     let parent = CgroupGuard::new("tree");
     let early = parent.child("early");
     apply(
@@ -253,7 +246,7 @@ async fn the_deadline_holds_while_the_agent_is_frozen() {
     if !require_root() {
         return;
     }
-    let (agent, mut client) = start().await;
+    let (agent, mut client) = AgentGuard::start_default().await;
     let target = CgroupGuard::new("deadline");
     let loss =
         Loss::new("deadline", target.relative_str(), 1_000_000).duration(Duration::from_secs(2));
@@ -306,7 +299,7 @@ async fn sigkill_of_the_agent_ends_every_fault_at_once() {
     if !require_root() {
         return;
     }
-    let (mut agent, mut client) = start().await;
+    let (mut agent, mut client) = AgentGuard::start_default().await;
     let target = CgroupGuard::new("sigkill");
     apply(
         &mut client,
@@ -345,7 +338,7 @@ async fn sigterm_reverts_everything_and_exits_cleanly() {
     if !require_root() {
         return;
     }
-    let (mut agent, mut client) = start().await;
+    let (mut agent, mut client) = AgentGuard::start_default().await;
     let target = CgroupGuard::new("sigterm");
     apply(
         &mut client,
@@ -369,7 +362,7 @@ async fn a_pinned_leftover_is_removed_when_the_agent_starts() {
     if !require_root() {
         return;
     }
-    let (mut agent, mut client) = start().await;
+    let (mut agent, mut client) = AgentGuard::start_default().await;
     let target = CgroupGuard::new("leftover");
     apply(
         &mut client,

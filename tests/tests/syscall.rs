@@ -17,8 +17,8 @@ use std::{
 
 use faultd_proto::agent::v1::{self as pb, agent_client::AgentClient};
 use faultd_tests::{
-    AgentGuard, AgentOptions, CgroupGuard, Traffic, bpf::links_of_programs_named,
-    faults::prost_duration, require_root, stats::assert_loss_rate,
+    AgentGuard, CgroupGuard, Traffic, bpf::links_of_programs_named, faults::prost_duration,
+    require_root, stats::assert_loss_rate,
 };
 use tonic::{Code, transport::Channel};
 
@@ -111,13 +111,6 @@ fn with_duration(mut spec: pb::FaultSpec, d: Duration) -> pb::FaultSpec {
     spec
 }
 
-async fn start() -> (AgentGuard, AgentClient<Channel>) {
-    let mut agent = AgentGuard::start(AgentOptions::default());
-    agent.wait_ready();
-    let client = agent.client().await;
-    (agent, client)
-}
-
 /// Skips (with the reason) when the kernel cannot load the socket hooks.
 async fn syscall_hooks_available(client: &mut AgentClient<Channel>) -> bool {
     let caps = client
@@ -163,7 +156,7 @@ async fn connect_fails_with_the_chosen_errno_at_the_requested_rate() {
     if !require_root() {
         return;
     }
-    let (_agent, mut client) = start().await;
+    let (_agent, mut client) = AgentGuard::start_default().await;
     if !syscall_hooks_available(&mut client).await {
         return;
     }
@@ -242,7 +235,7 @@ async fn connect_faults_end_at_their_deadline_and_with_the_agent() {
     if !require_root() {
         return;
     }
-    let (mut agent, mut client) = start().await;
+    let (mut agent, mut client) = AgentGuard::start_default().await;
     if !syscall_hooks_available(&mut client).await {
         return;
     }
@@ -310,7 +303,7 @@ async fn socket_creation_fails_in_the_target_only() {
     if !require_root() {
         return;
     }
-    let (_agent, mut client) = start().await;
+    let (_agent, mut client) = AgentGuard::start_default().await;
     if !syscall_hooks_available(&mut client).await {
         return;
     }
@@ -358,7 +351,7 @@ async fn invalid_syscall_requests_name_the_field() {
     if !require_root() {
         return;
     }
-    let (_agent, mut client) = start().await;
+    let (_agent, mut client) = AgentGuard::start_default().await;
     let target = CgroupGuard::new("syscall-invalid");
     let cases = [
         (
@@ -447,7 +440,7 @@ async fn open_and_write_fail_in_the_target_only() {
     if !require_root() {
         return;
     }
-    let (_agent, mut client) = start().await;
+    let (_agent, mut client) = AgentGuard::start_default().await;
     let (available, why) = bpf_lsm_available(&mut client).await;
     if !available {
         faultd_tests::cgroup::skip(&format!("BPF LSM unusable on this kernel: {why}"));
@@ -518,7 +511,7 @@ async fn file_faults_without_bpf_lsm_are_refused_naming_it() {
     if !require_root() {
         return;
     }
-    let (_agent, mut client) = start().await;
+    let (_agent, mut client) = AgentGuard::start_default().await;
     let (available, _) = bpf_lsm_available(&mut client).await;
     if available {
         faultd_tests::cgroup::skip(

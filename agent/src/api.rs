@@ -156,10 +156,17 @@ fn syscall_from_pb(sys: pb::SyscallFault) -> Result<SyscallSpec, InvalidField> {
         Ok(pb::SyscallOperation::Open) => SyscallOp::Open,
         Ok(pb::SyscallOperation::Read) => SyscallOp::Read,
         Ok(pb::SyscallOperation::Write) => SyscallOp::Write,
+        Ok(pb::SyscallOperation::Mkdir) => SyscallOp::Mkdir,
+        Ok(pb::SyscallOperation::Unlink) => SyscallOp::Unlink,
+        Ok(pb::SyscallOperation::Rename) => SyscallOp::Rename,
+        Ok(pb::SyscallOperation::Execve) => SyscallOp::Execve,
+        Ok(pb::SyscallOperation::Accept) => SyscallOp::Accept,
+        Ok(pb::SyscallOperation::Recvmsg) => SyscallOp::Recvmsg,
         Ok(pb::SyscallOperation::Unspecified) => {
             return Err(invalid(
                 "spec.syscall.operation",
-                "is required: connect, bind, sendmsg, socket, open, read or write",
+                "is required: connect, bind, sendmsg, socket, open, read, write, mkdir, \
+                 unlink, rename, execve, accept or recvmsg",
             ));
         }
         Err(_) => {
@@ -330,6 +337,12 @@ pub fn spec_to_pb(spec: &FaultSpec) -> pb::FaultSpec {
                 SyscallOp::Open => pb::SyscallOperation::Open,
                 SyscallOp::Read => pb::SyscallOperation::Read,
                 SyscallOp::Write => pb::SyscallOperation::Write,
+                SyscallOp::Mkdir => pb::SyscallOperation::Mkdir,
+                SyscallOp::Unlink => pb::SyscallOperation::Unlink,
+                SyscallOp::Rename => pb::SyscallOperation::Rename,
+                SyscallOp::Execve => pb::SyscallOperation::Execve,
+                SyscallOp::Accept => pb::SyscallOperation::Accept,
+                SyscallOp::Recvmsg => pb::SyscallOperation::Recvmsg,
             } as i32,
             errno: sys.errno.name.to_owned(),
             probability_ppm: sys.probability_ppm,

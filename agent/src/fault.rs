@@ -5,8 +5,9 @@ use std::{fmt, net::IpAddr, ops::RangeInclusive, time::Duration};
 
 use faultd_common::{
     ACTION_LOSS, DIR_EGRESS, DIR_INGRESS, FAMILY_ANY, FAMILY_IPV4, FAMILY_IPV6, NetRule, PROTO_ANY,
-    PROTO_ICMP, PROTO_TCP, PROTO_UDP, SYS_OP_BIND, SYS_OP_CONNECT, SYS_OP_OPEN, SYS_OP_READ,
-    SYS_OP_SENDMSG, SYS_OP_SOCKET, SYS_OP_WRITE, SysRule, THRESHOLD_ALWAYS,
+    PROTO_ICMP, PROTO_TCP, PROTO_UDP, SYS_OP_ACCEPT, SYS_OP_BIND, SYS_OP_CONNECT, SYS_OP_EXECVE,
+    SYS_OP_MKDIR, SYS_OP_OPEN, SYS_OP_READ, SYS_OP_RECVMSG, SYS_OP_RENAME, SYS_OP_SENDMSG,
+    SYS_OP_SOCKET, SYS_OP_UNLINK, SYS_OP_WRITE, SysRule, THRESHOLD_ALWAYS,
 };
 
 use crate::target::TargetSpec;
@@ -59,6 +60,12 @@ impl FaultKind {
                     (SyscallOp::Socket, Hook::SockCreate) => true,
                     (SyscallOp::Open, Hook::FileOpen) => true,
                     (SyscallOp::Read | SyscallOp::Write, Hook::FilePermission) => true,
+                    (SyscallOp::Mkdir, Hook::Mkdir)
+                    | (SyscallOp::Unlink, Hook::Unlink)
+                    | (SyscallOp::Rename, Hook::Rename)
+                    | (SyscallOp::Execve, Hook::Exec)
+                    | (SyscallOp::Accept, Hook::Accept)
+                    | (SyscallOp::Recvmsg, Hook::Recvmsg) => true,
                     _ => false,
                 }
             }
@@ -119,6 +126,18 @@ pub enum SyscallOp {
     /// write/writev/pwrite, sockets and pipes included (BPF LSM
     /// `file_permission` with MAY_WRITE).
     Write,
+    /// mkdir/mkdirat (BPF LSM `inode_mkdir`).
+    Mkdir,
+    /// unlink/unlinkat of files (BPF LSM `inode_unlink`).
+    Unlink,
+    /// rename/renameat/renameat2 (BPF LSM `inode_rename`).
+    Rename,
+    /// execve/execveat (BPF LSM `bprm_check_security`).
+    Execve,
+    /// accept/accept4 (BPF LSM `socket_accept`).
+    Accept,
+    /// recv/recvfrom/recvmsg/recvmmsg (BPF LSM `socket_recvmsg`).
+    Recvmsg,
 }
 
 impl SyscallOp {
@@ -131,12 +150,21 @@ impl SyscallOp {
             Self::Open => "open",
             Self::Read => "read",
             Self::Write => "write",
+            Self::Mkdir => "mkdir",
+            Self::Unlink => "unlink",
+            Self::Rename => "rename",
+            Self::Execve => "execve",
+            Self::Accept => "accept",
+            Self::Recvmsg => "recvmsg",
         }
     }
 
-    /// File operations are served by BPF LSM and take no address filter.
+    /// Operations served by BPF LSM; they take no address filter.
     pub fn is_file(self) -> bool {
-        matches!(self, Self::Open | Self::Read | Self::Write)
+        !matches!(
+            self,
+            Self::Connect | Self::Bind | Self::Sendmsg | Self::Socket
+        )
     }
 
     fn code(self) -> u8 {
@@ -148,6 +176,12 @@ impl SyscallOp {
             Self::Open => SYS_OP_OPEN,
             Self::Read => SYS_OP_READ,
             Self::Write => SYS_OP_WRITE,
+            Self::Mkdir => SYS_OP_MKDIR,
+            Self::Unlink => SYS_OP_UNLINK,
+            Self::Rename => SYS_OP_RENAME,
+            Self::Execve => SYS_OP_EXECVE,
+            Self::Accept => SYS_OP_ACCEPT,
+            Self::Recvmsg => SYS_OP_RECVMSG,
         }
     }
 }
@@ -316,10 +350,16 @@ pub enum Hook {
     /// (the program filters by the caller's cgroup).
     FileOpen,
     FilePermission,
+    Mkdir,
+    Unlink,
+    Rename,
+    Exec,
+    Accept,
+    Recvmsg,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 11] = [
+    pub const ALL: [Hook; 17] = [
         Hook::Egress,
         Hook::Ingress,
         Hook::Connect4,
@@ -331,11 +371,27 @@ impl Hook {
         Hook::SockCreate,
         Hook::FileOpen,
         Hook::FilePermission,
+        Hook::Mkdir,
+        Hook::Unlink,
+        Hook::Rename,
+        Hook::Exec,
+        Hook::Accept,
+        Hook::Recvmsg,
     ];
 
-    /// Attached once globally rather than at targeted cgroups.
+    /// BPF LSM hooks: attached once globally rather than at targeted cgroups.
     pub fn is_global(self) -> bool {
-        matches!(self, Self::FileOpen | Self::FilePermission)
+        matches!(
+            self,
+            Self::FileOpen
+                | Self::FilePermission
+                | Self::Mkdir
+                | Self::Unlink
+                | Self::Rename
+                | Self::Exec
+                | Self::Accept
+                | Self::Recvmsg
+        )
     }
 
     fn dir_bit(self) -> u8 {
@@ -359,6 +415,12 @@ impl Hook {
             Self::SockCreate => "sock_create",
             Self::FileOpen => "lsm/file_open",
             Self::FilePermission => "lsm/file_permission",
+            Self::Mkdir => "lsm/inode_mkdir",
+            Self::Unlink => "lsm/inode_unlink",
+            Self::Rename => "lsm/inode_rename",
+            Self::Exec => "lsm/bprm_check_security",
+            Self::Accept => "lsm/socket_accept",
+            Self::Recvmsg => "lsm/socket_recvmsg",
         }
     }
 }

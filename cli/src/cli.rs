@@ -194,6 +194,18 @@ pub enum OperationArg {
     Read,
     /// write and friends, sockets and pipes included (needs BPF LSM).
     Write,
+    /// mkdir/mkdirat (needs BPF LSM).
+    Mkdir,
+    /// unlink/unlinkat of files (needs BPF LSM).
+    Unlink,
+    /// rename/renameat/renameat2 (needs BPF LSM).
+    Rename,
+    /// execve/execveat (needs BPF LSM).
+    Execve,
+    /// accept/accept4 (needs BPF LSM).
+    Accept,
+    /// recv/recvfrom/recvmsg/recvmmsg (needs BPF LSM).
+    Recvmsg,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +258,12 @@ impl SyscallArgs {
             OperationArg::Open => pb::SyscallOperation::Open,
             OperationArg::Read => pb::SyscallOperation::Read,
             OperationArg::Write => pb::SyscallOperation::Write,
+            OperationArg::Mkdir => pb::SyscallOperation::Mkdir,
+            OperationArg::Unlink => pb::SyscallOperation::Unlink,
+            OperationArg::Rename => pb::SyscallOperation::Rename,
+            OperationArg::Execve => pb::SyscallOperation::Execve,
+            OperationArg::Accept => pb::SyscallOperation::Accept,
+            OperationArg::Recvmsg => pb::SyscallOperation::Recvmsg,
         };
         let kind = pb::fault_spec::Kind::Syscall(pb::SyscallFault {
             operation: operation.into(),
@@ -772,7 +790,7 @@ mod tests {
                 "--cgroup",
                 "a",
                 "--op",
-                "mkdir",
+                "chmod",
                 "--errno",
                 "EIO",
                 "--percent",

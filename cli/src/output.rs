@@ -99,6 +99,12 @@ impl From<&pb::SyscallFault> for SyscallView {
                 pb::SyscallOperation::Open => "open",
                 pb::SyscallOperation::Read => "read",
                 pb::SyscallOperation::Write => "write",
+                pb::SyscallOperation::Mkdir => "mkdir",
+                pb::SyscallOperation::Unlink => "unlink",
+                pb::SyscallOperation::Rename => "rename",
+                pb::SyscallOperation::Execve => "execve",
+                pb::SyscallOperation::Accept => "accept",
+                pb::SyscallOperation::Recvmsg => "recvmsg",
             }
             .to_owned(),
             errno: sys.errno.clone(),

@@ -44,6 +44,12 @@ pub const SYS_OP_SOCKET: u8 = 4;
 pub const SYS_OP_OPEN: u8 = 5;
 pub const SYS_OP_READ: u8 = 6;
 pub const SYS_OP_WRITE: u8 = 7;
+pub const SYS_OP_MKDIR: u8 = 8;
+pub const SYS_OP_UNLINK: u8 = 9;
+pub const SYS_OP_RENAME: u8 = 10;
+pub const SYS_OP_EXECVE: u8 = 11;
+pub const SYS_OP_ACCEPT: u8 = 12;
+pub const SYS_OP_RECVMSG: u8 = 13;
 
 /// `LossRule::threshold` that drops every matching packet: `bpf_get_prandom_u32`
 /// returns at most `u32::MAX`, which is below this.
@@ -165,8 +171,14 @@ pub mod names {
     pub const SOCK_CREATE_PROG: &str = "faultd_socket";
     pub const FILE_OPEN_PROG: &str = "faultd_open";
     pub const FILE_PERM_PROG: &str = "faultd_rw";
+    pub const MKDIR_PROG: &str = "faultd_mkdir";
+    pub const UNLINK_PROG: &str = "faultd_unlink";
+    pub const RENAME_PROG: &str = "faultd_rename";
+    pub const EXEC_PROG: &str = "faultd_exec";
+    pub const ACCEPT_PROG: &str = "faultd_accept";
+    pub const RECVMSG_PROG: &str = "faultd_recvmsg";
     /// Every program, for checks that must cover them all.
-    pub const ALL_PROGS: [&str; 11] = [
+    pub const ALL_PROGS: [&str; 17] = [
         EGRESS_PROG,
         INGRESS_PROG,
         CONNECT4_PROG,
@@ -178,6 +190,12 @@ pub mod names {
         SOCK_CREATE_PROG,
         FILE_OPEN_PROG,
         FILE_PERM_PROG,
+        MKDIR_PROG,
+        UNLINK_PROG,
+        RENAME_PROG,
+        EXEC_PROG,
+        ACCEPT_PROG,
+        RECVMSG_PROG,
     ];
     /// Prefix of every program this project loads; used to find leftovers.
     pub const PROG_PREFIX: &str = "faultd_";

@@ -19,8 +19,9 @@ use aya_ebpf::{
     programs::{LsmContext, SockAddrContext, SockContext},
 };
 use faultd_common::{
-    FAMILY_IPV4, FAMILY_IPV6, MAX_RULES_PER_CGROUP, PROTO_ANY, SYS_OP_BIND, SYS_OP_CONNECT,
-    SYS_OP_OPEN, SYS_OP_READ, SYS_OP_SENDMSG, SYS_OP_SOCKET, SYS_OP_WRITE, SysRule, SysRules,
+    FAMILY_IPV4, FAMILY_IPV6, MAX_RULES_PER_CGROUP, PROTO_ANY, SYS_OP_ACCEPT, SYS_OP_BIND,
+    SYS_OP_CONNECT, SYS_OP_EXECVE, SYS_OP_MKDIR, SYS_OP_OPEN, SYS_OP_READ, SYS_OP_RECVMSG,
+    SYS_OP_RENAME, SYS_OP_SENDMSG, SYS_OP_SOCKET, SYS_OP_UNLINK, SYS_OP_WRITE, SysRule, SysRules,
 };
 
 use crate::{
@@ -133,6 +134,65 @@ pub fn faultd_rw(ctx: LsmContext) -> i32 {
     };
     lsm_verdict(op)
 }
+
+/// An LSM hook with `$args` arguments before the previous programs'
+/// return value (kernel/bpf/bpf_lsm.c appends it), failing `$op`.
+macro_rules! lsm_op {
+    ($name:ident, $hook:literal, $args:literal, $op:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[lsm(hook = $hook)]
+        pub fn $name(ctx: LsmContext) -> i32 {
+            let previous: i32 = ctx.arg($args);
+            if previous != 0 {
+                return previous;
+            }
+            lsm_verdict($op)
+        }
+    };
+}
+
+lsm_op!(
+    faultd_mkdir,
+    "inode_mkdir",
+    3,
+    SYS_OP_MKDIR,
+    "mkdir(2), mkdirat(2): `security_inode_mkdir(dir, dentry, mode)` (fs/namei.c, `vfs_mkdir`)."
+);
+lsm_op!(
+    faultd_unlink,
+    "inode_unlink",
+    2,
+    SYS_OP_UNLINK,
+    "unlink(2), unlinkat(2) of files: `security_inode_unlink(dir, dentry)` (fs/namei.c, `vfs_unlink`)."
+);
+lsm_op!(
+    faultd_rename,
+    "inode_rename",
+    4,
+    SYS_OP_RENAME,
+    "rename(2), renameat(2), renameat2(2): `security_inode_rename(old_dir, old, new_dir, new)` (fs/namei.c, `vfs_rename`)."
+);
+lsm_op!(
+    faultd_exec,
+    "bprm_check_security",
+    1,
+    SYS_OP_EXECVE,
+    "execve(2), execveat(2): `security_bprm_check(bprm)` (fs/exec.c, `search_binary_handler`)."
+);
+lsm_op!(
+    faultd_accept,
+    "socket_accept",
+    2,
+    SYS_OP_ACCEPT,
+    "accept(2), accept4(2): `security_socket_accept(sock, newsock)` (net/socket.c, `do_accept`)."
+);
+lsm_op!(
+    faultd_recvmsg,
+    "socket_recvmsg",
+    4,
+    SYS_OP_RECVMSG,
+    "recv/recvfrom/recvmsg/recvmmsg: `security_socket_recvmsg(sock, msg, size, flags)` (net/socket.c, `sock_recvmsg`)."
+);
 
 /// LSM hooks return 0 to allow and a negative errno to deny.
 #[inline(always)]

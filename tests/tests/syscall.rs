@@ -546,3 +546,44 @@ async fn file_faults_without_bpf_lsm_are_refused_naming_it() {
         .faults;
     assert!(faults.is_empty());
 }
+
+#[tokio::test]
+async fn directory_and_exec_operations_fail_in_the_target_only() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, mut client) = AgentGuard::start_default().await;
+    let (available, why) = bpf_lsm_available(&mut client).await;
+    if !available {
+        faultd_tests::cgroup::skip(&format!("BPF LSM unusable on this kernel: {why}"));
+        return;
+    }
+    let target = CgroupGuard::new("dirops-target");
+    let bystander = CgroupGuard::new("dirops-bystander");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (pb::SyscallOperation::Mkdir, "mkdir", "EROFS"),
+        (pb::SyscallOperation::Unlink, "unlink", "EBUSY"),
+        (pb::SyscallOperation::Rename, "rename", "EACCES"),
+        (pb::SyscallOperation::Execve, "exec", "EACCES"),
+    ];
+    for (op, mode, errno) in cases {
+        let id = format!("dirops-{mode}");
+        let fault = syscall_fault(&id, target.relative_str(), op, errno, 1_000_000);
+        assert_eq!(apply(&mut client, fault).await.backend, "bpf_lsm");
+        let r = file_ops(&target, dir.path(), mode, 100);
+        assert_eq!(
+            r.errors.get(errno).copied(),
+            Some(r.attempted),
+            "{mode}: {r:?}"
+        );
+        let by = file_ops(&bystander, dir.path(), mode, 100);
+        assert_eq!(by.ok, by.attempted, "bystander {mode}: {by:?}");
+        client
+            .revert_fault(pb::RevertFaultRequest { id })
+            .await
+            .expect("revert");
+        let after = file_ops(&target, dir.path(), mode, 20);
+        assert_eq!(after.ok, after.attempted, "{mode} after revert: {after:?}");
+    }
+}

@@ -29,9 +29,15 @@ enum Link {
 }
 
 /// The BPF LSM programs and their hooks.
-const LSM_PROGRAMS: [(&str, &str); 2] = [
+const LSM_PROGRAMS: [(&str, &str); 8] = [
     (names::FILE_OPEN_PROG, "file_open"),
     (names::FILE_PERM_PROG, "file_permission"),
+    (names::MKDIR_PROG, "inode_mkdir"),
+    (names::UNLINK_PROG, "inode_unlink"),
+    (names::RENAME_PROG, "inode_rename"),
+    (names::EXEC_PROG, "bprm_check_security"),
+    (names::ACCEPT_PROG, "socket_accept"),
+    (names::RECVMSG_PROG, "socket_recvmsg"),
 ];
 
 /// The syscall programs, loaded when the kernel accepts them.
@@ -267,6 +273,12 @@ fn prog_name(hook: Hook) -> &'static str {
         Hook::SockCreate => names::SOCK_CREATE_PROG,
         Hook::FileOpen => names::FILE_OPEN_PROG,
         Hook::FilePermission => names::FILE_PERM_PROG,
+        Hook::Mkdir => names::MKDIR_PROG,
+        Hook::Unlink => names::UNLINK_PROG,
+        Hook::Rename => names::RENAME_PROG,
+        Hook::Exec => names::EXEC_PROG,
+        Hook::Accept => names::ACCEPT_PROG,
+        Hook::Recvmsg => names::RECVMSG_PROG,
     }
 }
 

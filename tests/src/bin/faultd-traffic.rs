@@ -286,7 +286,45 @@ fn file_ops(file: &Path, op: &str, count: u64) -> Result<()> {
                 tally(f.write_at(b"x", 0).map(drop));
             }
         }
-        other => bail!("unknown file op {other:?}: open, read or write"),
+        // `file` is a directory for these four.
+        "mkdir" => {
+            for i in 0..count {
+                let dir = file.join(format!("d{i}"));
+                tally(std::fs::create_dir(&dir).map(|()| {
+                    let _ = std::fs::remove_dir(&dir);
+                }));
+            }
+        }
+        "unlink" => {
+            for i in 0..count {
+                let victim = file.join(format!("u{i}"));
+                std::fs::write(&victim, b"x")
+                    .with_context(|| format!("creating {}", victim.display()))?;
+                tally(std::fs::remove_file(&victim));
+            }
+        }
+        "rename" => {
+            let (a, b) = (file.join("r-a"), file.join("r-b"));
+            std::fs::write(&a, b"x").with_context(|| format!("creating {}", a.display()))?;
+            let mut at_a = true;
+            for _ in 0..count {
+                let (from, to) = if at_a { (&a, &b) } else { (&b, &a) };
+                let r = std::fs::rename(from, to);
+                if r.is_ok() {
+                    at_a = !at_a;
+                }
+                tally(r);
+            }
+        }
+        "exec" => {
+            for _ in 0..count {
+                // std reports the child's execve errno back through a pipe.
+                tally(std::process::Command::new("/bin/true").status().map(drop));
+            }
+        }
+        other => {
+            bail!("unknown file op {other:?}: open, read, write, mkdir, unlink, rename or exec")
+        }
     }
     emit(serde_json::json!({
         "attempted": count,

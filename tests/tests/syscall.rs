@@ -435,17 +435,26 @@ async fn bpf_lsm_available(client: &mut AgentClient<Channel>) -> (bool, String) 
     (f.available, f.detail.clone())
 }
 
+/// An agent and client when this kernel has BPF LSM; otherwise prints the
+/// skip reason the agent gives and returns None.
+async fn start_with_bpf_lsm() -> Option<(AgentGuard, AgentClient<Channel>)> {
+    let (agent, mut client) = AgentGuard::start_default().await;
+    let (available, why) = bpf_lsm_available(&mut client).await;
+    if !available {
+        faultd_tests::cgroup::skip(&format!("BPF LSM unusable on this kernel: {why}"));
+        return None;
+    }
+    Some((agent, client))
+}
+
 #[tokio::test]
 async fn open_and_write_fail_in_the_target_only() {
     if !require_root() {
         return;
     }
-    let (_agent, mut client) = AgentGuard::start_default().await;
-    let (available, why) = bpf_lsm_available(&mut client).await;
-    if !available {
-        faultd_tests::cgroup::skip(&format!("BPF LSM unusable on this kernel: {why}"));
+    let Some((_agent, mut client)) = start_with_bpf_lsm().await else {
         return;
-    }
+    };
     let target = CgroupGuard::new("file-target");
     let bystander = CgroupGuard::new("file-bystander");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -552,12 +561,9 @@ async fn directory_and_exec_operations_fail_in_the_target_only() {
     if !require_root() {
         return;
     }
-    let (_agent, mut client) = AgentGuard::start_default().await;
-    let (available, why) = bpf_lsm_available(&mut client).await;
-    if !available {
-        faultd_tests::cgroup::skip(&format!("BPF LSM unusable on this kernel: {why}"));
+    let Some((_agent, mut client)) = start_with_bpf_lsm().await else {
         return;
-    }
+    };
     let target = CgroupGuard::new("dirops-target");
     let bystander = CgroupGuard::new("dirops-bystander");
     let dir = tempfile::tempdir().expect("tempdir");

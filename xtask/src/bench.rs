@@ -773,19 +773,23 @@ fn tcp_cpu(r: &Run) -> f64 {
 impl Config {
     /// One value per round: the median of that round's repetitions.
     fn per_round(&self, metric: fn(&Run) -> f64) -> Vec<f64> {
-        let rounds = self.runs.iter().map(|r| r.round + 1).max().unwrap_or(0);
-        (0..rounds)
-            .map(|k| {
-                let v: Vec<f64> = self
-                    .runs
-                    .iter()
-                    .filter(|r| r.round == k)
-                    .map(metric)
-                    .collect();
-                median(&v)
-            })
-            .collect()
+        per_round_medians(&self.runs, |r| r.round, metric)
     }
+}
+
+/// One value per round, the median of that round's runs, for any run type.
+pub(crate) fn per_round_medians<R>(
+    runs: &[R],
+    round: fn(&R) -> usize,
+    metric: fn(&R) -> f64,
+) -> Vec<f64> {
+    let rounds = runs.iter().map(|r| round(r) + 1).max().unwrap_or(0);
+    (0..rounds)
+        .map(|k| {
+            let v: Vec<f64> = runs.iter().filter(|r| round(r) == k).map(metric).collect();
+            median(&v)
+        })
+        .collect()
 }
 
 fn configs(faults: usize) -> Vec<Config> {

@@ -123,18 +123,7 @@ struct Run {
 
 impl Config {
     fn per_round(&self, metric: fn(&Run) -> f64) -> Vec<f64> {
-        let rounds = self.runs.iter().map(|r| r.round + 1).max().unwrap_or(0);
-        (0..rounds)
-            .map(|k| {
-                let v: Vec<f64> = self
-                    .runs
-                    .iter()
-                    .filter(|r| r.round == k)
-                    .map(metric)
-                    .collect();
-                median(&v)
-            })
-            .collect()
+        crate::bench::per_round_medians(&self.runs, |r| r.round, metric)
     }
 }
 

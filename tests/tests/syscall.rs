@@ -593,3 +593,96 @@ async fn directory_and_exec_operations_fail_in_the_target_only() {
         assert_eq!(after.ok, after.attempted, "{mode} after revert: {after:?}");
     }
 }
+
+/// Runs `recv-loop` in `cgroup`: it binds (udp) or listens (tcp), the test
+/// sends or connects `count` times from its own cgroup, then the helper
+/// receives or accepts `count` times.
+fn receive(cgroup: &CgroupGuard, protocol: &str, count: u64) -> FileReport {
+    let n = count.to_string();
+    let mut helper = Traffic::spawn(
+        &["recv-loop", "--count", &n, "--protocol", protocol],
+        Some(cgroup),
+    );
+    let port = helper.wait_ready();
+    let dst = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut held = Vec::new();
+    for _ in 0..count {
+        if protocol == "tcp" {
+            // Completed by the kernel from the backlog; accept() comes later.
+            held.push(std::net::TcpStream::connect(dst).expect("connect to the helper"));
+        } else {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            s.send_to(b"x", dst).expect("send to the helper");
+        }
+    }
+    let report = helper.finish_as();
+    drop(held);
+    report
+}
+
+#[tokio::test]
+async fn read_accept_and_recv_fail_in_the_target_only() {
+    if !require_root() {
+        return;
+    }
+    let Some((_agent, mut client)) = start_with_bpf_lsm().await else {
+        return;
+    };
+    let target = CgroupGuard::new("recv-target");
+    let bystander = CgroupGuard::new("recv-bystander");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"0123456789").expect("create file");
+
+    let read = syscall_fault(
+        "read-eio",
+        target.relative_str(),
+        pb::SyscallOperation::Read,
+        "EIO",
+        1_000_000,
+    );
+    apply(&mut client, read).await;
+    let r = file_ops(&target, &file, "read", 200);
+    assert_eq!(
+        r.errors.get("EIO").copied(),
+        Some(r.attempted),
+        "reads: {r:?}"
+    );
+    let by = file_ops(&bystander, &file, "read", 200);
+    assert_eq!(by.ok, by.attempted, "bystander reads: {by:?}");
+    client
+        .revert_all(pb::RevertAllRequest {})
+        .await
+        .expect("revert");
+
+    for (op, protocol, errno) in [
+        (pb::SyscallOperation::Accept, "tcp", "ECONNABORTED"),
+        (pb::SyscallOperation::Recvmsg, "udp", "ECONNRESET"),
+    ] {
+        let fault = syscall_fault(
+            &format!("recv-{protocol}"),
+            target.relative_str(),
+            op,
+            errno,
+            1_000_000,
+        );
+        apply(&mut client, fault).await;
+        let r = receive(&target, protocol, 50);
+        assert_eq!(
+            r.errors.get(errno).copied(),
+            Some(r.attempted),
+            "{protocol}: {r:?}"
+        );
+        let by = receive(&bystander, protocol, 50);
+        assert_eq!(by.ok, by.attempted, "bystander {protocol}: {by:?}");
+        client
+            .revert_all(pb::RevertAllRequest {})
+            .await
+            .expect("revert");
+        let after = receive(&target, protocol, 20);
+        assert_eq!(
+            after.ok, after.attempted,
+            "{protocol} after revert: {after:?}"
+        );
+    }
+}

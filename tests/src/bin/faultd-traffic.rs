@@ -159,6 +159,19 @@ enum Mode {
         #[arg(long)]
         count: u64,
     },
+    /// Bind (UDP) or listen (TCP) on loopback, print the ready line, sleep
+    /// `wait_ms` (the test sends or connects `count` times meanwhile), then
+    /// recv() or accept() `count` times (recv with a 1 s timeout); report
+    /// `{"attempted":N,"ok":k,"errors":{..},"elapsed_ns":T}`.
+    RecvLoop {
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 1_000)]
+        wait_ms: u64,
+        /// "udp" (recv) or "tcp" (accept).
+        #[arg(long)]
+        protocol: String,
+    },
     /// sendto() in a tight loop; report `{"count":N,"elapsed_ns":T,"errors":{..}}`.
     SendtoBench {
         #[arg(long)]
@@ -229,6 +242,11 @@ fn main() -> Result<()> {
         } => tcp_connect(dst, count, Duration::from_millis(timeout_ms)),
         Mode::SocketLoop { count, protocol } => socket_loop(count, &protocol),
         Mode::FileOps { file, op, count } => file_ops(&file, &op, count),
+        Mode::RecvLoop {
+            count,
+            wait_ms,
+            protocol,
+        } => recv_loop(count, Duration::from_millis(wait_ms), &protocol),
         Mode::Sleep => sleep_forever(),
     }
 }
@@ -324,6 +342,42 @@ fn file_ops(file: &Path, op: &str, count: u64) -> Result<()> {
         }
         other => {
             bail!("unknown file op {other:?}: open, read, write, mkdir, unlink, rename or exec")
+        }
+    }
+    emit(serde_json::json!({
+        "attempted": count,
+        "ok": ok,
+        "errors": errors,
+        "elapsed_ns": elapsed_ns(start),
+    }))
+}
+
+fn recv_loop(count: u64, wait: Duration, protocol: &str) -> Result<()> {
+    let timeout = Some(Duration::from_secs(1));
+    let mut ok = 0u64;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut tally = |r: io::Result<()>| match r {
+        Ok(()) => ok += 1,
+        Err(e) => *errors.entry(errno_name(&e)).or_default() += 1,
+    };
+    let start;
+    if protocol == "tcp" {
+        let listener = TcpListener::bind("127.0.0.1:0").context("listen")?;
+        emit_ready(listener.local_addr().context("getsockname")?.port())?;
+        std::thread::sleep(wait);
+        start = Instant::now();
+        for _ in 0..count {
+            tally(listener.accept().map(drop));
+        }
+    } else {
+        let socket = UdpSocket::bind("127.0.0.1:0").context("bind")?;
+        socket.set_read_timeout(timeout).context("SO_RCVTIMEO")?;
+        emit_ready(socket.local_addr().context("getsockname")?.port())?;
+        std::thread::sleep(wait);
+        start = Instant::now();
+        let mut buf = [0u8; 64];
+        for _ in 0..count {
+            tally(socket.recv(&mut buf).map(drop));
         }
     }
     emit(serde_json::json!({

@@ -12,7 +12,7 @@ use tonic::{Code, Status};
 use crate::{
     fault::{
         Direction, ERRNOS, Errno, FaultKind, FaultSpec, IpCidr, LossSpec, PPM, PacketFilter,
-        Protocol, SyscallOp, SyscallSpec,
+        PathPrefix, Protocol, SyscallOp, SyscallSpec,
     },
     manager::{FaultState, FaultView, ManagerError},
     target::{TargetError, TargetSpec},
@@ -220,11 +220,26 @@ fn syscall_from_pb(sys: pb::SyscallFault) -> Result<SyscallSpec, InvalidField> {
             "sendmsg faults apply to unconnected UDP sockets (the kernel's sendmsg hook)",
         ));
     }
+    let path = if sys.path_prefix.is_empty() {
+        None
+    } else {
+        if !matches!(op, SyscallOp::Open | SyscallOp::Read | SyscallOp::Write) {
+            return Err(invalid(
+                "spec.syscall.path_prefix",
+                "applies to open, read and write only",
+            ));
+        }
+        Some(
+            PathPrefix::resolve(&sys.path_prefix)
+                .map_err(|e| invalid("spec.syscall.path_prefix", e))?,
+        )
+    };
     Ok(SyscallSpec {
         op,
         errno,
         probability_ppm: sys.probability_ppm,
         filter,
+        path,
     })
 }
 
@@ -347,6 +362,11 @@ pub fn spec_to_pb(spec: &FaultSpec) -> pb::FaultSpec {
             errno: sys.errno.name.to_owned(),
             probability_ppm: sys.probability_ppm,
             filter: Some(filter_to_pb(&sys.filter)),
+            path_prefix: sys
+                .path
+                .as_ref()
+                .map(|p| p.path.clone())
+                .unwrap_or_default(),
         }),
     };
     pb::FaultSpec {
@@ -556,6 +576,7 @@ mod tests {
             errno: errno.into(),
             probability_ppm: 500_000,
             filter: Some(filter),
+            path_prefix: String::new(),
         }));
         s
     }

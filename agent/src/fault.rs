@@ -103,6 +103,39 @@ pub struct SyscallSpec {
     pub probability_ppm: u32,
     /// For connect/sendmsg the destination, for bind the local address.
     pub filter: PacketFilter,
+    /// open/read/write: only files below this directory.
+    pub path: Option<PathPrefix>,
+}
+
+/// A directory, identified as the kernel sees it: inode number and the
+/// super block's `dev_t` (`MKDEV(major, minor)` = major << 20 | minor,
+/// include/linux/kdev_t.h), resolved from the path when the fault is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathPrefix {
+    pub path: String,
+    pub dev: u32,
+    pub ino: u64,
+}
+
+impl PathPrefix {
+    /// Resolves `path` (absolute, an existing directory) in the agent's
+    /// mount namespace.
+    pub fn resolve(path: &str) -> Result<Self, String> {
+        use std::os::unix::fs::MetadataExt as _;
+        if !path.starts_with('/') {
+            return Err(format!("{path:?} must be an absolute path"));
+        }
+        let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
+        if !meta.is_dir() {
+            return Err(format!("{path} is not a directory"));
+        }
+        let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+        Ok(Self {
+            path: path.to_owned(),
+            dev: (major << 20) | minor,
+            ino: meta.ino(),
+        })
+    }
 }
 
 /// Operations the cgroup socket hooks can fail. Which syscalls each covers
@@ -582,6 +615,9 @@ pub fn kernel_rule(kind: &FaultKind, slot: u32, deadline_ns: u64) -> KernelRule 
                 family: f.family,
                 protocol: f.protocol,
                 has_ports: f.has_ports,
+                path_ino: sys.path.as_ref().map_or(0, |p| p.ino),
+                path_dev: sys.path.as_ref().map_or(0, |p| p.dev),
+                has_path: u32::from(sys.path.is_some()),
             })
         }
     }
@@ -689,6 +725,7 @@ mod tests {
                     remote: cidr.map(|c| IpCidr::parse(c).expect("valid")),
                     ..Default::default()
                 },
+                path: None,
             })
         };
         let any = connect(None);

@@ -5,6 +5,7 @@
 //! `datapath` (the kernel, behind a trait) -> `ebpf/` programs.
 
 pub mod api;
+pub mod btf;
 pub mod caps;
 pub mod cleanup;
 pub mod config;

@@ -198,6 +198,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
             str::to_owned,
         ),
     });
+    let path = datapath.path_filter_unavailable();
+    caps.add(caps::Feature {
+        name: "path_filter",
+        available: lsm.is_none() && path.is_none(),
+        detail: match (lsm, path) {
+            (None, None) => "struct file/dentry/inode offsets read from kernel BTF".to_owned(),
+            (Some(_), _) => "needs BPF LSM (see bpf_lsm)".to_owned(),
+            (None, Some(why)) => why.to_owned(),
+        },
+    });
     let lsm_cgroup = caps::lsm_cgroup(lsm.is_none());
     caps.add(lsm_cgroup);
     for f in &caps.features {

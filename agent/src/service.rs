@@ -39,6 +39,21 @@ fn required_features(kind: &FaultKind) -> &'static [(&'static str, &'static str)
     );
     match kind {
         FaultKind::Loss(_) => &[("cgroup_skb", "cgroup_skb programs"), LINKS, DEADLINES],
+        FaultKind::Syscall(s) if s.path.is_some() => &[
+            (
+                "bpf_lsm",
+                "BPF LSM programs loadable: kernel >= 5.7 with CONFIG_BPF_LSM=y and \"bpf\" in \
+                 the lsm= boot parameter (e.g. Debian and Ubuntu 6.x kernels booted with \
+                 lsm=...,bpf)",
+            ),
+            (
+                "path_filter",
+                "kernel BTF (/sys/kernel/btf/vmlinux) describing struct file, path, dentry, \
+                 inode and super_block",
+            ),
+            LINKS,
+            DEADLINES,
+        ],
         FaultKind::Syscall(s) if s.op.is_file() => &[
             (
                 "bpf_lsm",

@@ -241,6 +241,11 @@ pub struct SyscallArgs {
     #[arg(long, value_name = "N|A-B", value_parser = parse_port_range)]
     pub port: Option<PortRange>,
 
+    /// open/read/write: only files below this absolute directory (as the
+    /// agent's mount namespace sees it).
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<String>,
+
     /// Fault id; applying an existing id updates that fault [default: syscall-<random hex>].
     #[arg(long, value_parser = parse_fault_id)]
     pub id: Option<String>,
@@ -270,6 +275,7 @@ impl SyscallArgs {
             errno: self.errno.clone(),
             probability_ppm: self.percent,
             filter: Some(packet_filter(self.protocol, self.addr, self.port)),
+            path_prefix: self.path.clone().unwrap_or_default(),
         });
         fault_request(
             self.id.as_deref(),

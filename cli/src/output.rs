@@ -84,6 +84,8 @@ pub struct SyscallView {
     /// Address filter; `None` matches every address.
     pub addr_cidr: Option<String>,
     pub ports: Option<PortsView>,
+    /// Directory the fault is limited to (file operations).
+    pub path_prefix: Option<String>,
 }
 
 impl From<&pb::SyscallFault> for SyscallView {
@@ -117,6 +119,7 @@ impl From<&pb::SyscallFault> for SyscallView {
                     max: r.max,
                 }
             }),
+            path_prefix: Some(sys.path_prefix.clone()).filter(|p| !p.is_empty()),
         }
     }
 }

@@ -126,6 +126,23 @@ pub struct SysRule {
     /// `PROTO_*` (TCP or UDP or any).
     pub protocol: u8,
     pub has_ports: u8,
+    /// File operations: the file must lie below the directory with this
+    /// inode number on this device (kernel `dev_t`), when `has_path` is 1.
+    pub path_ino: u64,
+    pub path_dev: u32,
+    pub has_path: u32,
+}
+
+/// Struct member offsets the path-prefix walk reads, from the running
+/// kernel's BTF (Rust eBPF has no CO-RE relocations). Set by the agent as
+/// read-only globals before load; all zero disables path filters.
+pub mod offsets {
+    pub const FILE_DENTRY: &str = "FAULTD_OFF_FILE_DENTRY";
+    pub const DENTRY_PARENT: &str = "FAULTD_OFF_DENTRY_PARENT";
+    pub const DENTRY_INODE: &str = "FAULTD_OFF_DENTRY_INODE";
+    pub const INODE_INO: &str = "FAULTD_OFF_INODE_INO";
+    pub const INODE_SB: &str = "FAULTD_OFF_INODE_SB";
+    pub const SB_DEV: &str = "FAULTD_OFF_SB_DEV";
 }
 
 /// The syscall rules that apply to one cgroup (its own and its targeted
@@ -233,7 +250,10 @@ mod tests {
             8 + MAX_RULES_PER_CGROUP * size_of::<NetRule>()
         );
         assert_eq!(size_of::<FaultCounters>(), 16);
-        assert_eq!(size_of::<SysRule>(), 8 + 8 + 16 + 16 + 4 + 4 + 2 + 2 + 4);
+        assert_eq!(
+            size_of::<SysRule>(),
+            8 + 8 + 16 + 16 + 4 + 4 + 2 + 2 + 4 + 8 + 4 + 4
+        );
         assert_eq!(size_of::<SysRule>() % 8, 0);
         assert_eq!(
             size_of::<SysRules>(),

@@ -10,6 +10,7 @@
 //! at the topmost targeted cgroups. Any error allows the call.
 
 use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
     helpers::generated::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_prandom_u32,
         bpf_ktime_get_boot_ns, bpf_set_retval,
@@ -41,6 +42,87 @@ struct Call {
     protocol: u8,
     addr: [u32; 4],
     port: Option<u16>,
+    /// `struct file *` of file operations, 0 otherwise.
+    file: u64,
+}
+
+// Offsets for the path walk, written by the agent before load from the
+// kernel's BTF (see faultd_common::offsets). Read volatile: the compiler
+// must not fold the zero placeholders.
+#[unsafe(no_mangle)]
+static FAULTD_OFF_FILE_DENTRY: u32 = 0;
+#[unsafe(no_mangle)]
+static FAULTD_OFF_DENTRY_PARENT: u32 = 0;
+#[unsafe(no_mangle)]
+static FAULTD_OFF_DENTRY_INODE: u32 = 0;
+#[unsafe(no_mangle)]
+static FAULTD_OFF_INODE_INO: u32 = 0;
+#[unsafe(no_mangle)]
+static FAULTD_OFF_INODE_SB: u32 = 0;
+#[unsafe(no_mangle)]
+static FAULTD_OFF_SB_DEV: u32 = 0;
+
+/// Deepest directory nesting the path walk climbs.
+const MAX_PATH_DEPTH: u32 = 32;
+
+#[inline(always)]
+fn global(value: &u32) -> u64 {
+    // SAFETY: reads a static; volatile so the agent's load-time value is used.
+    u64::from(unsafe { core::ptr::read_volatile(value) })
+}
+
+#[inline(always)]
+fn kread<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel copies safely from any kernel address and
+    // fails (rather than faults) on a bad one.
+    unsafe { bpf_probe_read_kernel(addr as *const T).ok() }
+}
+
+/// Whether `file` lies below the directory (`dev`, `ino`): climbs the
+/// file's dentry parents (fs/dcache.c: the root is its own parent) and
+/// compares each one's inode number and super block device. Any failed read
+/// means "no" (fail open).
+#[inline(always)]
+fn under_prefix(file: u64, dev: u32, ino: u64) -> bool {
+    let off_dentry = global(&FAULTD_OFF_FILE_DENTRY);
+    if file == 0 || off_dentry == 0 {
+        return false;
+    }
+    let (off_parent, off_inode) = (
+        global(&FAULTD_OFF_DENTRY_PARENT),
+        global(&FAULTD_OFF_DENTRY_INODE),
+    );
+    let (off_ino, off_sb, off_dev) = (
+        global(&FAULTD_OFF_INODE_INO),
+        global(&FAULTD_OFF_INODE_SB),
+        global(&FAULTD_OFF_SB_DEV),
+    );
+    let Some(mut dentry) = kread::<u64>(file + off_dentry) else {
+        return false;
+    };
+    let mut depth = 0;
+    while depth < MAX_PATH_DEPTH {
+        depth += 1;
+        if dentry == 0 {
+            return false;
+        }
+        if let Some(inode) = kread::<u64>(dentry + off_inode)
+            && inode != 0
+            && kread::<u64>(inode + off_ino) == Some(ino)
+            && let Some(sb) = kread::<u64>(inode + off_sb)
+            && kread::<u32>(sb + off_dev) == Some(dev)
+        {
+            return true;
+        }
+        let Some(parent) = kread::<u64>(dentry + off_parent) else {
+            return false;
+        };
+        if parent == dentry {
+            return false;
+        }
+        dentry = parent;
+    }
+    false
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -90,6 +172,7 @@ pub fn faultd_socket(ctx: SockContext) -> i32 {
         protocol: protocol as u8,
         addr: [0; 4],
         port: None,
+        file: 0,
     };
     verdict(SYS_OP_SOCKET, &call)
 }
@@ -110,7 +193,8 @@ pub fn faultd_open(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    lsm_verdict(SYS_OP_OPEN)
+    // Argument 0 is the `struct file *` being opened.
+    lsm_verdict(SYS_OP_OPEN, ctx.arg(0))
 }
 
 /// `security_file_permission(file, mask)` runs before every read and write
@@ -132,7 +216,7 @@ pub fn faultd_rw(ctx: LsmContext) -> i32 {
     } else {
         return 0;
     };
-    lsm_verdict(op)
+    lsm_verdict(op, ctx.arg(0))
 }
 
 /// An LSM hook with `$args` arguments before the previous programs'
@@ -146,7 +230,7 @@ macro_rules! lsm_op {
             if previous != 0 {
                 return previous;
             }
-            lsm_verdict($op)
+            lsm_verdict($op, 0)
         }
     };
 }
@@ -196,12 +280,13 @@ lsm_op!(
 
 /// LSM hooks return 0 to allow and a negative errno to deny.
 #[inline(always)]
-fn lsm_verdict(op: u8) -> i32 {
+fn lsm_verdict(op: u8, file: u64) -> i32 {
     let call = Call {
         family: 0,
         protocol: 0,
         addr: [0; 4],
         port: None,
+        file,
     };
     match decide(op, &call) {
         0 => 0,
@@ -240,6 +325,7 @@ fn call_v4(ctx: &SockAddrContext) -> Call {
         protocol: protocol as u8,
         addr: [ip, 0, 0, 0],
         port: Some(u16::from_be(port as u16)),
+        file: 0,
     }
 }
 
@@ -265,6 +351,7 @@ fn call_v6(ctx: &SockAddrContext) -> Call {
         protocol: protocol as u8,
         addr,
         port: Some(u16::from_be(port as u16)),
+        file: 0,
     }
 }
 
@@ -327,6 +414,9 @@ fn matches(rule: &SysRule, call: &Call) -> bool {
         return false;
     }
     if rule.protocol != PROTO_ANY && rule.protocol != call.protocol {
+        return false;
+    }
+    if rule.has_path != 0 && !under_prefix(call.file, rule.path_dev, rule.path_ino) {
         return false;
     }
     address_matches(

@@ -153,6 +153,36 @@ fn observe() -> BTreeMap<&'static str, (bool, String)> {
     o.insert("tcx", (at_least((6, 6)), format!("{ver} >= 6.6")));
     o.insert("btf", (btf, "/sys/kernel/btf/vmlinux".to_owned()));
     o.insert("bpf_lsm", (bpf_lsm, lsm_why.clone()));
+    // Path-prefix filters: BPF LSM plus a BTF layout with the members the
+    // walk reads (bpftool's own BTF dump, not the agent's parser).
+    let dump = std::process::Command::new(faultd_tests::bpf::bpftool())
+        .args([
+            "btf",
+            "dump",
+            "file",
+            "/sys/kernel/btf/vmlinux",
+            "format",
+            "raw",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let members = [
+        "'f_path'",
+        "'d_parent'",
+        "'d_inode'",
+        "'i_ino'",
+        "'i_sb'",
+        "'s_dev'",
+    ];
+    let layout = members.iter().all(|m| dump.contains(m));
+    o.insert(
+        "path_filter",
+        (
+            bpf_lsm && layout,
+            format!("BPF LSM {bpf_lsm}, bpftool BTF dump has {members:?}: {layout}"),
+        ),
+    );
     // BPF_LSM_CGROUP attachment came in 6.0 (commit 69fd337a975c).
     o.insert(
         "lsm_cgroup",

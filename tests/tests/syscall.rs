@@ -90,6 +90,7 @@ fn syscall_fault(
             errno: errno.into(),
             probability_ppm: ppm,
             filter: None,
+            path_prefix: String::new(),
         })),
     }
 }
@@ -685,4 +686,73 @@ async fn read_accept_and_recv_fail_in_the_target_only() {
             "{protocol} after revert: {after:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn open_fails_under_the_path_prefix_only() {
+    if !require_root() {
+        return;
+    }
+    let Some((_agent, mut client)) = start_with_bpf_lsm().await else {
+        return;
+    };
+    let target = CgroupGuard::new("prefix-target");
+    let bystander = CgroupGuard::new("prefix-bystander");
+    let root = tempfile::tempdir().expect("tempdir");
+    let inside = root.path().join("db/data/deep");
+    let outside = root.path().join("logs");
+    std::fs::create_dir_all(&inside).expect("mkdir inside");
+    std::fs::create_dir_all(&outside).expect("mkdir outside");
+    let (in_file, out_file) = (inside.join("f"), outside.join("f"));
+    std::fs::write(&in_file, b"x").expect("file inside");
+    std::fs::write(&out_file, b"x").expect("file outside");
+
+    let mut spec = syscall_fault(
+        "prefix",
+        target.relative_str(),
+        pb::SyscallOperation::Open,
+        "EIO",
+        300_000,
+    );
+    if let Some(pb::fault_spec::Kind::Syscall(s)) = spec.kind.as_mut() {
+        s.path_prefix = root.path().join("db").display().to_string();
+    }
+    apply(&mut client, spec).await;
+    let r = file_ops(&target, &in_file, "open", CONNECTS);
+    let eio = r.errors.get("EIO").copied().unwrap_or(0);
+    assert_eq!(eio + r.ok, r.attempted, "only EIO: {r:?}");
+    assert_loss_rate(
+        "opens under the prefix failed",
+        r.attempted,
+        r.ok,
+        0.3,
+        CONFIDENCE,
+    );
+    let other = file_ops(&target, &out_file, "open", 1_000);
+    assert_eq!(other.ok, other.attempted, "other paths: {other:?}");
+    let by = file_ops(&bystander, &in_file, "open", 1_000);
+    assert_eq!(by.ok, by.attempted, "bystander: {by:?}");
+
+    let mut missing = syscall_fault(
+        "missing",
+        target.relative_str(),
+        pb::SyscallOperation::Open,
+        "EIO",
+        1,
+    );
+    if let Some(pb::fault_spec::Kind::Syscall(s)) = missing.kind.as_mut() {
+        s.path_prefix = "/does/not/exist".into();
+    }
+    let status = client
+        .apply_fault(pb::ApplyFaultRequest {
+            spec: Some(missing),
+        })
+        .await
+        .expect_err("missing dir");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("spec.syscall.path_prefix"),
+        "{}",
+        status.message()
+    );
 }

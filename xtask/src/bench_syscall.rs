@@ -344,6 +344,7 @@ fn syscall_spec(
                 errno: errno.into(),
                 probability_ppm: 1_000_000,
                 filter,
+                path_prefix: String::new(),
             })),
         }),
     }

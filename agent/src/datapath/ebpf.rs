@@ -12,7 +12,7 @@ use aya::{
     },
     util::nr_cpus,
 };
-use faultd_common::{CgroupRules, FaultCounters, LEVELS_INDEX, SysRules, names};
+use faultd_common::{CgroupRules, FaultCounters, LEVELS_INDEX, SysRules, names, offsets};
 use tracing::{debug, info, warn};
 
 use super::{Datapath, DatapathError, KernelObject, TableRules};
@@ -62,6 +62,8 @@ pub struct EbpfDatapath {
     sys_unavailable: Option<String>,
     /// Why the BPF LSM programs could not be loaded, if they could not.
     lsm_unavailable: Option<String>,
+    /// Why path-prefix filters cannot be served (no usable BTF layout).
+    path_filter_unavailable: Option<String>,
     counters: PerCpuArray<MapData, FaultCounters>,
     levels: Array<MapData, u64>,
     /// Owned bpf links. Dropping one closes its fd and detaches it; none is
@@ -86,12 +88,31 @@ impl std::fmt::Debug for EbpfDatapath {
 impl EbpfDatapath {
     /// Loads the programs and maps, sized for `max_faults`. Attaches nothing.
     pub fn load(max_faults: u32) -> Result<Self, DatapathError> {
-        let mut ebpf = EbpfLoader::new()
+        // Offsets for the path-prefix walk; zeros (the object's defaults)
+        // make every path-filtered rule a non-match, and the agent refuses
+        // such faults up front.
+        let path_offsets = crate::btf::kernel_file_offsets();
+        let o = path_offsets.as_ref().ok();
+        let globals = [
+            (offsets::FILE_DENTRY, o.map_or(0, |o| o.file_dentry)),
+            (offsets::DENTRY_PARENT, o.map_or(0, |o| o.dentry_parent)),
+            (offsets::DENTRY_INODE, o.map_or(0, |o| o.dentry_inode)),
+            (offsets::INODE_INO, o.map_or(0, |o| o.inode_ino)),
+            (offsets::INODE_SB, o.map_or(0, |o| o.inode_sb)),
+            (offsets::SB_DEV, o.map_or(0, |o| o.sb_dev)),
+        ];
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(names::RULES_MAP, max_faults)
             .map_max_entries(names::COUNTERS_MAP, max_faults)
-            .map_max_entries(names::SYS_RULES_MAP, max_faults)
+            .map_max_entries(names::SYS_RULES_MAP, max_faults);
+        for (name, value) in &globals {
+            loader.override_global(*name, value, true);
+        }
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
+        let path_filter_unavailable = path_offsets.err();
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
             Err(e) => {
@@ -166,6 +187,7 @@ impl EbpfDatapath {
             sys_rules,
             sys_unavailable,
             lsm_unavailable,
+            path_filter_unavailable,
             counters,
             levels,
             links: HashMap::new(),
@@ -185,6 +207,11 @@ impl EbpfDatapath {
     /// enough, lockdown or a missing CONFIG_BPF_LSM refuse the load.
     pub fn lsm_unavailable(&self) -> Option<&str> {
         self.lsm_unavailable.as_deref()
+    }
+
+    /// Why path-prefix filters cannot be served here, if they cannot.
+    pub fn path_filter_unavailable(&self) -> Option<&str> {
+        self.path_filter_unavailable.as_deref()
     }
 
     /// Drains kernel-side log records into `log` (and so into tracing).

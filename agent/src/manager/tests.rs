@@ -548,6 +548,7 @@ fn file_fault(id: &str, path: &str, op: crate::fault::SyscallOp) -> FaultSpec {
             errno: crate::fault::Errno::parse("EIO").expect("known"),
             probability_ppm: 1_000_000,
             filter: PacketFilter::default(),
+            path: None,
         }),
     }
 }

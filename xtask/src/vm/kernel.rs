@@ -41,14 +41,14 @@ pub const MATRIX: &[KernelSpec] = &[
         package: "linux-image-6.1.0-56-cloud-amd64-unsigned",
         series: ("linux-image-6.1.0-", "-cloud-amd64-unsigned"),
         expect_features: "bpf_lsm=1,lsm_cgroup=1,btf=1,fq_qdisc=1,tcx=0,bpf_link_cgroup=1,\
-                          cgroup_skb=1,bpf_set_retval=1,cgroup_sock_hooks=1",
+                          cgroup_skb=1,bpf_set_retval=1,cgroup_sock_hooks=1,path_filter=1",
     },
     KernelSpec {
         name: "debian-6.12",
         package: "linux-image-6.12.117+deb12-cloud-amd64-unsigned",
         series: ("linux-image-6.12.", "+deb12-cloud-amd64-unsigned"),
         expect_features: "bpf_lsm=1,lsm_cgroup=1,btf=1,fq_qdisc=1,tcx=1,bpf_link_cgroup=1,\
-                          cgroup_skb=1,bpf_set_retval=1,cgroup_sock_hooks=1",
+                          cgroup_skb=1,bpf_set_retval=1,cgroup_sock_hooks=1,path_filter=1",
     },
 ];
 

@@ -205,7 +205,7 @@ fn syscall_from_pb(sys: pb::SyscallFault) -> Result<SyscallSpec, InvalidField> {
             "socket() has no address: only the protocol filter applies",
         ));
     }
-    if op.is_file() && filter != PacketFilter::default() {
+    if op.is_lsm() && filter != PacketFilter::default() {
         return Err(invalid(
             "spec.syscall.filter",
             format!(
@@ -396,7 +396,7 @@ pub fn backend(kind: &FaultKind) -> &'static str {
     match kind {
         FaultKind::Loss(_) => "cgroup_skb",
         FaultKind::Syscall(s) if s.op == SyscallOp::Socket => "cgroup_sock",
-        FaultKind::Syscall(s) if s.op.is_file() => "bpf_lsm",
+        FaultKind::Syscall(s) if s.op.is_lsm() => "bpf_lsm",
         FaultKind::Syscall(_) => "cgroup_sock_addr",
     }
 }

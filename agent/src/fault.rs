@@ -193,7 +193,7 @@ impl SyscallOp {
     }
 
     /// Operations served by BPF LSM; they take no address filter.
-    pub fn is_file(self) -> bool {
+    pub fn is_lsm(self) -> bool {
         !matches!(
             self,
             Self::Connect | Self::Bind | Self::Sendmsg | Self::Socket

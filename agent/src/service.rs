@@ -54,7 +54,7 @@ fn required_features(kind: &FaultKind) -> &'static [(&'static str, &'static str)
             LINKS,
             DEADLINES,
         ],
-        FaultKind::Syscall(s) if s.op.is_file() => &[
+        FaultKind::Syscall(s) if s.op.is_lsm() => &[
             (
                 "bpf_lsm",
                 "BPF LSM programs loadable: kernel >= 5.7 with CONFIG_BPF_LSM=y and \"bpf\" in \

@@ -107,7 +107,7 @@ impl EbpfDatapath {
             .map_max_entries(names::COUNTERS_MAP, max_faults)
             .map_max_entries(names::SYS_RULES_MAP, max_faults);
         for (name, value) in &globals {
-            loader.override_global(*name, value, true);
+            loader.override_global(name, value, true);
         }
         let mut ebpf = loader
             .load(OBJECT)

@@ -391,16 +391,6 @@ fn filter_to_pb(f: &PacketFilter) -> pb::PacketFilter {
     }
 }
 
-/// The kernel mechanism that serves a fault, as the API reports it.
-pub fn backend(kind: &FaultKind) -> &'static str {
-    match kind {
-        FaultKind::Loss(_) => "cgroup_skb",
-        FaultKind::Syscall(s) if s.op == SyscallOp::Socket => "cgroup_sock",
-        FaultKind::Syscall(s) if s.op.is_lsm() => "bpf_lsm",
-        FaultKind::Syscall(_) => "cgroup_sock_addr",
-    }
-}
-
 pub fn fault_to_pb(v: &FaultView) -> pb::Fault {
     pb::Fault {
         spec: Some(spec_to_pb(&v.spec)),
@@ -419,7 +409,7 @@ pub fn fault_to_pb(v: &FaultView) -> pb::Fault {
             matched: v.counters.matched,
             injected: v.counters.dropped,
         }),
-        backend: backend(&v.spec.kind).to_owned(),
+        backend: v.backend.to_owned(),
     }
 }
 
@@ -594,7 +584,6 @@ mod tests {
         );
         let spec = FaultSpec::try_from(ok.clone()).expect("valid");
         assert_eq!(spec_to_pb(&spec), ok);
-        assert_eq!(backend(&spec.kind), "cgroup_sock_addr");
         let f = pb::PacketFilter::default;
         assert_eq!(
             field_of(syscall_spec(pb::SyscallOperation::Unspecified, "EIO", f())),

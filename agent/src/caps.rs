@@ -46,7 +46,9 @@ fn feature(name: &'static str, available: bool, detail: impl Into<String>) -> Fe
 }
 
 /// Runs every probe. Probes load tiny programs or read kernel files; none
-/// attaches anything.
+/// attaches anything. What is decided by loading faultd's own programs
+/// (bpf_lsm, lsm_cgroup, kprobe_override, cgroup_sock_hooks, path_filter) the
+/// agent adds after loading them.
 pub fn probe() -> Capabilities {
     let kernel_release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
@@ -69,8 +71,6 @@ pub fn probe() -> Capabilities {
             Err(e) => feature(name, false, format!("probe failed: {e}")),
         };
 
-    let lsm_list = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
-    let bpf_lsm_active = lsm_list.split(',').any(|l| l.trim() == "bpf");
     let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
 
     let mut features = vec![
@@ -109,8 +109,6 @@ pub fn probe() -> Capabilities {
                 "no /sys/kernel/btf/vmlinux"
             },
         ),
-        bpf_lsm(bpf_lsm_active, btf, &lsm_list),
-        lsm_cgroup(bpf_lsm_active && btf),
         helper(
             "bpf_set_retval",
             ProgramType::CgroupSockAddr,
@@ -124,50 +122,6 @@ pub fn probe() -> Capabilities {
         kernel_release,
         features,
     }
-}
-
-/// BPF_LSM_CGROUP attachments: BPF LSM usable and kernel >= 6.0
-/// (commit 69fd337a975c, "bpf: per-cgroup lsm flavor").
-pub fn lsm_cgroup(bpf_lsm_usable: bool) -> Feature {
-    let version = KernelVersion::current().ok();
-    let recent = version.is_some_and(|v| v >= KernelVersion::new(6, 0, 0));
-    let version_text = version.map_or("unknown".to_owned(), |v| v.to_string());
-    feature(
-        "lsm_cgroup",
-        bpf_lsm_usable && recent,
-        format!(
-            "needs BPF LSM usable and kernel >= 6.0 (running {version_text}, BPF LSM {})",
-            if bpf_lsm_usable { "usable" } else { "unusable" }
-        ),
-    )
-}
-
-/// First estimate from the LSM list; the agent replaces it with the result
-/// of loading its LSM programs.
-fn bpf_lsm(active: bool, btf: bool, lsm_list: &str) -> Feature {
-    if !active {
-        let list = if lsm_list.is_empty() {
-            "unreadable"
-        } else {
-            lsm_list.trim()
-        };
-        return feature(
-            "bpf_lsm",
-            false,
-            format!("\"bpf\" is not in /sys/kernel/security/lsm ({list}); boot with lsm=...,bpf"),
-        );
-    }
-    if !btf {
-        return feature("bpf_lsm", false, "bpf LSM active but no kernel BTF");
-    }
-    // Loading an LSM program needs a BTF attach target, which the generic
-    // probe cannot supply; the LSM list is what the kernel itself consults
-    // (security/security.c, `lsm_order`).
-    feature(
-        "bpf_lsm",
-        true,
-        "\"bpf\" listed in /sys/kernel/security/lsm and BTF present",
-    )
 }
 
 /// fq is what EDT pacing needs. Probed by creating one in a private network

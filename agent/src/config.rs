@@ -21,6 +21,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub safety: SafetyConfig,
     pub cgroup: CgroupConfig,
+    pub syscall: SyscallConfig,
     pub log: LogConfig,
 }
 
@@ -70,6 +71,28 @@ pub struct SafetyConfig {
 pub struct CgroupConfig {
     /// cgroup v2 mount point; empty means detect from /proc/self/mountinfo.
     pub mount: Option<PathBuf>,
+}
+
+/// How the BPF LSM programs of syscall faults attach.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LsmAttach {
+    /// At the targeted cgroups where the kernel can (`lsm_cgroup`, 6.0+),
+    /// else once for the node.
+    #[default]
+    Auto,
+    /// Only at the targeted cgroups; no BPF LSM faults without `lsm_cgroup`.
+    Cgroup,
+    /// Once for the node, the program filtering by cgroup (every task then
+    /// pays a map lookup per hooked call while a fault exists).
+    Node,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyscallConfig {
+    /// "auto", "cgroup" or "node".
+    pub lsm_attach: LsmAttach,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -249,6 +272,12 @@ allow_protected_targets = false
 # cgroup v2 mount; detected from /proc/self/mountinfo when unset.
 # mount = "/sys/fs/cgroup"
 
+[syscall]
+# How BPF LSM programs (file, exec, accept, recv faults) attach: "auto" at the
+# targeted cgroups where the kernel has lsm_cgroup (6.0+), else once for the
+# node; "cgroup" only per cgroup; "node" always node-wide.
+lsm_attach = "auto"
+
 [log]
 # "text" or "json"; level from RUST_LOG (default info).
 format = "text"
@@ -313,6 +342,15 @@ mod tests {
         let err = Config::parse("[limits]\nmax_duration = \"forever\"\n", Path::new("f"))
             .expect_err("bad duration");
         assert!(err.to_string().contains("max_duration"), "{err}");
+    }
+
+    #[test]
+    fn lsm_attach_parses_and_rejects_unknown_values() {
+        let c = Config::parse("[syscall]\nlsm_attach = \"node\"\n", Path::new("f")).expect("ok");
+        assert_eq!(c.syscall.lsm_attach, LsmAttach::Node);
+        let err = Config::parse("[syscall]\nlsm_attach = \"everywhere\"\n", Path::new("f"))
+            .expect_err("unknown variant");
+        assert!(err.to_string().contains("lsm_attach"), "{err}");
     }
 
     #[test]

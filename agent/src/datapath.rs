@@ -7,7 +7,7 @@ use std::{collections::HashMap, path::Path};
 
 use faultd_common::{CgroupRules, FaultCounters, MAX_RULES_PER_CGROUP, SysRules};
 
-use crate::fault::{Hook, KernelRule, Table};
+use crate::fault::{Hook, KernelRule, LsmScope, SysBackends, Table};
 
 pub mod ebpf;
 
@@ -119,11 +119,13 @@ pub trait Datapath: Send + 'static {
     fn counters(&self, slot: u32) -> Result<FaultCounters, DatapathError>;
     fn programs(&self) -> Vec<KernelObject>;
     fn maps(&self) -> Vec<KernelObject>;
+    /// Which syscall backends loaded; fixed for the datapath's life.
+    fn sys_backends(&self) -> SysBackends;
 }
 
 /// An in-memory datapath for unit tests: it records what the kernel would
 /// hold, so tests can assert on exactly that.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FakeDatapath {
     pub rules: HashMap<u64, CgroupRules>,
     pub sys_rules: HashMap<u64, SysRules>,
@@ -134,6 +136,38 @@ pub struct FakeDatapath {
     pub log: Vec<String>,
     /// Makes the next attach fail, to test rollback.
     pub fail_next_attach: bool,
+    pub backends: SysBackends,
+}
+
+impl Default for FakeDatapath {
+    /// Every backend but kprobes, LSM programs node-wide (as on a 5.x kernel
+    /// with BPF LSM).
+    fn default() -> Self {
+        Self {
+            rules: HashMap::new(),
+            sys_rules: HashMap::new(),
+            levels: 0,
+            links: HashMap::new(),
+            counters: HashMap::new(),
+            log: Vec::new(),
+            fail_next_attach: false,
+            backends: SysBackends {
+                cgroup_hooks: true,
+                lsm: Some(LsmScope::Node),
+                kprobe: false,
+                path_filter: true,
+            },
+        }
+    }
+}
+
+impl FakeDatapath {
+    pub fn with_backends(backends: SysBackends) -> Self {
+        Self {
+            backends,
+            ..Self::default()
+        }
+    }
 }
 
 impl Datapath for FakeDatapath {
@@ -202,5 +236,9 @@ impl Datapath for FakeDatapath {
 
     fn maps(&self) -> Vec<KernelObject> {
         Vec::new()
+    }
+
+    fn sys_backends(&self) -> SysBackends {
+        self.backends
     }
 }

@@ -37,38 +37,18 @@ impl FaultKind {
         }
     }
 
-    /// Whether this fault needs the program on `hook`.
-    pub fn uses(&self, hook: Hook) -> bool {
+    /// Whether this fault needs the program on `hook`, given the syscall
+    /// backends this node offers (ignored for packet faults).
+    pub fn uses(&self, hook: Hook, backends: &SysBackends) -> bool {
         match self {
             Self::Loss(l) => match hook {
                 Hook::Egress | Hook::Ingress => l.direction.bits() & hook.dir_bit() != 0,
                 _ => false,
             },
-            Self::Syscall(s) => {
-                let (v4, v6) = match s.filter.remote.map(|c| c.addr()) {
-                    Some(IpAddr::V4(_)) => (true, false),
-                    Some(IpAddr::V6(_)) => (false, true),
-                    None => (true, true),
-                };
-                match (s.op, hook) {
-                    (SyscallOp::Connect, Hook::Connect4)
-                    | (SyscallOp::Bind, Hook::Bind4)
-                    | (SyscallOp::Sendmsg, Hook::Sendmsg4) => v4,
-                    (SyscallOp::Connect, Hook::Connect6)
-                    | (SyscallOp::Bind, Hook::Bind6)
-                    | (SyscallOp::Sendmsg, Hook::Sendmsg6) => v6,
-                    (SyscallOp::Socket, Hook::SockCreate) => true,
-                    (SyscallOp::Open, Hook::FileOpen) => true,
-                    (SyscallOp::Read | SyscallOp::Write, Hook::FilePermission) => true,
-                    (SyscallOp::Mkdir, Hook::Mkdir)
-                    | (SyscallOp::Unlink, Hook::Unlink)
-                    | (SyscallOp::Rename, Hook::Rename)
-                    | (SyscallOp::Execve, Hook::Exec)
-                    | (SyscallOp::Accept, Hook::Accept)
-                    | (SyscallOp::Recvmsg, Hook::Recvmsg) => true,
-                    _ => false,
-                }
-            }
+            Self::Syscall(s) => match backends.pick(s) {
+                Ok(backend) => s.uses(hook, backend),
+                Err(_) => false,
+            },
         }
     }
 
@@ -138,9 +118,167 @@ impl PathPrefix {
     }
 }
 
-/// Operations the cgroup socket hooks can fail. Which syscalls each covers
-/// is documented in docs/syscall-faults.md.
+impl SyscallSpec {
+    /// Whether this fault, served by `backend`, needs the program on `hook`.
+    pub fn uses(&self, hook: Hook, backend: SysBackend) -> bool {
+        if backend == SysBackend::Kprobe {
+            return hook == Hook::Kprobe(self.op);
+        }
+        let (v4, v6) = match self.filter.remote.map(|c| c.addr()) {
+            Some(IpAddr::V4(_)) => (true, false),
+            Some(IpAddr::V6(_)) => (false, true),
+            None => (true, true),
+        };
+        match (self.op, hook) {
+            (SyscallOp::Connect, Hook::Connect4)
+            | (SyscallOp::Bind, Hook::Bind4)
+            | (SyscallOp::Sendmsg, Hook::Sendmsg4) => v4,
+            (SyscallOp::Connect, Hook::Connect6)
+            | (SyscallOp::Bind, Hook::Bind6)
+            | (SyscallOp::Sendmsg, Hook::Sendmsg6) => v6,
+            (SyscallOp::Socket, Hook::SockCreate) => true,
+            (SyscallOp::Open, Hook::FileOpen) => true,
+            (SyscallOp::Read | SyscallOp::Write, Hook::FilePermission) => true,
+            (SyscallOp::Mkdir, Hook::Mkdir)
+            | (SyscallOp::Unlink, Hook::Unlink)
+            | (SyscallOp::Rename, Hook::Rename)
+            | (SyscallOp::Execve, Hook::Exec)
+            | (SyscallOp::Accept, Hook::Accept)
+            | (SyscallOp::Recvmsg, Hook::Recvmsg) => true,
+            _ => false,
+        }
+    }
+
+    fn has_filter(&self) -> bool {
+        self.filter != PacketFilter::default() || self.path.is_some()
+    }
+}
+
+/// A kernel mechanism that fails syscalls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysBackend {
+    /// cgroup sock_addr programs with `bpf_set_retval` (connect, bind,
+    /// sendmsg; 6.1+).
+    CgroupSockAddr,
+    /// The cgroup sock_create program (socket; 6.1+).
+    CgroupSock,
+    /// BPF LSM programs attached at the targeted cgroups (6.0+).
+    LsmCgroup,
+    /// BPF LSM programs attached for the whole node, filtering by cgroup
+    /// themselves (5.7+, kernels without `lsm_cgroup`).
+    Lsm,
+    /// kprobes on the syscall entry points with `bpf_override_return`
+    /// (CONFIG_BPF_KPROBE_OVERRIDE).
+    Kprobe,
+}
+
+impl SysBackend {
+    /// As the API reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CgroupSockAddr => "cgroup_sock_addr",
+            Self::CgroupSock => "cgroup_sock",
+            Self::LsmCgroup => "lsm_cgroup",
+            Self::Lsm => "bpf_lsm",
+            Self::Kprobe => "kprobe_override",
+        }
+    }
+}
+
+/// How the loaded BPF LSM programs attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LsmScope {
+    /// `lsm_cgroup`, at the targeted cgroups.
+    Cgroup,
+    /// Plain `lsm`, once for the node.
+    Node,
+}
+
+/// Which syscall backends loaded on this node: decided once, when the agent
+/// loads its programs, so every fault on an operation uses the same one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysBackends {
+    /// The cgroup socket programs (they need `bpf_set_retval`).
+    pub cgroup_hooks: bool,
+    pub lsm: Option<LsmScope>,
+    /// The kprobe programs with `bpf_override_return`.
+    pub kprobe: bool,
+    /// Path-prefix filters (kernel BTF offsets) are usable.
+    pub path_filter: bool,
+}
+
+/// Why no backend can serve a syscall fault: the features it lacks, as
+/// GetCapabilities names them, and what provides them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NoBackend(pub String);
+
+const NEED_CGROUP_HOOKS: &str = "cgroup_sock_hooks (faultd's cgroup socket programs, which use \
+     bpf_set_retval: kernel >= 6.1)";
+const NEED_BPF_LSM: &str = "bpf_lsm (BPF LSM programs loadable and running: kernel >= 5.7 with \
+     CONFIG_BPF_LSM=y and \"bpf\" in the lsm= boot parameter, e.g. Debian and Ubuntu 6.x kernels \
+     booted with lsm=...,bpf)";
+const NEED_KPROBE: &str = "kprobe_override (bpf_override_return on syscall entry: \
+     CONFIG_BPF_KPROBE_OVERRIDE=y and CONFIG_FUNCTION_ERROR_INJECTION=y, as in Fedora, RHEL and \
+     Ubuntu kernels; it serves faults without address, protocol or path filters)";
+const NEED_PATH: &str = "path_filter (kernel BTF at /sys/kernel/btf/vmlinux describing struct \
+     file, dentry, inode and super_block)";
+
+impl SysBackends {
+    /// The backend for `spec`, in order of preference: the cgroup-scoped
+    /// mechanisms first (bystanders run nothing), then node-wide ones.
+    pub fn pick(&self, spec: &SyscallSpec) -> Result<SysBackend, NoBackend> {
+        let kprobe = self.kprobe && !spec.has_filter();
+        let (choice, needs): (Option<SysBackend>, &[&str]) = match spec.op {
+            SyscallOp::Connect | SyscallOp::Bind | SyscallOp::Sendmsg => (
+                (self.cgroup_hooks.then_some(SysBackend::CgroupSockAddr))
+                    .or(kprobe.then_some(SysBackend::Kprobe)),
+                &[NEED_CGROUP_HOOKS, NEED_KPROBE],
+            ),
+            SyscallOp::Socket => (
+                (self.cgroup_hooks.then_some(SysBackend::CgroupSock))
+                    .or(kprobe.then_some(SysBackend::Kprobe)),
+                &[NEED_CGROUP_HOOKS, NEED_KPROBE],
+            ),
+            _ if spec.path.is_some() => {
+                let lsm = match self.lsm {
+                    Some(LsmScope::Cgroup) => Some(SysBackend::LsmCgroup),
+                    Some(LsmScope::Node) => Some(SysBackend::Lsm),
+                    None => None,
+                };
+                match lsm {
+                    Some(b) if self.path_filter => (Some(b), &[]),
+                    Some(_) => (None, &[NEED_PATH]),
+                    None => (None, &[NEED_BPF_LSM, NEED_PATH]),
+                }
+            }
+            _ => (
+                match self.lsm {
+                    Some(LsmScope::Cgroup) => Some(SysBackend::LsmCgroup),
+                    Some(LsmScope::Node) => Some(SysBackend::Lsm),
+                    None => kprobe.then_some(SysBackend::Kprobe),
+                },
+                &[NEED_BPF_LSM, NEED_KPROBE],
+            ),
+        };
+        choice.ok_or_else(|| {
+            let filtered = if self.kprobe && spec.has_filter() {
+                " (kprobe_override is available but takes no filters)"
+            } else {
+                ""
+            };
+            NoBackend(format!(
+                "{} faults need one of: {}{filtered}",
+                spec.op.name(),
+                needs.join("; or ")
+            ))
+        })
+    }
+}
+
+/// Operations a syscall fault can fail. Which syscalls each covers, per
+/// backend, is documented in docs/syscall-faults.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SyscallOp {
     /// connect(2) on TCP and UDP sockets (BPF_CGROUP_INET{4,6}_CONNECT).
     Connect,
@@ -367,7 +505,7 @@ impl Direction {
     }
 }
 
-/// A cgroup attach point, one program each.
+/// A kernel attach point, one program each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hook {
     Egress,
@@ -379,8 +517,8 @@ pub enum Hook {
     Sendmsg4,
     Sendmsg6,
     SockCreate,
-    /// BPF LSM hooks: attached once for the whole node, not per cgroup
-    /// (the program filters by the caller's cgroup).
+    /// BPF LSM hooks: at the targeted cgroups (`lsm_cgroup`) or once for the
+    /// node (`lsm`, the program filters by the caller's cgroup).
     FileOpen,
     FilePermission,
     Mkdir,
@@ -389,10 +527,12 @@ pub enum Hook {
     Exec,
     Accept,
     Recvmsg,
+    /// The kprobes on an operation's syscall entry points, node-wide.
+    Kprobe(SyscallOp),
 }
 
 impl Hook {
-    pub const ALL: [Hook; 17] = [
+    pub const ALL: [Hook; 30] = [
         Hook::Egress,
         Hook::Ingress,
         Hook::Connect4,
@@ -410,10 +550,29 @@ impl Hook {
         Hook::Exec,
         Hook::Accept,
         Hook::Recvmsg,
+        Hook::Kprobe(SyscallOp::Connect),
+        Hook::Kprobe(SyscallOp::Bind),
+        Hook::Kprobe(SyscallOp::Sendmsg),
+        Hook::Kprobe(SyscallOp::Socket),
+        Hook::Kprobe(SyscallOp::Open),
+        Hook::Kprobe(SyscallOp::Read),
+        Hook::Kprobe(SyscallOp::Write),
+        Hook::Kprobe(SyscallOp::Mkdir),
+        Hook::Kprobe(SyscallOp::Unlink),
+        Hook::Kprobe(SyscallOp::Rename),
+        Hook::Kprobe(SyscallOp::Execve),
+        Hook::Kprobe(SyscallOp::Accept),
+        Hook::Kprobe(SyscallOp::Recvmsg),
     ];
 
-    /// BPF LSM hooks: attached once globally rather than at targeted cgroups.
-    pub fn is_global(self) -> bool {
+    /// Hooks attached once for the node rather than at targeted cgroups:
+    /// kprobes, and the LSM hooks when the LSM programs are node-wide.
+    pub fn is_node_wide(self, lsm: Option<LsmScope>) -> bool {
+        matches!(self, Self::Kprobe(_)) || (self.is_lsm() && lsm == Some(LsmScope::Node))
+    }
+
+    /// BPF LSM hooks.
+    pub fn is_lsm(self) -> bool {
         matches!(
             self,
             Self::FileOpen
@@ -454,6 +613,21 @@ impl Hook {
             Self::Exec => "lsm/bprm_check_security",
             Self::Accept => "lsm/socket_accept",
             Self::Recvmsg => "lsm/socket_recvmsg",
+            Self::Kprobe(op) => match op {
+                SyscallOp::Connect => "kprobe/connect",
+                SyscallOp::Bind => "kprobe/bind",
+                SyscallOp::Sendmsg => "kprobe/sendmsg",
+                SyscallOp::Socket => "kprobe/socket",
+                SyscallOp::Open => "kprobe/open",
+                SyscallOp::Read => "kprobe/read",
+                SyscallOp::Write => "kprobe/write",
+                SyscallOp::Mkdir => "kprobe/mkdir",
+                SyscallOp::Unlink => "kprobe/unlink",
+                SyscallOp::Rename => "kprobe/rename",
+                SyscallOp::Execve => "kprobe/execve",
+                SyscallOp::Accept => "kprobe/accept",
+                SyscallOp::Recvmsg => "kprobe/recvmsg",
+            },
         }
     }
 }
@@ -728,11 +902,16 @@ mod tests {
                 path: None,
             })
         };
+        let b = SysBackends {
+            cgroup_hooks: true,
+            ..SysBackends::default()
+        };
         let any = connect(None);
-        assert!(any.uses(Hook::Connect4) && any.uses(Hook::Connect6));
-        assert!(!any.uses(Hook::Bind4) && !any.uses(Hook::Egress));
+        assert!(any.uses(Hook::Connect4, &b) && any.uses(Hook::Connect6, &b));
+        assert!(!any.uses(Hook::Bind4, &b) && !any.uses(Hook::Egress, &b));
+        assert!(!any.uses(Hook::Kprobe(SyscallOp::Connect), &b));
         let v4 = connect(Some("10.0.0.0/8"));
-        assert!(v4.uses(Hook::Connect4) && !v4.uses(Hook::Connect6));
+        assert!(v4.uses(Hook::Connect4, &b) && !v4.uses(Hook::Connect6, &b));
         let KernelRule::Sys(rule) = kernel_rule(&v4, 3, 5) else {
             panic!("sys rule")
         };
@@ -798,5 +977,84 @@ mod tests {
         };
         assert_eq!(rule.has_ports, 0);
         assert_eq!(rule.directions, DIR_EGRESS | DIR_INGRESS);
+    }
+
+    #[test]
+    fn backends_are_picked_cgroup_scoped_first() {
+        let spec = |op, path: bool| SyscallSpec {
+            op,
+            errno: Errno::parse("EIO").expect("known"),
+            probability_ppm: PPM,
+            filter: PacketFilter::default(),
+            path: path.then(|| PathPrefix {
+                path: "/var".into(),
+                dev: 1,
+                ino: 2,
+            }),
+        };
+        let all = SysBackends {
+            cgroup_hooks: true,
+            lsm: Some(LsmScope::Cgroup),
+            kprobe: true,
+            path_filter: true,
+        };
+        let pick = |b: &SysBackends, op, path| b.pick(&spec(op, path)).map_err(|e| e.0);
+        assert_eq!(
+            pick(&all, SyscallOp::Connect, false),
+            Ok(SysBackend::CgroupSockAddr)
+        );
+        assert_eq!(
+            pick(&all, SyscallOp::Socket, false),
+            Ok(SysBackend::CgroupSock)
+        );
+        assert_eq!(pick(&all, SyscallOp::Open, true), Ok(SysBackend::LsmCgroup));
+        let node = SysBackends {
+            lsm: Some(LsmScope::Node),
+            ..all
+        };
+        assert_eq!(pick(&node, SyscallOp::Recvmsg, false), Ok(SysBackend::Lsm));
+        let kprobe_only = SysBackends {
+            kprobe: true,
+            ..SysBackends::default()
+        };
+        assert_eq!(
+            pick(&kprobe_only, SyscallOp::Write, false),
+            Ok(SysBackend::Kprobe)
+        );
+        assert_eq!(
+            pick(&kprobe_only, SyscallOp::Socket, false),
+            Ok(SysBackend::Kprobe)
+        );
+        let err = pick(&kprobe_only, SyscallOp::Open, true).expect_err("path needs LSM");
+        assert!(
+            err.contains("bpf_lsm") && err.contains("path_filter"),
+            "{err}"
+        );
+        let no_btf = SysBackends {
+            path_filter: false,
+            ..all
+        };
+        let err = pick(&no_btf, SyscallOp::Open, true).expect_err("no offsets");
+        assert!(
+            err.contains("path_filter") && !err.contains("bpf_lsm"),
+            "{err}"
+        );
+        assert_eq!(
+            pick(&no_btf, SyscallOp::Open, false),
+            Ok(SysBackend::LsmCgroup)
+        );
+    }
+
+    #[test]
+    fn node_wide_hooks_depend_on_the_lsm_flavour() {
+        assert!(Hook::FileOpen.is_node_wide(Some(LsmScope::Node)));
+        assert!(!Hook::FileOpen.is_node_wide(Some(LsmScope::Cgroup)));
+        assert!(Hook::Kprobe(SyscallOp::Open).is_node_wide(Some(LsmScope::Cgroup)));
+        assert!(Hook::Kprobe(SyscallOp::Open).is_node_wide(None));
+        assert!(!Hook::Connect4.is_node_wide(Some(LsmScope::Node)));
+        let mut names: Vec<&str> = Hook::ALL.iter().map(|h| h.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Hook::ALL.len(), "hook names are unique");
     }
 }

@@ -176,28 +176,38 @@ async fn run(config: Config) -> anyhow::Result<()> {
     raise_memlock_limit();
     raise_nofile_limit();
     let mut caps = caps::probe();
-    let datapath = EbpfDatapath::load(config.limits.max_faults)
+    let datapath = EbpfDatapath::load(config.limits.max_faults, config.syscall.lsm_attach)
         .map_err(|e| anyhow::anyhow!(api::error_chain(&e)))
         .context("loading the eBPF programs")?;
-    caps.add(caps::Feature {
-        name: "cgroup_sock_hooks",
-        available: datapath.syscall_unavailable().is_none(),
-        detail: datapath.syscall_unavailable().map_or_else(
-            || "connect/bind/sendmsg/socket programs loaded".to_owned(),
-            str::to_owned,
-        ),
-    });
-    // Whether BPF LSM works is decided by loading our LSM programs: the LSM
-    // list can name "bpf" while lockdown or the kernel config refuse the load.
+    let loaded = |name, why: Option<&str>, ok: &str| caps::Feature {
+        name,
+        available: why.is_none(),
+        detail: why.map_or_else(|| ok.to_owned(), str::to_owned),
+    };
+    caps.add(loaded(
+        "cgroup_sock_hooks",
+        datapath.syscall_unavailable(),
+        "connect/bind/sendmsg/socket programs loaded",
+    ));
+    // Whether BPF LSM works is decided by loading our LSM programs (lockdown
+    // or the kernel config can refuse them) after checking that the bpf LSM
+    // is active (otherwise they would load and never run).
     let lsm = datapath.lsm_unavailable();
-    caps.add(caps::Feature {
-        name: "bpf_lsm",
-        available: lsm.is_none(),
-        detail: lsm.map_or_else(
-            || "file_open and file_permission programs loaded".to_owned(),
-            str::to_owned,
-        ),
-    });
+    caps.add(loaded(
+        "bpf_lsm",
+        lsm,
+        "BPF LSM active and faultd's LSM programs loaded",
+    ));
+    caps.add(loaded(
+        "lsm_cgroup",
+        datapath.lsm_cgroup_unavailable(),
+        "LSM programs loaded as lsm_cgroup: they attach at targeted cgroups only",
+    ));
+    caps.add(loaded(
+        "kprobe_override",
+        datapath.kprobe_unavailable(),
+        "kprobe programs with bpf_override_return loaded (syscall entry points)",
+    ));
     let path = datapath.path_filter_unavailable();
     caps.add(caps::Feature {
         name: "path_filter",
@@ -208,8 +218,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
             (None, Some(why)) => why.to_owned(),
         },
     });
-    let lsm_cgroup = caps::lsm_cgroup(lsm.is_none());
-    caps.add(lsm_cgroup);
     for f in &caps.features {
         info!(feature = f.name, available = f.available, detail = %f.detail, "capability");
     }

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::{
     datapath::{Datapath, DatapathError, KernelObject, TableRules},
-    fault::{FaultSpec, Hook, Table, kernel_rule},
+    fault::{FaultKind, FaultSpec, Hook, SysBackends, Table, kernel_rule},
     target::{CgroupFs, ResolvedCgroup, TargetError, TargetSpec},
 };
 
@@ -57,6 +57,8 @@ pub struct FaultView {
     pub applied_at: SystemTime,
     pub deadline: SystemTime,
     pub counters: FaultCounters,
+    /// The kernel mechanism serving it (`SysBackend::name`, or "cgroup_skb").
+    pub backend: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,12 +165,15 @@ pub struct Manager<D, R, C> {
     free_slots: Vec<u32>,
     next_slot: u32,
     recent: VecDeque<FaultView>,
-    /// Faults using each global (LSM) hook.
-    global_users: HashMap<Hook, usize>,
+    /// Faults using each node-wide hook (kprobes, node-wide LSM programs).
+    node_wide_users: HashMap<Hook, usize>,
+    /// The syscall backends the datapath loaded.
+    backends: SysBackends,
 }
 
 impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     pub fn new(policy: Policy, dp: D, resolver: R, clock: C) -> Self {
+        let backends = dp.sys_backends();
         Self {
             policy,
             dp,
@@ -184,8 +189,14 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             free_slots: Vec::new(),
             next_slot: 0,
             recent: VecDeque::new(),
-            global_users: HashMap::new(),
+            node_wide_users: HashMap::new(),
+            backends,
         }
+    }
+
+    /// The syscall backends this node offers.
+    pub fn backends(&self) -> SysBackends {
+        self.backends
     }
 
     pub fn policy(&self) -> &Policy {
@@ -220,6 +231,11 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
                     crate::duration::format(self.policy.max_duration)
                 ),
             });
+        }
+        if let FaultKind::Syscall(s) = &spec.kind {
+            self.backends
+                .pick(s)
+                .map_err(|e| ManagerError::Precondition(e.0))?;
         }
         let target = self.resolver.resolve(&spec.target)?;
         if target.level >= MAX_CGROUP_LEVEL {
@@ -432,7 +448,21 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             applied_at: a.applied_at,
             deadline: a.deadline_wall,
             counters,
+            backend: self.backend_name(&a.spec.kind),
         })
+    }
+
+    fn backend_name(&self, kind: &FaultKind) -> &'static str {
+        match kind {
+            FaultKind::Loss(_) => "cgroup_skb",
+            FaultKind::Syscall(s) => self.backends.pick(s).map_or("none", |b| b.name()),
+        }
+    }
+
+    /// Whether `a` needs the program on `hook` and that program is attached
+    /// once for the node.
+    fn uses_node_wide(&self, a: &Active, hook: Hook) -> bool {
+        hook.is_node_wide(self.backends.lsm) && a.spec.kind.uses(hook, &self.backends)
     }
 
     fn check_protected(&self, target: &ResolvedCgroup) -> Result<(), ManagerError> {
@@ -487,11 +517,10 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
                 }
             });
         node.faults.insert(a.spec.id.clone());
-        for hook in Hook::ALL
-            .into_iter()
-            .filter(|h| h.is_global() && a.spec.kind.uses(*h))
-        {
-            *self.global_users.entry(hook).or_default() += 1;
+        for hook in Hook::ALL {
+            if self.uses_node_wide(&a, hook) {
+                *self.node_wide_users.entry(hook).or_default() += 1;
+            }
         }
         self.deadlines.insert((a.deadline_ns, a.spec.id.clone()));
         self.faults.insert(a.spec.id.clone(), a);
@@ -500,11 +529,10 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     fn remove_from_model(&mut self, id: &str) -> Option<Active> {
         let a = self.faults.remove(id)?;
         self.deadlines.remove(&(a.deadline_ns, a.spec.id.clone()));
-        for hook in Hook::ALL
-            .into_iter()
-            .filter(|h| h.is_global() && a.spec.kind.uses(*h))
-        {
-            if let Some(n) = self.global_users.get_mut(&hook) {
+        for hook in Hook::ALL {
+            if self.uses_node_wide(&a, hook)
+                && let Some(n) = self.node_wide_users.get_mut(&hook)
+            {
                 *n = n.saturating_sub(1);
             }
         }
@@ -601,14 +629,16 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     }
 
     fn wants_link(&self, path: &str, hook: Hook) -> bool {
-        if hook.is_global() {
-            // Keyed at "" (never a cgroup-hook target path for these hooks).
-            return path.is_empty() && self.global_users.get(&hook).is_some_and(|n| *n > 0);
+        if hook.is_node_wide(self.backends.lsm) {
+            // Keyed at "" (never a target path: the root is protected).
+            return path.is_empty() && self.node_wide_users.get(&hook).is_some_and(|n| *n > 0);
         }
         let has_own = |n: &TargetNode| {
-            n.faults
-                .iter()
-                .any(|id| self.faults.get(id).is_some_and(|a| a.spec.kind.uses(hook)))
+            n.faults.iter().any(|id| {
+                self.faults
+                    .get(id)
+                    .is_some_and(|a| a.spec.kind.uses(hook, &self.backends))
+            })
         };
         self.targets.get(path).is_some_and(has_own)
             && !self.targeted_ancestors(path).any(|(_, n)| has_own(n))
@@ -648,7 +678,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             self.dp.set_levels(self.levels_written | levels)?;
             self.levels_written |= levels;
         }
-        // Global hooks live at "" whatever cgroups changed.
+        // Node-wide hooks live at "" whatever cgroups changed.
         let mut affected = affected.clone();
         affected.insert(String::new());
         let affected = &affected;

@@ -23,7 +23,7 @@ use crate::{
     api,
     caps::Capabilities,
     datapath::Datapath,
-    fault::{FaultKind, FaultSpec},
+    fault::{FaultKind, FaultSpec, SysBackends},
     manager::{Clock, Manager, ManagerError, Resolver},
 };
 
@@ -39,45 +39,16 @@ fn required_features(kind: &FaultKind) -> &'static [(&'static str, &'static str)
     );
     match kind {
         FaultKind::Loss(_) => &[("cgroup_skb", "cgroup_skb programs"), LINKS, DEADLINES],
-        FaultKind::Syscall(s) if s.path.is_some() => &[
-            (
-                "bpf_lsm",
-                "BPF LSM programs loadable: kernel >= 5.7 with CONFIG_BPF_LSM=y and \"bpf\" in \
-                 the lsm= boot parameter (e.g. Debian and Ubuntu 6.x kernels booted with \
-                 lsm=...,bpf)",
-            ),
-            (
-                "path_filter",
-                "kernel BTF (/sys/kernel/btf/vmlinux) describing struct file, path, dentry, \
-                 inode and super_block",
-            ),
-            LINKS,
-            DEADLINES,
-        ],
-        FaultKind::Syscall(s) if s.op.is_lsm() => &[
-            (
-                "bpf_lsm",
-                "BPF LSM programs loadable: kernel >= 5.7 with CONFIG_BPF_LSM=y and \"bpf\" in \
-                 the lsm= boot parameter (e.g. Debian and Ubuntu 6.x kernels booted with \
-                 lsm=...,bpf)",
-            ),
-            LINKS,
-            DEADLINES,
-        ],
-        FaultKind::Syscall(_) => &[
-            (
-                "cgroup_sock_hooks",
-                "faultd's cgroup socket programs loaded (they use bpf_set_retval, kernel >= 6.1)",
-            ),
-            LINKS,
-            DEADLINES,
-        ],
+        // Which mechanism serves it is decided by `SysBackends::pick`.
+        FaultKind::Syscall(_) => &[LINKS, DEADLINES],
     }
 }
 
 pub struct Shared<D, R, C> {
     manager: Mutex<Manager<D, R, C>>,
     caps: Capabilities,
+    /// The manager's syscall backends, fixed at start.
+    backends: SysBackends,
     cgroup_mount: PathBuf,
     /// Woken when faults change, so the expiry task re-reads the next deadline.
     changed: Notify,
@@ -97,6 +68,7 @@ impl<D, R, C> std::fmt::Debug for Shared<D, R, C> {
 impl<D: Datapath, R: Resolver, C: Clock> Shared<D, R, C> {
     pub fn new(manager: Manager<D, R, C>, caps: Capabilities, cgroup_mount: PathBuf) -> Arc<Self> {
         Arc::new(Self {
+            backends: manager.backends(),
             manager: Mutex::new(manager),
             caps,
             cgroup_mount,
@@ -184,11 +156,16 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
         let spec = FaultSpec::try_from(spec).map_err(|e| api::invalid_status(&e))?;
-        let missing: Vec<String> = required_features(&spec.kind)
+        let mut missing: Vec<String> = required_features(&spec.kind)
             .iter()
             .filter(|(name, _)| !self.shared.caps.has(name))
             .map(|(name, what)| format!("{name} ({what})"))
             .collect();
+        if let FaultKind::Syscall(s) = &spec.kind
+            && let Err(e) = self.shared.backends.pick(s)
+        {
+            missing.push(e.0);
+        }
         if !missing.is_empty() {
             return Err(Status::failed_precondition(format!(
                 "this kernel ({}) lacks what {} faults need: {}",

@@ -133,9 +133,9 @@ pub struct SysRule {
     pub has_path: u32,
 }
 
-/// Struct member offsets the path-prefix walk reads, from the running
-/// kernel's BTF (Rust eBPF has no CO-RE relocations). Set by the agent as
-/// read-only globals before load; all zero disables path filters.
+/// Read-only globals the agent sets before load. Most are the struct member
+/// offsets the path-prefix walk reads, from the running kernel's BTF (Rust
+/// eBPF has no CO-RE relocations); all zero disables path filters.
 pub mod offsets {
     pub const FILE_DENTRY: &str = "FAULTD_OFF_FILE_DENTRY";
     pub const DENTRY_PARENT: &str = "FAULTD_OFF_DENTRY_PARENT";
@@ -143,6 +143,9 @@ pub mod offsets {
     pub const INODE_INO: &str = "FAULTD_OFF_INODE_INO";
     pub const INODE_SB: &str = "FAULTD_OFF_INODE_SB";
     pub const SB_DEV: &str = "FAULTD_OFF_SB_DEV";
+    /// 1 arms `bpf_override_return` in the kprobe programs (see
+    /// ebpf/src/kprobe.rs); 0 loads them only to verify the rest.
+    pub const KPROBE_OVERRIDE: &str = "FAULTD_KPROBE_OVERRIDE";
 }
 
 /// The syscall rules that apply to one cgroup (its own and its targeted
@@ -194,8 +197,48 @@ pub mod names {
     pub const EXEC_PROG: &str = "faultd_exec";
     pub const ACCEPT_PROG: &str = "faultd_accept";
     pub const RECVMSG_PROG: &str = "faultd_recvmsg";
+    /// The `lsm_cgroup` flavour of the LSM programs, in the same order.
+    pub const LSM_CGROUP_PROGS: [&str; 8] = [
+        "faultd_c_open",
+        "faultd_c_rw",
+        "faultd_c_mkdir",
+        "faultd_c_unlink",
+        "faultd_c_rename",
+        "faultd_c_exec",
+        "faultd_c_accept",
+        "faultd_c_recv",
+    ];
+    /// The kprobe programs, one per operation.
+    pub const KPROBE_OPEN_PROG: &str = "faultd_k_open";
+    pub const KPROBE_READ_PROG: &str = "faultd_k_read";
+    pub const KPROBE_WRITE_PROG: &str = "faultd_k_write";
+    pub const KPROBE_CONNECT_PROG: &str = "faultd_k_conn";
+    pub const KPROBE_BIND_PROG: &str = "faultd_k_bind";
+    pub const KPROBE_SENDMSG_PROG: &str = "faultd_k_send";
+    pub const KPROBE_SOCKET_PROG: &str = "faultd_k_socket";
+    pub const KPROBE_MKDIR_PROG: &str = "faultd_k_mkdir";
+    pub const KPROBE_UNLINK_PROG: &str = "faultd_k_unlink";
+    pub const KPROBE_RENAME_PROG: &str = "faultd_k_rename";
+    pub const KPROBE_EXEC_PROG: &str = "faultd_k_exec";
+    pub const KPROBE_ACCEPT_PROG: &str = "faultd_k_accept";
+    pub const KPROBE_RECVMSG_PROG: &str = "faultd_k_recv";
+    pub const KPROBE_PROGS: [&str; 13] = [
+        KPROBE_OPEN_PROG,
+        KPROBE_READ_PROG,
+        KPROBE_WRITE_PROG,
+        KPROBE_CONNECT_PROG,
+        KPROBE_BIND_PROG,
+        KPROBE_SENDMSG_PROG,
+        KPROBE_SOCKET_PROG,
+        KPROBE_MKDIR_PROG,
+        KPROBE_UNLINK_PROG,
+        KPROBE_RENAME_PROG,
+        KPROBE_EXEC_PROG,
+        KPROBE_ACCEPT_PROG,
+        KPROBE_RECVMSG_PROG,
+    ];
     /// Every program, for checks that must cover them all.
-    pub const ALL_PROGS: [&str; 17] = [
+    pub const ALL_PROGS: [&str; 38] = [
         EGRESS_PROG,
         INGRESS_PROG,
         CONNECT4_PROG,
@@ -213,6 +256,27 @@ pub mod names {
         EXEC_PROG,
         ACCEPT_PROG,
         RECVMSG_PROG,
+        LSM_CGROUP_PROGS[0],
+        LSM_CGROUP_PROGS[1],
+        LSM_CGROUP_PROGS[2],
+        LSM_CGROUP_PROGS[3],
+        LSM_CGROUP_PROGS[4],
+        LSM_CGROUP_PROGS[5],
+        LSM_CGROUP_PROGS[6],
+        LSM_CGROUP_PROGS[7],
+        KPROBE_PROGS[0],
+        KPROBE_PROGS[1],
+        KPROBE_PROGS[2],
+        KPROBE_PROGS[3],
+        KPROBE_PROGS[4],
+        KPROBE_PROGS[5],
+        KPROBE_PROGS[6],
+        KPROBE_PROGS[7],
+        KPROBE_PROGS[8],
+        KPROBE_PROGS[9],
+        KPROBE_PROGS[10],
+        KPROBE_PROGS[11],
+        KPROBE_PROGS[12],
     ];
     /// Prefix of every program this project loads; used to find leftovers.
     pub const PROG_PREFIX: &str = "faultd_";

@@ -15,7 +15,7 @@ use aya_ebpf::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_prandom_u32,
         bpf_ktime_get_boot_ns, bpf_set_retval,
     },
-    macros::{cgroup_sock, cgroup_sock_addr, lsm, map},
+    macros::{cgroup_sock, cgroup_sock_addr, lsm, lsm_cgroup, map},
     maps::HashMap,
     programs::{LsmContext, SockAddrContext, SockContext},
 };
@@ -177,110 +177,145 @@ pub fn faultd_socket(ctx: SockContext) -> i32 {
     verdict(SYS_OP_SOCKET, &call)
 }
 
-/// `security_file_open` runs on every open path: open(2), openat(2),
-/// openat2(2), creat(2) and the kernel opening files for execve
-/// (fs/namei.c, `do_open` -> `vfs_open`; fs/open.c, `do_dentry_open`).
-/// LSM programs run for every task, so the cgroup filter is ours: callers
-/// outside targeted cgroups cost one map lookup (plus one per targeted
-/// level), and only while a file fault exists (the agent attaches these
-/// programs only then).
-#[lsm(hook = "file_open")]
-pub fn faultd_open(ctx: LsmContext) -> i32 {
-    // file_open(struct file *file), then the return value of the BPF LSM
-    // programs before us (kernel/bpf/bpf_lsm.c): a denial stands.
-    // Argument 1 of this hook is that int.
-    let previous: i32 = ctx.arg(1);
-    if previous != 0 {
-        return previous;
-    }
-    // Argument 0 is the `struct file *` being opened.
-    lsm_verdict(SYS_OP_OPEN, ctx.arg(0))
-}
-
-/// `security_file_permission(file, mask)` runs before every read and write
-/// on an open file, sockets and pipes included (fs/read_write.c,
-/// `rw_verify_area`).
-#[lsm(hook = "file_permission")]
-pub fn faultd_rw(ctx: LsmContext) -> i32 {
-    // file_permission(struct file *file, int mask), then the previous
-    // programs' return value.
-    let (mask, previous): (i32, i32) = (ctx.arg(1), ctx.arg(2));
-    if previous != 0 {
-        return previous;
-    }
-    // include/linux/fs.h: MAY_WRITE 0x2, MAY_READ 0x4.
-    let op = if mask & 0x2 != 0 {
-        SYS_OP_WRITE
-    } else if mask & 0x4 != 0 {
-        SYS_OP_READ
-    } else {
-        return 0;
-    };
-    lsm_verdict(op, ctx.arg(0))
-}
-
-/// An LSM hook with `$args` arguments before the previous programs'
-/// return value (kernel/bpf/bpf_lsm.c appends it), failing `$op`.
-macro_rules! lsm_op {
-    ($name:ident, $hook:literal, $args:literal, $op:expr, $doc:literal) => {
+/// Each BPF LSM hook has two programs with the same decision:
+///
+/// - `lsm` (BPF_LSM_MAC, 5.7+), attached once for the node: it runs for
+///   every task, so the cgroup filter is ours and callers outside targeted
+///   cgroups pay one map lookup (plus one per targeted level). It returns 0
+///   to allow or `-errno`, and must pass on a denial by an earlier BPF LSM
+///   program, whose verdict the trampoline hands it as the last argument
+///   (kernel/bpf/bpf_lsm.c).
+/// - `lsm_cgroup` (BPF_LSM_CGROUP, 6.0+), attached like the socket programs
+///   at the topmost targeted cgroups: the kernel runs it only for tasks in
+///   those subtrees (kernel/bpf/cgroup.c, `__cgroup_bpf_run_lsm_current`;
+///   for hooks whose first argument is a socket, the socket's cgroup,
+///   `__cgroup_bpf_run_lsm_socket`), so bystanders run no faultd code. It
+///   returns 1 to allow or 0 to deny, with the errno from `bpf_set_retval`
+///   (`bpf_prog_run_array_cg` defaults a denial to EPERM); the verifier
+///   holds it to [0, 1] (kernel/bpf/verifier.c, `check_return_code`).
+///
+/// The agent loads one flavour: `lsm_cgroup` where the kernel has it.
+macro_rules! lsm_hook {
+    (
+        $node:ident, $scoped:ident, $hook:literal, $previous:literal,
+        | $ctx:ident | $call:expr, $doc:literal
+    ) => {
         #[doc = $doc]
         #[lsm(hook = $hook)]
-        pub fn $name(ctx: LsmContext) -> i32 {
-            let previous: i32 = ctx.arg($args);
+        pub fn $node($ctx: LsmContext) -> i32 {
+            let previous: i32 = $ctx.arg($previous);
             if previous != 0 {
                 return previous;
             }
-            lsm_verdict($op, 0)
+            let (op, file): (u8, u64) = $call;
+            match lsm_decide(op, file) {
+                0 => 0,
+                errno => lsm_return(errno),
+            }
+        }
+
+        #[doc = $doc]
+        #[lsm_cgroup(hook = $hook)]
+        pub fn $scoped($ctx: LsmContext) -> i32 {
+            let _ = &$ctx;
+            let (op, file): (u8, u64) = $call;
+            retval_verdict(lsm_decide(op, file))
         }
     };
 }
 
-lsm_op!(
+lsm_hook!(
+    faultd_open,
+    faultd_c_open,
+    "file_open",
+    1,
+    // file_open(struct file *file): fail the open of that file.
+    |ctx| (SYS_OP_OPEN, ctx.arg(0)),
+    "`security_file_open` runs on every open path: open(2), openat(2), openat2(2), creat(2) and \
+     the kernel opening files for execve (fs/namei.c, `do_open` -> `vfs_open`; fs/open.c, \
+     `do_dentry_open`)."
+);
+lsm_hook!(
+    faultd_rw,
+    faultd_c_rw,
+    "file_permission",
+    2,
+    // file_permission(struct file *file, int mask); include/linux/fs.h:
+    // MAY_WRITE 0x2, MAY_READ 0x4. Op 0 (neither) is never failed.
+    |ctx| {
+        let mask: i32 = ctx.arg(1);
+        let op = if mask & 0x2 != 0 {
+            SYS_OP_WRITE
+        } else if mask & 0x4 != 0 {
+            SYS_OP_READ
+        } else {
+            0
+        };
+        (op, ctx.arg(0))
+    },
+    "`security_file_permission(file, mask)` runs before every read and write on an open file, \
+     sockets and pipes included (fs/read_write.c, `rw_verify_area`)."
+);
+lsm_hook!(
     faultd_mkdir,
+    faultd_c_mkdir,
     "inode_mkdir",
     3,
-    SYS_OP_MKDIR,
+    |ctx| (SYS_OP_MKDIR, 0),
     "mkdir(2), mkdirat(2): `security_inode_mkdir(dir, dentry, mode)` (fs/namei.c, `vfs_mkdir`)."
 );
-lsm_op!(
+lsm_hook!(
     faultd_unlink,
+    faultd_c_unlink,
     "inode_unlink",
     2,
-    SYS_OP_UNLINK,
-    "unlink(2), unlinkat(2) of files: `security_inode_unlink(dir, dentry)` (fs/namei.c, `vfs_unlink`)."
+    |ctx| (SYS_OP_UNLINK, 0),
+    "unlink(2), unlinkat(2) of files: `security_inode_unlink(dir, dentry)` (fs/namei.c, \
+     `vfs_unlink`)."
 );
-lsm_op!(
+lsm_hook!(
     faultd_rename,
+    faultd_c_rename,
     "inode_rename",
     4,
-    SYS_OP_RENAME,
-    "rename(2), renameat(2), renameat2(2): `security_inode_rename(old_dir, old, new_dir, new)` (fs/namei.c, `vfs_rename`)."
+    |ctx| (SYS_OP_RENAME, 0),
+    "rename(2), renameat(2), renameat2(2): `security_inode_rename(old_dir, old, new_dir, new)` \
+     (fs/namei.c, `vfs_rename`)."
 );
-lsm_op!(
+lsm_hook!(
     faultd_exec,
+    faultd_c_exec,
     "bprm_check_security",
     1,
-    SYS_OP_EXECVE,
+    |ctx| (SYS_OP_EXECVE, 0),
     "execve(2), execveat(2): `security_bprm_check(bprm)` (fs/exec.c, `search_binary_handler`)."
 );
-lsm_op!(
+lsm_hook!(
     faultd_accept,
+    faultd_c_accept,
     "socket_accept",
     2,
-    SYS_OP_ACCEPT,
+    |ctx| (SYS_OP_ACCEPT, 0),
     "accept(2), accept4(2): `security_socket_accept(sock, newsock)` (net/socket.c, `do_accept`)."
 );
-lsm_op!(
+lsm_hook!(
     faultd_recvmsg,
+    faultd_c_recv,
     "socket_recvmsg",
     4,
-    SYS_OP_RECVMSG,
-    "recv/recvfrom/recvmsg/recvmmsg: `security_socket_recvmsg(sock, msg, size, flags)` (net/socket.c, `sock_recvmsg`)."
+    |ctx| (SYS_OP_RECVMSG, 0),
+    "recv/recvfrom/recvmsg/recvmmsg: `security_socket_recvmsg(sock, msg, size, flags)` \
+     (net/socket.c, `sock_recvmsg`)."
 );
 
-/// LSM hooks return 0 to allow and a negative errno to deny.
+/// The errno a rule without address filters fails `op` with, or 0 (for
+/// the LSM and kprobe programs). Op 0 is "not an operation we fail" (a
+/// file_permission check that is neither read nor write).
 #[inline(always)]
-fn lsm_verdict(op: u8, file: u64) -> i32 {
+pub fn lsm_decide(op: u8, file: u64) -> u32 {
+    if op == 0 {
+        return 0;
+    }
     let call = Call {
         family: 0,
         protocol: 0,
@@ -288,10 +323,7 @@ fn lsm_verdict(op: u8, file: u64) -> i32 {
         port: None,
         file,
     };
-    match decide(op, &call) {
-        0 => 0,
-        errno => lsm_return(errno),
-    }
+    decide(op, &call)
 }
 
 /// `-errno` in a form the verifier can bound. Recent verifiers require an
@@ -357,7 +389,14 @@ fn call_v6(ctx: &SockAddrContext) -> Call {
 
 #[inline(always)]
 fn verdict(op: u8, call: &Call) -> i32 {
-    match decide(op, call) {
+    retval_verdict(decide(op, call))
+}
+
+/// For the cgroup hooks (socket and `lsm_cgroup`): allow on 0, else deny
+/// with `errno` as the call's result.
+#[inline(always)]
+pub fn retval_verdict(errno: u32) -> i32 {
+    match errno {
         0 => ALLOW,
         errno => {
             // SAFETY: helper with a plain integer argument. A failure leaves

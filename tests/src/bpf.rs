@@ -152,6 +152,27 @@ pub fn maps_named(prefix: &str) -> Vec<(u32, String)> {
     select_programs(maps, prefix)
 }
 
+/// The running kernel's build config and where it came from:
+/// `/boot/config-<release>` (the VM tier ships it there), else
+/// `/proc/config.gz` (CONFIG_IKCONFIG_PROC), else empty.
+pub fn kernel_config(release: &str) -> (String, String) {
+    let boot = format!("/boot/config-{release}");
+    if let Ok(text) = std::fs::read_to_string(&boot) {
+        return (boot, text);
+    }
+    let gz = "/proc/config.gz";
+    if std::path::Path::new(gz).exists()
+        && let Ok(out) = std::process::Command::new("zcat").arg(gz).output()
+        && out.status.success()
+    {
+        return (
+            gz.to_owned(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        );
+    }
+    ("no kernel config found".to_owned(), String::new())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,6 +212,27 @@ fn observe() -> BTreeMap<&'static str, (bool, String)> {
         ),
     );
     o.insert("fq_qdisc", fq_works());
+    // Failing syscalls from a kprobe: the helper (CONFIG_BPF_KPROBE_OVERRIDE)
+    // and a kprobe PMU to attach through (CONFIG_KPROBES). The helper is read
+    // from the kernel's build config: bpftool's helper probe looks for
+    // "unknown func" in the verifier log, which 6.x kernels changed to
+    // "program of this type cannot use helper", so it reports the helper
+    // present where it is not.
+    let pmu = Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
+    let (config_source, config) = faultd_tests::bpf::kernel_config(&release);
+    let override_config = config
+        .lines()
+        .any(|l| l.trim() == "CONFIG_BPF_KPROBE_OVERRIDE=y");
+    o.insert(
+        "kprobe_override",
+        (
+            pmu && override_config,
+            format!(
+                "kprobe PMU {pmu}, CONFIG_BPF_KPROBE_OVERRIDE=y in {config_source}: \
+                 {override_config}"
+            ),
+        ),
+    );
     o
 }
 

@@ -439,13 +439,35 @@ async fn bpf_lsm_available(client: &mut AgentClient<Channel>) -> (bool, String) 
 /// An agent and client when this kernel has BPF LSM; otherwise prints the
 /// skip reason the agent gives and returns None.
 async fn start_with_bpf_lsm() -> Option<(AgentGuard, AgentClient<Channel>)> {
-    let (agent, mut client) = AgentGuard::start_default().await;
+    start_with_lsm_attach("auto").await
+}
+
+/// As [`start_with_bpf_lsm`], with `syscall.lsm_attach` set to `attach`.
+async fn start_with_lsm_attach(attach: &str) -> Option<(AgentGuard, AgentClient<Channel>)> {
+    let mut agent = AgentGuard::start(faultd_tests::AgentOptions {
+        config_toml: Some(format!("[syscall]\nlsm_attach = \"{attach}\"\n")),
+        ..Default::default()
+    });
+    agent.wait_ready();
+    let mut client = agent.client().await;
     let (available, why) = bpf_lsm_available(&mut client).await;
     if !available {
         faultd_tests::cgroup::skip(&format!("BPF LSM unusable on this kernel: {why}"));
         return None;
     }
     Some((agent, client))
+}
+
+/// Whether the agent loaded the `lsm_cgroup` flavour.
+async fn lsm_cgroup_in_use(client: &mut AgentClient<Channel>) -> bool {
+    client
+        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .await
+        .expect("caps")
+        .into_inner()
+        .features
+        .iter()
+        .any(|f| f.name == "lsm_cgroup" && f.available)
 }
 
 #[tokio::test]
@@ -456,6 +478,34 @@ async fn open_and_write_fail_in_the_target_only() {
     let Some((_agent, mut client)) = start_with_bpf_lsm().await else {
         return;
     };
+    let per_cgroup = lsm_cgroup_in_use(&mut client).await;
+    open_and_write(
+        &mut client,
+        if per_cgroup { "lsm_cgroup" } else { "bpf_lsm" },
+    )
+    .await;
+}
+
+/// The same with the LSM programs attached once for the node, as on kernels
+/// before 6.0.
+#[tokio::test]
+async fn open_and_write_fail_in_the_target_only_with_node_wide_lsm() {
+    if !require_root() {
+        return;
+    }
+    let Some((_agent, mut client)) = start_with_lsm_attach("node").await else {
+        return;
+    };
+    assert!(
+        !lsm_cgroup_in_use(&mut client).await,
+        "lsm_attach = node reports lsm_cgroup unused"
+    );
+    open_and_write(&mut client, "bpf_lsm").await;
+}
+
+/// open() fails with EIO at 30% and write() with ENOSPC at 50% in the target;
+/// a bystander's calls all succeed; `backend` is what serves them.
+async fn open_and_write(client: &mut AgentClient<Channel>, backend: &str) {
     let target = CgroupGuard::new("file-target");
     let bystander = CgroupGuard::new("file-bystander");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -469,8 +519,9 @@ async fn open_and_write_fail_in_the_target_only() {
         "EIO",
         300_000,
     );
-    let fault = apply(&mut client, open).await;
-    assert_eq!(fault.backend, "bpf_lsm");
+    let fault = apply(client, open).await;
+    assert_eq!(fault.backend, backend);
+    assert_lsm_links(backend, &target, &bystander);
     let r = file_ops(&target, &file, "open", CONNECTS);
     let eio = r.errors.get("EIO").copied().unwrap_or(0);
     assert_eq!(eio + r.ok, r.attempted, "only EIO: {:?}", r.errors);
@@ -494,7 +545,7 @@ async fn open_and_write_fail_in_the_target_only() {
         "ENOSPC",
         500_000,
     );
-    apply(&mut client, write).await;
+    apply(client, write).await;
     let w = file_ops(&target, &file, "write", 2_000);
     let nospc = w.errors.get("ENOSPC").copied().unwrap_or(0);
     assert_eq!(nospc + w.ok, w.attempted, "only ENOSPC: {w:?}");
@@ -514,6 +565,31 @@ async fn open_and_write_fail_in_the_target_only() {
         links_of_programs_named("faultd_").is_empty(),
         "LSM programs detached"
     );
+}
+
+/// With `lsm_cgroup` the open program is linked to the target's cgroup (and
+/// no other); node-wide, one link with no cgroup.
+fn assert_lsm_links(backend: &str, target: &CgroupGuard, bystander: &CgroupGuard) {
+    let links = links_of_programs_named("faultd_");
+    let open: Vec<_> = links
+        .iter()
+        .filter(|l| l.prog_name == "faultd_c_open" || l.prog_name == "faultd_open")
+        .collect();
+    assert_eq!(open.len(), 1, "one open link: {links:?}");
+    match backend {
+        "lsm_cgroup" => {
+            assert_eq!(open[0].prog_name, "faultd_c_open");
+            assert_eq!(open[0].cgroup_id, Some(target.id()), "{links:?}");
+            assert!(
+                links.iter().all(|l| l.cgroup_id != Some(bystander.id())),
+                "nothing on the bystander: {links:?}"
+            );
+        }
+        _ => {
+            assert_eq!(open[0].prog_name, "faultd_open");
+            assert_eq!(open[0].cgroup_id, None, "{links:?}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -565,6 +641,11 @@ async fn directory_and_exec_operations_fail_in_the_target_only() {
     let Some((_agent, mut client)) = start_with_bpf_lsm().await else {
         return;
     };
+    let backend = if lsm_cgroup_in_use(&mut client).await {
+        "lsm_cgroup"
+    } else {
+        "bpf_lsm"
+    };
     let target = CgroupGuard::new("dirops-target");
     let bystander = CgroupGuard::new("dirops-bystander");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -577,7 +658,7 @@ async fn directory_and_exec_operations_fail_in_the_target_only() {
     for (op, mode, errno) in cases {
         let id = format!("dirops-{mode}");
         let fault = syscall_fault(&id, target.relative_str(), op, errno, 1_000_000);
-        assert_eq!(apply(&mut client, fault).await.backend, "bpf_lsm");
+        assert_eq!(apply(&mut client, fault).await.backend, backend);
         let r = file_ops(&target, dir.path(), mode, 100);
         assert_eq!(
             r.errors.get(errno).copied(),
@@ -754,5 +835,60 @@ async fn open_fails_under_the_path_prefix_only() {
         status.message().contains("spec.syscall.path_prefix"),
         "{}",
         status.message()
+    );
+}
+
+/// Where the kernel has kprobes but not `bpf_override_return`
+/// (CONFIG_BPF_KPROBE_OVERRIDE, absent from Debian's kernels), the agent must
+/// report the kprobe backend unavailable and show that its kprobe programs
+/// pass this kernel's verifier with only the override call disabled: the
+/// backend is verified everywhere it can be short of a kernel built with it.
+#[tokio::test]
+async fn kprobe_programs_verify_where_only_the_override_helper_is_missing() {
+    if !require_root() {
+        return;
+    }
+    if !faultd_tests::bpf::bpftool_available() {
+        faultd_tests::cgroup::skip("bpftool is not installed (it is the independent probe)");
+        return;
+    }
+    let probe: serde_json::Value = faultd_tests::bpf::bpftool_json(&["feature", "probe", "kernel"]);
+    let kprobe_type = probe["program_types"]["have_kprobe_prog_type"] == true;
+    let pmu = std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
+    // The kernel config, not bpftool's helper probe: see tests/tests/caps.rs.
+    let release = nix::sys::utsname::uname()
+        .expect("uname")
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let (source, config) = faultd_tests::bpf::kernel_config(&release);
+    let override_helper = config
+        .lines()
+        .any(|l| l.trim() == "CONFIG_BPF_KPROBE_OVERRIDE=y");
+    if !(kprobe_type && pmu) || override_helper || config.is_empty() {
+        faultd_tests::cgroup::skip(&format!(
+            "needs kprobes without bpf_override_return (kprobe program type {kprobe_type}, \
+             kprobe PMU {pmu}, CONFIG_BPF_KPROBE_OVERRIDE=y in {source}: {override_helper})"
+        ));
+        return;
+    }
+    let (_agent, mut client) = AgentGuard::start_default().await;
+    let caps = client
+        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .await
+        .expect("caps")
+        .into_inner();
+    let f = caps
+        .features
+        .iter()
+        .find(|f| f.name == "kprobe_override")
+        .expect("kprobe_override reported");
+    println!("kprobe_override: {} ({})", f.available, f.detail);
+    assert!(!f.available, "{f:?}");
+    assert!(
+        f.detail.contains("bpf_override_return#")
+            && f.detail.contains("lacks only CONFIG_BPF_KPROBE_OVERRIDE"),
+        "the programs verify without the override: {}",
+        f.detail
     );
 }

@@ -8,7 +8,8 @@ use aya::{
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Program, ProgramError,
         cgroup_skb::CgroupSkbLink, cgroup_sock::CgroupSockLink,
-        cgroup_sock_addr::CgroupSockAddrLink, lsm::LsmLink,
+        cgroup_sock_addr::CgroupSockAddrLink, kprobe::KProbeLink, lsm::LsmLink,
+        lsm_cgroup::LsmLink as LsmCgroupLink,
     },
     util::nr_cpus,
 };
@@ -16,7 +17,10 @@ use faultd_common::{CgroupRules, FaultCounters, LEVELS_INDEX, SysRules, names, o
 use tracing::{debug, info, warn};
 
 use super::{Datapath, DatapathError, KernelObject, TableRules};
-use crate::fault::{Hook, Table};
+use crate::{
+    config::LsmAttach,
+    fault::{Hook, LsmScope, SysBackends, SyscallOp, Table},
+};
 
 /// A link of any of our program types. Dropping it detaches.
 #[derive(Debug)]
@@ -26,6 +30,9 @@ enum Link {
     SockAddr(CgroupSockAddrLink),
     Sock(CgroupSockLink),
     Lsm(LsmLink),
+    LsmCgroup(LsmCgroupLink),
+    /// One perf-event kprobe per syscall entry point of the operation.
+    Kprobe(Vec<KProbeLink>),
 }
 
 /// The BPF LSM programs and their hooks.
@@ -39,6 +46,54 @@ const LSM_PROGRAMS: [(&str, &str); 8] = [
     (names::ACCEPT_PROG, "socket_accept"),
     (names::RECVMSG_PROG, "socket_recvmsg"),
 ];
+
+/// The syscall entry points each kprobe program attaches to, without the
+/// architecture's wrapper prefix. 32-bit compat entries are not covered.
+fn kprobe_syscalls(op: SyscallOp) -> &'static [&'static str] {
+    match op {
+        SyscallOp::Open => &["open", "openat", "openat2", "creat"],
+        SyscallOp::Read => &["read", "readv", "pread64", "preadv", "preadv2"],
+        SyscallOp::Write => &["write", "writev", "pwrite64", "pwritev", "pwritev2"],
+        SyscallOp::Connect => &["connect"],
+        SyscallOp::Bind => &["bind"],
+        SyscallOp::Sendmsg => &["sendto", "sendmsg", "sendmmsg"],
+        SyscallOp::Socket => &["socket"],
+        SyscallOp::Mkdir => &["mkdir", "mkdirat"],
+        SyscallOp::Unlink => &["unlink", "unlinkat"],
+        SyscallOp::Rename => &["rename", "renameat", "renameat2"],
+        SyscallOp::Execve => &["execve", "execveat"],
+        SyscallOp::Accept => &["accept", "accept4"],
+        SyscallOp::Recvmsg => &["recvfrom", "recvmsg", "recvmmsg"],
+    }
+}
+
+/// The syscall wrappers' symbol prefix (arch/*/include/asm/syscall_wrapper.h).
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_PREFIX: &str = "__x64_sys_";
+#[cfg(target_arch = "aarch64")]
+const SYSCALL_PREFIX: &str = "__arm64_sys_";
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const SYSCALL_PREFIX: &str = "sys_";
+
+fn kprobe_prog(op: SyscallOp) -> &'static str {
+    match op {
+        SyscallOp::Open => names::KPROBE_OPEN_PROG,
+        SyscallOp::Read => names::KPROBE_READ_PROG,
+        SyscallOp::Write => names::KPROBE_WRITE_PROG,
+        SyscallOp::Connect => names::KPROBE_CONNECT_PROG,
+        SyscallOp::Bind => names::KPROBE_BIND_PROG,
+        SyscallOp::Sendmsg => names::KPROBE_SENDMSG_PROG,
+        SyscallOp::Socket => names::KPROBE_SOCKET_PROG,
+        SyscallOp::Mkdir => names::KPROBE_MKDIR_PROG,
+        SyscallOp::Unlink => names::KPROBE_UNLINK_PROG,
+        SyscallOp::Rename => names::KPROBE_RENAME_PROG,
+        SyscallOp::Execve => names::KPROBE_EXEC_PROG,
+        SyscallOp::Accept => names::KPROBE_ACCEPT_PROG,
+        SyscallOp::Recvmsg => names::KPROBE_RECVMSG_PROG,
+    }
+}
+
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 
 /// The syscall programs, loaded when the kernel accepts them.
 const SYS_PROGRAMS: [&str; 7] = [
@@ -62,6 +117,12 @@ pub struct EbpfDatapath {
     sys_unavailable: Option<String>,
     /// Why the BPF LSM programs could not be loaded, if they could not.
     lsm_unavailable: Option<String>,
+    /// How the loaded LSM programs attach, if they loaded.
+    lsm_scope: Option<LsmScope>,
+    /// Why the `lsm_cgroup` flavour is not used, if it is not.
+    lsm_cgroup_unavailable: Option<String>,
+    /// Why the kprobe programs cannot fail calls, if they cannot.
+    kprobe_unavailable: Option<String>,
     /// Why path-prefix filters cannot be served (no usable BTF layout).
     path_filter_unavailable: Option<String>,
     counters: PerCpuArray<MapData, FaultCounters>,
@@ -87,7 +148,7 @@ impl std::fmt::Debug for EbpfDatapath {
 
 impl EbpfDatapath {
     /// Loads the programs and maps, sized for `max_faults`. Attaches nothing.
-    pub fn load(max_faults: u32) -> Result<Self, DatapathError> {
+    pub fn load(max_faults: u32, lsm_attach: LsmAttach) -> Result<Self, DatapathError> {
         // Offsets for the path-prefix walk; zeros (the object's defaults)
         // make every path-filtered rule a non-match, and the agent refuses
         // such faults up front.
@@ -101,17 +162,7 @@ impl EbpfDatapath {
             (offsets::INODE_SB, o.map_or(0, |o| o.inode_sb)),
             (offsets::SB_DEV, o.map_or(0, |o| o.sb_dev)),
         ];
-        let mut loader = EbpfLoader::new();
-        loader
-            .map_max_entries(names::RULES_MAP, max_faults)
-            .map_max_entries(names::COUNTERS_MAP, max_faults)
-            .map_max_entries(names::SYS_RULES_MAP, max_faults);
-        for (name, value) in &globals {
-            loader.override_global(name, value, true);
-        }
-        let mut ebpf = loader
-            .load(OBJECT)
-            .map_err(|e| DatapathError::Load(Box::new(e)))?;
+        let mut ebpf = load_object(max_faults, &globals, true)?;
         let path_filter_unavailable = path_offsets.err();
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
@@ -150,9 +201,24 @@ impl EbpfDatapath {
                 break;
             }
         }
-        let lsm_unavailable = load_lsm(&mut ebpf).err();
+        let (lsm_scope, lsm_cgroup_unavailable, lsm_unavailable) = load_lsm(&mut ebpf, lsm_attach);
         if let Some(why) = &lsm_unavailable {
             info!(reason = %why, "file syscall faults unavailable (BPF LSM)");
+        }
+        // aya attaches kprobes through the kprobe PMU (perf_event_open), so
+        // they go with the agent's fds; without it (no CONFIG_KPROBES) there
+        // is nothing to attach to.
+        let kprobe_unavailable = if Path::new(KPROBE_PMU).exists() {
+            load_kprobes(&mut ebpf)
+                .err()
+                .map(|why| kprobe_diagnosis(why, max_faults, &globals))
+        } else {
+            Some(format!(
+                "no kprobe PMU ({KPROBE_PMU}): the kernel is built without CONFIG_KPROBES"
+            ))
+        };
+        if let Some(why) = &kprobe_unavailable {
+            info!(reason = %why, "kprobe syscall backend unavailable");
         }
         let map_ids = [
             names::RULES_MAP,
@@ -187,6 +253,9 @@ impl EbpfDatapath {
             sys_rules,
             sys_unavailable,
             lsm_unavailable,
+            lsm_scope,
+            lsm_cgroup_unavailable,
+            kprobe_unavailable,
             path_filter_unavailable,
             counters,
             levels,
@@ -207,6 +276,16 @@ impl EbpfDatapath {
     /// enough, lockdown or a missing CONFIG_BPF_LSM refuse the load.
     pub fn lsm_unavailable(&self) -> Option<&str> {
         self.lsm_unavailable.as_deref()
+    }
+
+    /// Why the per-cgroup LSM flavour is not used, if it is not.
+    pub fn lsm_cgroup_unavailable(&self) -> Option<&str> {
+        self.lsm_cgroup_unavailable.as_deref()
+    }
+
+    /// Why the kprobe backend cannot fail calls here, if it cannot.
+    pub fn kprobe_unavailable(&self) -> Option<&str> {
+        self.kprobe_unavailable.as_deref()
     }
 
     /// Why path-prefix filters cannot be served here, if they cannot.
@@ -238,17 +317,131 @@ fn skb_program<'a>(
         })
 }
 
-fn load_lsm(ebpf: &mut Ebpf) -> Result<(), String> {
-    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
-    for (name, hook) in LSM_PROGRAMS {
-        match ebpf.program_mut(name) {
-            Some(Program::Lsm(p)) => p.load(hook, &btf).map_err(|e| {
-                format!("loading {name} on {hook}: {}", crate::api::error_chain(&e))
-            })?,
+/// Loads faultd's object with the given read-only globals. `kprobe_armed`
+/// sets `FAULTD_KPROBE_OVERRIDE`.
+fn load_object(
+    max_faults: u32,
+    globals: &[(&str, u32)],
+    kprobe_armed: bool,
+) -> Result<Ebpf, DatapathError> {
+    let armed = u32::from(kprobe_armed);
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(names::RULES_MAP, max_faults)
+        .map_max_entries(names::COUNTERS_MAP, max_faults)
+        .map_max_entries(names::SYS_RULES_MAP, max_faults);
+    for (name, value) in globals {
+        loader.override_global(name, value, true);
+    }
+    loader.override_global(offsets::KPROBE_OVERRIDE, &armed, true);
+    loader
+        .load(OBJECT)
+        .map_err(|e| DatapathError::Load(Box::new(e)))
+}
+
+/// Loads one flavour of the LSM programs. Returns the scope that loaded,
+/// why `lsm_cgroup` is not used, and why none loaded.
+fn load_lsm(
+    ebpf: &mut Ebpf,
+    attach: LsmAttach,
+) -> (Option<LsmScope>, Option<String>, Option<String>) {
+    // With CONFIG_BPF_LSM=y but "bpf" missing from lsm=, the kernel loads
+    // and attaches LSM programs that never run: the bpf_lsm_* functions
+    // they hook are only called from the hooks the bpf LSM registered at
+    // boot (security/security.c, `lsm_order`; security/bpf/hooks.c). A fault
+    // would silently do nothing, so check the active list first.
+    let list = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    if !list.split(',').any(|l| l.trim() == "bpf") {
+        let why = format!(
+            "\"bpf\" is not in /sys/kernel/security/lsm ({}); boot with lsm=...,bpf",
+            if list.trim().is_empty() {
+                "unreadable"
+            } else {
+                list.trim()
+            }
+        );
+        return (None, Some(why.clone()), Some(why));
+    }
+    let btf = match aya::Btf::from_sys_fs() {
+        Ok(btf) => btf,
+        Err(e) => {
+            let why = format!("reading kernel BTF: {e}");
+            return (None, Some(why.clone()), Some(why));
+        }
+    };
+    let cgroup = match attach {
+        LsmAttach::Node => Err("disabled by syscall.lsm_attach = \"node\"".to_owned()),
+        LsmAttach::Auto | LsmAttach::Cgroup => load_lsm_programs(ebpf, &btf, LsmScope::Cgroup),
+    };
+    let cgroup_why = match cgroup {
+        Ok(()) => return (Some(LsmScope::Cgroup), None, None),
+        Err(why) => why,
+    };
+    if attach == LsmAttach::Cgroup {
+        return (None, Some(cgroup_why.clone()), Some(cgroup_why));
+    }
+    match load_lsm_programs(ebpf, &btf, LsmScope::Node) {
+        Ok(()) => (Some(LsmScope::Node), Some(cgroup_why), None),
+        Err(why) => (None, Some(cgroup_why), Some(why)),
+    }
+}
+
+fn load_lsm_programs(ebpf: &mut Ebpf, btf: &aya::Btf, scope: LsmScope) -> Result<(), String> {
+    for (i, (node_name, hook)) in LSM_PROGRAMS.into_iter().enumerate() {
+        let name = match scope {
+            LsmScope::Node => node_name,
+            LsmScope::Cgroup => names::LSM_CGROUP_PROGS[i],
+        };
+        let loaded = match ebpf.program_mut(name) {
+            Some(Program::Lsm(p)) if scope == LsmScope::Node => p.load(hook, btf),
+            Some(Program::LsmCgroup(p)) if scope == LsmScope::Cgroup => p.load(hook, btf),
             _ => return Err(format!("the eBPF object has no LSM program {name}")),
+        };
+        loaded.map_err(|e| format!("loading {name} on {hook}: {}", crate::api::error_chain(&e)))?;
+    }
+    Ok(())
+}
+
+fn load_kprobes(ebpf: &mut Ebpf) -> Result<(), String> {
+    for name in names::KPROBE_PROGS {
+        match ebpf.program_mut(name) {
+            Some(Program::KProbe(p)) => p
+                .load()
+                .map_err(|e| format!("loading {name}: {}", crate::api::error_chain(&e)))?,
+            _ => return Err(format!("the eBPF object has no kprobe program {name}")),
         }
     }
     Ok(())
+}
+
+/// Why the armed kprobe programs did not load, and whether the rest of them
+/// verifies here: a second copy of the object with the override call dead
+/// (see ebpf/src/kprobe.rs) tells a kernel that only lacks
+/// CONFIG_BPF_KPROBE_OVERRIDE from one that refuses kprobes altogether.
+fn kprobe_diagnosis(why: String, max_faults: u32, globals: &[(&str, u32)]) -> String {
+    let rest = load_object(max_faults, globals, false)
+        .map_err(|e| crate::api::error_chain(&e))
+        .and_then(|mut dry| load_kprobes(&mut dry));
+    // The verifier's own line says which helper it refused; the rest of its
+    // log is the whole program and does not belong in a capability.
+    // "unknown func bpf_override_return#58" before 6.5,
+    // "program of this type cannot use helper bpf_override_return#58" since.
+    let refused = why
+        .lines()
+        .find(|l| l.contains("bpf_override_return#"))
+        .map(str::trim);
+    match (rest, refused) {
+        (Ok(()), Some(line)) => format!(
+            "the verifier refuses the helper ({line:?}): the kernel is built without \
+             CONFIG_BPF_KPROBE_OVERRIDE; with the bpf_override_return call disabled the same \
+             programs load, so this kernel lacks only CONFIG_BPF_KPROBE_OVERRIDE"
+        ),
+        (Ok(()), None) => format!(
+            "{why}; with the bpf_override_return call disabled the same programs load, so only \
+             the override is refused"
+        ),
+        (Err(rest), _) => format!("{why}; without the override call they fail too: {rest}"),
+    }
 }
 
 fn ebpf_program<'a>(
@@ -287,7 +480,12 @@ fn map_err(
     }
 }
 
-fn prog_name(hook: Hook) -> &'static str {
+fn prog_name(hook: Hook, lsm: Option<LsmScope>) -> &'static str {
+    if lsm == Some(LsmScope::Cgroup)
+        && let Some(i) = LSM_HOOKS.iter().position(|h| *h == hook)
+    {
+        return names::LSM_CGROUP_PROGS[i];
+    }
     match hook {
         Hook::Egress => names::EGRESS_PROG,
         Hook::Ingress => names::INGRESS_PROG,
@@ -306,8 +504,21 @@ fn prog_name(hook: Hook) -> &'static str {
         Hook::Exec => names::EXEC_PROG,
         Hook::Accept => names::ACCEPT_PROG,
         Hook::Recvmsg => names::RECVMSG_PROG,
+        Hook::Kprobe(op) => kprobe_prog(op),
     }
 }
+
+/// The LSM hooks in `LSM_PROGRAMS` order.
+const LSM_HOOKS: [Hook; 8] = [
+    Hook::FileOpen,
+    Hook::FilePermission,
+    Hook::Mkdir,
+    Hook::Unlink,
+    Hook::Rename,
+    Hook::Exec,
+    Hook::Accept,
+    Hook::Recvmsg,
+];
 
 impl Datapath for EbpfDatapath {
     fn set_rules(&mut self, cgroup_id: u64, rules: &TableRules) -> Result<(), DatapathError> {
@@ -348,7 +559,7 @@ impl Datapath for EbpfDatapath {
             path: path.display().to_string(),
             source,
         })?;
-        let name = prog_name(hook);
+        let name = prog_name(hook, self.lsm_scope);
         let attach_err = |e| DatapathError::Attach {
             hook,
             path: path.display().to_string(),
@@ -376,10 +587,35 @@ impl Datapath for EbpfDatapath {
                 let id = p.attach(cgroup, mode).map_err(attach_err)?;
                 Link::Sock(p.take_link(id).map_err(attach_err)?)
             }
-            // Global: the program filters by the caller's cgroup itself.
+            // Node-wide: the program filters by the caller's cgroup itself.
             Program::Lsm(p) => {
                 let id = p.attach().map_err(attach_err)?;
                 Link::Lsm(p.take_link(id).map_err(attach_err)?)
+            }
+            Program::LsmCgroup(p) => {
+                let id = p.attach(cgroup).map_err(attach_err)?;
+                Link::LsmCgroup(p.take_link(id).map_err(attach_err)?)
+            }
+            Program::KProbe(p) => {
+                let Hook::Kprobe(op) = hook else {
+                    return Err(DatapathError::Missing {
+                        kind: "kprobe hook",
+                        name,
+                    });
+                };
+                let present = kernel_symbols();
+                let mut links = Vec::new();
+                for call in kprobe_syscalls(op) {
+                    let symbol = format!("{SYSCALL_PREFIX}{call}");
+                    // Not every architecture has every entry point (arm64 has
+                    // no open(2)); an absent one has nothing to fail.
+                    if present.as_ref().is_some_and(|p| !p.contains(&symbol)) {
+                        continue;
+                    }
+                    let id = p.attach(&symbol, 0).map_err(attach_err)?;
+                    links.push(p.take_link(id).map_err(attach_err)?);
+                }
+                Link::Kprobe(links)
             }
             _ => {
                 return Err(DatapathError::Missing {
@@ -442,4 +678,25 @@ impl Datapath for EbpfDatapath {
     fn maps(&self) -> Vec<KernelObject> {
         self.map_ids.clone()
     }
+
+    fn sys_backends(&self) -> SysBackends {
+        SysBackends {
+            cgroup_hooks: self.sys_unavailable.is_none(),
+            lsm: self.lsm_scope,
+            kprobe: self.kprobe_unavailable.is_none(),
+            path_filter: self.path_filter_unavailable.is_none(),
+        }
+    }
+}
+
+/// Function names in /proc/kallsyms, or None if it cannot be read (then
+/// every entry point is tried).
+fn kernel_symbols() -> Option<std::collections::HashSet<String>> {
+    let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .map(str::to_owned)
+            .collect(),
+    )
 }

@@ -82,15 +82,14 @@ fn policy() -> Policy {
 }
 
 fn manager() -> (TestManager, FakeClock) {
+    manager_on(FakeDatapath::default())
+}
+
+fn manager_on(dp: FakeDatapath) -> (TestManager, FakeClock) {
     let clock = FakeClock::default();
     clock.advance(Duration::from_secs(1000));
     (
-        Manager::new(
-            policy(),
-            FakeDatapath::default(),
-            FakeResolver,
-            clock.clone(),
-        ),
+        Manager::new(policy(), dp, FakeResolver, clock.clone()),
         clock,
     )
 }
@@ -509,10 +508,9 @@ fn check_invariants(m: &TestManager) {
         assert_eq!(got, expect, "rules of {path}");
         assert_eq!(node.id, id_of(path));
         for hook in Hook::ALL {
-            let in_use = m
-                .faults
-                .values()
-                .any(|f| is_anc_or_self(&f.target.path, path) && f.spec.kind.uses(hook));
+            let in_use = m.faults.values().any(|f| {
+                is_anc_or_self(&f.target.path, path) && f.spec.kind.uses(hook, &m.backends)
+            });
             let covering =
                 m.dp.links
                     .iter()
@@ -596,4 +594,137 @@ fn lsm_hooks_attach_once_for_the_node_while_file_faults_exist() {
     assert!(m.dp.links.keys().any(|(_, h)| *h == Hook::FilePermission));
     m.revert("c").expect("revert c");
     assert!(m.dp.links.is_empty() && m.dp.sys_rules.is_empty());
+}
+
+#[test]
+fn lsm_cgroup_hooks_attach_at_the_topmost_targeted_cgroups() {
+    use crate::fault::{LsmScope, SysBackends, SyscallOp};
+    let (mut m, _) = manager_on(FakeDatapath::with_backends(SysBackends {
+        cgroup_hooks: true,
+        lsm: Some(LsmScope::Cgroup),
+        kprobe: false,
+        path_filter: true,
+    }));
+    let (view, _) = m
+        .apply(file_fault("child", "app/one", SyscallOp::Open))
+        .expect("child");
+    assert_eq!(view.backend, "lsm_cgroup");
+    assert_eq!(links(&m), vec![("/cg/app/one".into(), Hook::FileOpen)]);
+    m.apply(file_fault("parent", "app", SyscallOp::Open))
+        .expect("parent");
+    assert_eq!(
+        links(&m),
+        vec![("/cg/app".into(), Hook::FileOpen)],
+        "the parent's link covers the child; bystanders get none"
+    );
+    m.apply(file_fault("other", "db", SyscallOp::Write))
+        .expect("other");
+    assert_eq!(
+        links(&m),
+        vec![
+            ("/cg/app".into(), Hook::FileOpen),
+            ("/cg/db".into(), Hook::FilePermission)
+        ]
+    );
+    m.revert("parent").expect("revert parent");
+    assert_eq!(
+        links(&m),
+        vec![
+            ("/cg/app/one".into(), Hook::FileOpen),
+            ("/cg/db".into(), Hook::FilePermission)
+        ]
+    );
+    check_invariants_sys(&m);
+    m.revert_all().expect("revert all");
+    assert!(m.dp.links.is_empty() && m.dp.sys_rules.is_empty());
+}
+
+#[test]
+fn kprobes_serve_unfiltered_faults_when_nothing_else_can() {
+    use crate::fault::{SysBackends, SyscallOp};
+    let (mut m, _) = manager_on(FakeDatapath::with_backends(SysBackends {
+        cgroup_hooks: false,
+        lsm: None,
+        kprobe: true,
+        path_filter: false,
+    }));
+    let (view, _) = m
+        .apply(file_fault("a", "app/one", SyscallOp::Connect))
+        .expect("a");
+    assert_eq!(view.backend, "kprobe_override");
+    m.apply(file_fault("b", "app/two", SyscallOp::Connect))
+        .expect("b");
+    m.apply(file_fault("c", "app/two", SyscallOp::Open))
+        .expect("c");
+    assert_eq!(
+        links(&m),
+        vec![
+            ("/cg/".into(), Hook::Kprobe(SyscallOp::Connect)),
+            ("/cg/".into(), Hook::Kprobe(SyscallOp::Open))
+        ],
+        "one node-wide kprobe set per operation"
+    );
+    let mut filtered = file_fault("d", "app/three", SyscallOp::Connect);
+    if let FaultKind::Syscall(s) = &mut filtered.kind {
+        s.filter.remote_ports = Some(5432..=5432);
+    }
+    let err = m.apply(filtered).expect_err("kprobes take no filters");
+    let text = err.to_string();
+    assert!(matches!(err, ManagerError::Precondition(_)), "{err:?}");
+    assert!(
+        text.contains("cgroup_sock_hooks") && text.contains("takes no filters"),
+        "{text}"
+    );
+    assert_eq!(m.len(), 3, "nothing half-applied");
+    m.revert("a").expect("a");
+    assert!(
+        links(&m).contains(&("/cg/".into(), Hook::Kprobe(SyscallOp::Connect))),
+        "b still connects"
+    );
+    m.revert("b").expect("b");
+    assert_eq!(
+        links(&m),
+        vec![("/cg/".into(), Hook::Kprobe(SyscallOp::Open))]
+    );
+    m.revert("c").expect("c");
+    assert!(m.dp.links.is_empty() && m.dp.sys_rules.is_empty());
+}
+
+#[test]
+fn without_any_backend_syscall_faults_are_refused_naming_what_would_serve_them() {
+    use crate::fault::{SysBackends, SyscallOp};
+    let (mut m, _) = manager_on(FakeDatapath::with_backends(SysBackends::default()));
+    for (op, needs) in [
+        (SyscallOp::Open, ["bpf_lsm", "kprobe_override"]),
+        (SyscallOp::Connect, ["cgroup_sock_hooks", "kprobe_override"]),
+    ] {
+        let err = m.apply(file_fault("x", "app", op)).expect_err("no backend");
+        assert!(matches!(err, ManagerError::Precondition(_)), "{err:?}");
+        for need in needs {
+            assert!(err.to_string().contains(need), "{op:?}: {err}");
+        }
+    }
+    assert!(m.is_empty() && m.dp.links.is_empty() && m.dp.sys_rules.is_empty());
+}
+
+/// Syscall-table counterpart of the link checks in `check_invariants`:
+/// exactly one attachment of each hook covers each targeted cgroup whose
+/// faults (or ancestors' faults) use it.
+fn check_invariants_sys(m: &TestManager) {
+    let is_anc_or_self = |a: &str, b: &str| a == b || b.starts_with(&format!("{a}/"));
+    for path in m.targets.keys() {
+        for hook in Hook::ALL {
+            let in_use = m.faults.values().any(|f| {
+                is_anc_or_self(&f.target.path, path) && f.spec.kind.uses(hook, &m.backends)
+            });
+            let covering =
+                m.dp.links
+                    .iter()
+                    .filter(|((_, h), p)| {
+                        *h == hook && is_anc_or_self(p.trim_start_matches("/cg/"), path)
+                    })
+                    .count();
+            assert_eq!(covering, usize::from(in_use), "{hook} covering {path}");
+        }
+    }
 }

@@ -18,7 +18,7 @@ use super::{TestBinary, results::Column};
 /// no BPF LSM, no fq, TCX. Other hosts get no expectation beyond the test's
 /// own observations unless FAULTD_HOST_EXPECT_FEATURES says otherwise.
 const PROJECT_HOST_FEATURES: &str = "bpf_lsm=0,lsm_cgroup=0,btf=1,fq_qdisc=0,tcx=1,bpf_link_cgroup=1,cgroup_skb=1,bpf_set_retval=1,\
-     cgroup_sock_hooks=1,path_filter=0";
+     cgroup_sock_hooks=1,path_filter=0,kprobe_override=0";
 
 fn host_expectations() -> Option<String> {
     if let Ok(set) = std::env::var("FAULTD_HOST_EXPECT_FEATURES") {

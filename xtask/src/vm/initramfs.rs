@@ -12,6 +12,7 @@
 //! /usr/sbin/{bpftool,tc,ip}   the real tools (busybox's tc/ip are toys)
 //! /lib/..., /lib64/...        shared libraries at the paths ldd reports
 //! /lib/modules/<name>.ko      decompressed modules, in load order
+//! /boot/config-<release>      the kernel's build config
 //! ```
 //!
 //! Rust binaries are copied without DWARF (`objcopy --strip-debug`): that
@@ -90,7 +91,7 @@ pub fn build(
     let mut cpio = CpioWriter::new(BufWriter::new(file));
 
     for dir in [
-        "dev", "proc", "sys", "tmp", "run", "root", "etc", "tests", "usr/bin", "sbin",
+        "dev", "proc", "sys", "tmp", "run", "root", "etc", "tests", "usr/bin", "sbin", "boot",
     ] {
         cpio.dir(dir)?;
     }
@@ -142,6 +143,15 @@ pub fn build(
             0o644,
             &module.path,
         )?;
+    }
+
+    // The kernel's build config, where bpftool and the tests look for it:
+    // some features (CONFIG_BPF_KPROBE_OVERRIDE) are only observable there.
+    let config = kernel
+        .vmlinuz
+        .with_file_name(format!("config-{}", kernel.release));
+    if config.is_file() {
+        cpio.file_from(&format!("boot/config-{}", kernel.release), 0o644, &config)?;
     }
 
     let script = init_script(payload, kernel, modules);

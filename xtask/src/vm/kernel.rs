@@ -40,15 +40,18 @@ pub const MATRIX: &[KernelSpec] = &[
         name: "debian-6.1",
         package: "linux-image-6.1.0-56-cloud-amd64-unsigned",
         series: ("linux-image-6.1.0-", "-cloud-amd64-unsigned"),
+        // Debian has no CONFIG_FUNCTION_ERROR_INJECTION, so no kprobe override.
         expect_features: "bpf_lsm=1,lsm_cgroup=1,btf=1,fq_qdisc=1,tcx=0,bpf_link_cgroup=1,\
-                          cgroup_skb=1,bpf_set_retval=1,cgroup_sock_hooks=1,path_filter=1",
+                          cgroup_skb=1,bpf_set_retval=1,cgroup_sock_hooks=1,path_filter=1,\
+                          kprobe_override=0",
     },
     KernelSpec {
         name: "debian-6.12",
         package: "linux-image-6.12.117+deb12-cloud-amd64-unsigned",
         series: ("linux-image-6.12.", "+deb12-cloud-amd64-unsigned"),
         expect_features: "bpf_lsm=1,lsm_cgroup=1,btf=1,fq_qdisc=1,tcx=1,bpf_link_cgroup=1,\
-                          cgroup_skb=1,bpf_set_retval=1,cgroup_sock_hooks=1,path_filter=1",
+                          cgroup_skb=1,bpf_set_retval=1,cgroup_sock_hooks=1,path_filter=1,\
+                          kprobe_override=0",
     },
 ];
 

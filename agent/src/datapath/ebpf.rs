@@ -426,9 +426,10 @@ fn kprobe_diagnosis(why: String, max_faults: u32, globals: &[(&str, u32)]) -> St
     // log is the whole program and does not belong in a capability.
     // "unknown func bpf_override_return#58" before 6.5,
     // "program of this type cannot use helper bpf_override_return#58" since.
+    // The log shows the call instruction first, then the refusal.
     let refused = why
         .lines()
-        .find(|l| l.contains("bpf_override_return#"))
+        .rfind(|l| l.contains("bpf_override_return#") && !l.contains("call "))
         .map(str::trim);
     match (rest, refused) {
         (Ok(()), Some(line)) => format!(

@@ -219,8 +219,8 @@ const NEED_BPF_LSM: &str = "bpf_lsm (BPF LSM programs loadable and running: kern
      CONFIG_BPF_LSM=y and \"bpf\" in the lsm= boot parameter, e.g. Debian and Ubuntu 6.x kernels \
      booted with lsm=...,bpf)";
 const NEED_KPROBE: &str = "kprobe_override (bpf_override_return on syscall entry: \
-     CONFIG_BPF_KPROBE_OVERRIDE=y and CONFIG_FUNCTION_ERROR_INJECTION=y, as in Fedora, RHEL and \
-     Ubuntu kernels; it serves faults without address, protocol or path filters)";
+     a kernel built with CONFIG_BPF_KPROBE_OVERRIDE=y and CONFIG_FUNCTION_ERROR_INJECTION=y, see \
+     /boot/config-$(uname -r); it serves faults without address, protocol or path filters)";
 const NEED_PATH: &str = "path_filter (kernel BTF at /sys/kernel/btf/vmlinux describing struct \
      file, dentry, inode and super_block)";
 

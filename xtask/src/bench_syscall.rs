@@ -12,8 +12,9 @@
 //! baseline are taken per round (paired). Plus the programs' own run time
 //! from the kernel's BPF run-time statistics.
 //!
-//! The BPF LSM operations (open, read, write) are not measured here: they
-//! need a kernel with BPF LSM, which the host does not have.
+//! The BPF LSM operations (open, read, write) need a kernel with BPF LSM,
+//! which the host does not have: `--vm` measures them in the VM tier
+//! (`bench_syscall_vm`).
 
 use std::{
     collections::BTreeMap,
@@ -30,14 +31,17 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use faultd_proto::agent::v1 as pb;
-use faultd_tests::{AgentGuard, AgentOptions, CgroupGuard, Traffic, bpf, faults::prost_duration};
+use faultd_tests::{
+    AgentGuard, AgentOptions, CgroupGuard, Traffic, bpf,
+    faults::prost_duration,
+    measure::{Pinned, children_cpu, prog_runs_during},
+};
 use serde_json::{Value, json};
 
 use crate::{
     bench::{
-        Api, Environment, FAULT_DURATION, NetNs, Pinned, Sysctl, bulk, children_cpu, group,
-        loadavg, max, median, min, prog_run_stats, progress, raise_priority, signed_cell,
-        spread_cell, verdict,
+        Api, Environment, FAULT_DURATION, NetNs, bulk, group, loadavg, max, median, min, progress,
+        raise_priority, signed_cell, spread_cell, verdict,
     },
     util::{target_dir, workspace_root},
 };
@@ -60,6 +64,20 @@ pub struct Options {
     /// (alternately connect and socket faults).
     #[arg(long, default_value_t = 1_000)]
     pub faults: usize,
+    /// Measure open(), read() and write() (BPF LSM) instead, inside the VM
+    /// tier's Debian kernels (FAULTD_VM_KERNELS to pick one); writes
+    /// docs/benchmarks/syscall-vm.md and syscall-vm.json. No root needed.
+    #[arg(long)]
+    pub vm: bool,
+    /// open() calls per run (--vm).
+    #[arg(long, default_value_t = 10_000)]
+    pub opens: u64,
+    /// read() calls per run (--vm).
+    #[arg(long, default_value_t = 50_000)]
+    pub reads: u64,
+    /// write() calls per run (--vm).
+    #[arg(long, default_value_t = 50_000)]
+    pub writes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -372,15 +390,15 @@ impl Bench {
         count: u64,
     ) -> anyhow::Result<(LoopReport, f64)> {
         let _in = self.place.netns.enter()?;
-        let _pinned = Pinned::last_cpu()?;
+        let _pinned = Pinned::last_cpu();
         let (dst, n) = (self.place.addr.to_string(), count.to_string());
         let args: Vec<&str> = match op {
             Op::Connect => vec!["tcp-connect", "--dst", &dst, "--count", &n],
             Op::Socket => vec!["socket-loop", "--count", &n, "--protocol", "tcp"],
         };
-        let cpu0 = children_cpu()?;
+        let cpu0 = children_cpu();
         let r: LoopReport = Traffic::spawn(&args, Some(cgroup)).finish_as();
-        let cpu = children_cpu()?.saturating_sub(cpu0);
+        let cpu = children_cpu().saturating_sub(cpu0);
         #[expect(clippy::cast_precision_loss, reason = "a mean")]
         let cpu_ns = cpu.as_nanos() as f64 / count.max(1) as f64;
         Ok((r, cpu_ns))
@@ -685,15 +703,13 @@ impl Bench {
                 Op::Connect => self.opts.connects,
                 Op::Socket => self.opts.sockets,
             };
-            let (runs, ns) = {
-                let _stats = Sysctl::set("/proc/sys/kernel/bpf_stats_enabled", "1")?;
-                let (c0, t0) = prog_run_stats(id);
-                self.helper(op, self.cgroup(Who::Target, op), count)?;
-                let (c1, t1) = prog_run_stats(id);
-                (c1.saturating_sub(c0), t1.saturating_sub(t0))
-            };
-            #[expect(clippy::cast_precision_loss, reason = "a mean")]
-            let per_run = ns as f64 / runs.max(1) as f64;
+            let mut ran: anyhow::Result<()> = Ok(());
+            let (runs, per_run) = prog_runs_during(id, || {
+                ran = self
+                    .helper(op, self.cgroup(Who::Target, op), count)
+                    .map(drop);
+            });
+            ran?;
             self.progress(&format!(
                 "{name}: {runs} runs for {count} calls, {per_run:.0} ns per run (bpf_stats)"
             ));
@@ -933,12 +949,12 @@ impl Bench {
         );
         let _ = write!(
             out,
-            "\n## Not measured: open(), read(), write()\n\n\
+            "\n## Not measured here: open(), read(), write()\n\n\
              These operations use the BPF LSM backend (`file_open`, `file_permission`), which \
              needs a kernel with `CONFIG_BPF_LSM=y` and `bpf` in `lsm=`. This host does not \
-             have it: GetCapabilities reports `bpf_lsm` {lsm}. They are benchmarked only where \
-             BPF LSM exists (the VM tier's Debian kernels), and are not yet measured: this \
-             report has no numbers for them. Unlike the socket hooks, the LSM programs run for \
+             have it: GetCapabilities reports `bpf_lsm` {lsm}. `cargo xtask bench syscall \
+             --vm` measures them inside the VM tier's Debian kernels: see \
+             [syscall-vm.md](syscall-vm.md). Unlike the socket hooks, the LSM programs run for \
              every task of the node while a file fault exists (filtering by cgroup inside the \
              program), so their bystander cost is not expected to be zero.\n"
         );

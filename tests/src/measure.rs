@@ -8,6 +8,8 @@
 
 use std::{fs, time::Duration};
 
+use clap::Args;
+
 use nix::sched::CpuSet;
 use serde_json::Value;
 
@@ -111,4 +113,53 @@ pub fn prog_runs_during(id: u32, work: impl FnOnce()) -> (u64, f64) {
     #[expect(clippy::cast_precision_loss, reason = "a mean")]
     let per_run = t1.saturating_sub(t0) as f64 / runs.max(1) as f64;
     (runs, per_run)
+}
+
+/// How many times a benchmark measures each configuration.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Schedule {
+    /// Measurement rounds; every configuration is measured once per round.
+    #[arg(long, default_value_t = 7)]
+    pub rounds: usize,
+    /// Runs of each configuration per round; a round's value is their median.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+}
+
+/// The order in which round `round` measures the configurations of one
+/// agent state (`members`, their indices): rotated by the round, so none
+/// always runs first after a state change, and repeated `reps` times.
+pub fn round_order(mut members: Vec<usize>, round: usize, reps: usize) -> Vec<usize> {
+    if !members.is_empty() {
+        let len = members.len();
+        members.rotate_left(round % len);
+    }
+    members.repeat(reps)
+}
+
+/// The CPU model and the number of CPUs, from /proc/cpuinfo.
+pub fn cpu_model() -> (String, usize) {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or_else(|| "unknown".to_owned(), |(_, m)| m.trim().to_owned());
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    (model, cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_rotate_and_repeat() {
+        assert_eq!(round_order(vec![1, 2, 3], 0, 2), [1, 2, 3, 1, 2, 3]);
+        assert_eq!(round_order(vec![1, 2, 3], 4, 1), [2, 3, 1]);
+        assert!(round_order(Vec::new(), 1, 3).is_empty());
+    }
 }

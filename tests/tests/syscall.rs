@@ -19,7 +19,7 @@ use faultd_proto::agent::v1::{self as pb, agent_client::AgentClient};
 use faultd_tests::{
     AgentGuard, CgroupGuard, Traffic,
     bpf::links_of_programs_named,
-    faults::prost_duration,
+    faults::{self, prost_duration},
     require_root,
     stats::assert_loss_rate,
     traffic::{FileOpsReport, file_ops},
@@ -83,20 +83,7 @@ fn syscall_fault(
     errno: &str,
     ppm: u32,
 ) -> pb::FaultSpec {
-    pb::FaultSpec {
-        id: id.into(),
-        target: Some(pb::Target {
-            kind: Some(pb::target::Kind::CgroupPath(cgroup.into())),
-        }),
-        duration: Some(prost_duration(Duration::from_secs(120))),
-        kind: Some(pb::fault_spec::Kind::Syscall(pb::SyscallFault {
-            operation: op as i32,
-            errno: errno.into(),
-            probability_ppm: ppm,
-            filter: None,
-            path_prefix: String::new(),
-        })),
-    }
+    faults::Syscall::new(id, cgroup, op, errno, ppm).spec()
 }
 
 fn with_port(mut spec: pb::FaultSpec, port: u16) -> pb::FaultSpec {

@@ -48,7 +48,7 @@ use faultd_proto::agent::v1 as pb;
 use faultd_tests::{
     AgentGuard, AgentOptions, CgroupGuard, bpf, cgroup2_mount,
     faults::Loss,
-    measure::{Pinned, children_cpu, prog_runs_during},
+    measure::{Pinned, children_cpu, cpu_model, prog_runs_during, round_order},
     stats::binomial_interval,
     traffic::{UdpSendOptions, sendto_bench, tcp_send, tcp_sink, udp_send_with, udp_sink},
 };
@@ -299,16 +299,7 @@ impl Environment {
         let kernel = cmd_output(Command::new("uname").arg("-r"))?
             .trim()
             .to_owned();
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").context("reading /proc/cpuinfo")?;
-        let cpu = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map_or_else(|| "unknown".to_owned(), |(_, m)| m.trim().to_owned());
-        let cpus = cpuinfo
-            .lines()
-            .filter(|l| l.starts_with("processor"))
-            .count();
+        let (cpu, cpus) = cpu_model();
         let root = workspace_root();
         let head = cmd_output(
             Command::new("git")
@@ -946,15 +937,11 @@ impl Bench {
             };
             for &state in order {
                 self.goto(state)?;
-                let mut idx: Vec<usize> = (0..self.configs.len())
+                let members = (0..self.configs.len())
                     .filter(|&i| self.configs[i].state == state)
                     .collect();
-                let len = idx.len();
-                idx.rotate_left(round % len);
-                for _ in 0..self.opts.reps {
-                    for &i in &idx {
-                        self.measure(i, round)?;
-                    }
+                for i in round_order(members, round, self.opts.reps) {
+                    self.measure(i, round)?;
                 }
                 if round == 0 && state == State::One {
                     self.check_target_fault()?;
@@ -1107,20 +1094,11 @@ impl Bench {
         Ok(())
     }
 
-    /// SIGTERM and wait, with the client's connection closed first and the
-    /// runtime driven meanwhile: an idle HTTP/2 connection nobody polls
-    /// would hold the agent's shutdown for its 5 s client grace period.
+    /// SIGTERM and wait, with the client's connection closed first.
     fn stop(&mut self, agent: RunningAgent) -> anyhow::Result<()> {
-        let RunningAgent { mut guard, api } = agent;
+        let RunningAgent { guard, api } = agent;
         drop(api);
-        let (guard, status) = self.rt.block_on(async move {
-            tokio::task::spawn_blocking(move || {
-                let status = guard.stop();
-                (guard, status)
-            })
-            .await
-            .context("stopping the agent")
-        })?;
+        let (guard, status) = guard.stop_driving(&self.rt);
         self.collect_log(&guard);
         if !status.success() {
             self.problems
@@ -1130,11 +1108,7 @@ impl Bench {
     }
 
     fn collect_log(&mut self, guard: &AgentGuard) {
-        for line in guard.log().lines() {
-            if line.contains(" WARN ") || line.contains(" ERROR ") {
-                self.agent_logs.push(line.to_owned());
-            }
-        }
+        self.agent_logs.extend(guard.warnings());
     }
 
     fn add_others(&mut self) -> anyhow::Result<()> {

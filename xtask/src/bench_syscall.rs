@@ -33,8 +33,8 @@ use anyhow::{Context as _, bail, ensure};
 use faultd_proto::agent::v1 as pb;
 use faultd_tests::{
     AgentGuard, AgentOptions, CgroupGuard, Traffic, bpf,
-    faults::prost_duration,
-    measure::{Pinned, children_cpu, prog_runs_during},
+    faults::Syscall,
+    measure::{Pinned, Schedule, children_cpu, prog_runs_during, round_order},
 };
 use serde_json::{Value, json};
 
@@ -48,12 +48,8 @@ use crate::{
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Measurement rounds; every configuration is measured once per round.
-    #[arg(long, default_value_t = 7)]
-    pub rounds: usize,
-    /// Runs of each configuration per round; a round's value is their median.
-    #[arg(long, default_value_t = 3)]
-    pub reps: usize,
+    #[command(flatten)]
+    pub schedule: Schedule,
     /// connect() calls per run.
     #[arg(long, default_value_t = 2_000)]
     pub connects: u64,
@@ -228,7 +224,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         bail!("the benchmark attaches eBPF programs: run as root");
     }
     ensure!(
-        opts.rounds >= 1 && opts.reps >= 1,
+        opts.schedule.rounds >= 1 && opts.schedule.reps >= 1,
         "--rounds and --reps >= 1"
     );
     let started = Instant::now();
@@ -347,25 +343,14 @@ fn syscall_spec(
     errno: &str,
     filter: Option<pb::PacketFilter>,
 ) -> pb::ApplyFaultRequest {
-    pb::ApplyFaultRequest {
-        spec: Some(pb::FaultSpec {
-            id: id.into(),
-            target: Some(pb::Target {
-                kind: Some(pb::target::Kind::CgroupPath(cgroup.relative_str().into())),
-            }),
-            duration: Some(prost_duration(FAULT_DURATION)),
-            kind: Some(pb::fault_spec::Kind::Syscall(pb::SyscallFault {
-                operation: match op {
-                    Op::Connect => pb::SyscallOperation::Connect,
-                    Op::Socket => pb::SyscallOperation::Socket,
-                } as i32,
-                errno: errno.into(),
-                probability_ppm: 1_000_000,
-                filter,
-                path_prefix: String::new(),
-            })),
-        }),
-    }
+    let op = match op {
+        Op::Connect => pb::SyscallOperation::Connect,
+        Op::Socket => pb::SyscallOperation::Socket,
+    };
+    Syscall::new(id, cgroup.relative_str(), op, errno, 1_000_000)
+        .duration(FAULT_DURATION)
+        .filter(filter)
+        .request()
 }
 
 impl Bench {
@@ -405,7 +390,7 @@ impl Bench {
     }
 
     fn measure_all(&mut self) -> anyhow::Result<()> {
-        for round in 0..self.opts.rounds {
+        for round in 0..self.opts.schedule.rounds {
             let order: &[State] = if round % 2 == 0 {
                 &[State::Off, State::Base, State::Many]
             } else {
@@ -417,18 +402,18 @@ impl Bench {
                 if round == 0 && state == State::Base {
                     self.sanity()?;
                 }
-                let mut idx: Vec<usize> = (0..self.configs.len())
+                let members = (0..self.configs.len())
                     .filter(|&i| self.configs[i].state == state)
                     .collect();
-                let len = idx.len();
-                idx.rotate_left(round % len);
-                for _ in 0..self.opts.reps {
-                    for &i in &idx {
-                        self.measure(i, round)?;
-                    }
+                for i in round_order(members, round, self.opts.schedule.reps) {
+                    self.measure(i, round)?;
                 }
             }
-            self.progress(&format!("round {}/{} done", round + 1, self.opts.rounds));
+            self.progress(&format!(
+                "round {}/{} done",
+                round + 1,
+                self.opts.schedule.rounds
+            ));
         }
         Ok(())
     }
@@ -551,25 +536,9 @@ impl Bench {
     }
 
     fn stop_agent(&mut self) -> anyhow::Result<()> {
-        if let Some((mut guard, api)) = self.agent.take() {
+        if let Some((guard, api)) = self.agent.take() {
             drop(api);
-            let (guard, status) = self.rt.block_on(async move {
-                tokio::task::spawn_blocking(move || {
-                    let status = guard.stop();
-                    (guard, status)
-                })
-                .await
-                .context("stopping the agent")
-            })?;
-            for line in guard.log().lines() {
-                if line.contains(" WARN ") || line.contains(" ERROR ") {
-                    self.problems.push(format!("agent log: {line}"));
-                }
-            }
-            if !status.success() {
-                self.problems
-                    .push(format!("the agent exited with {status} after SIGTERM"));
-            }
+            self.problems.extend(guard.stop_and_review(&self.rt));
         }
         self.state = State::Off;
         self.progress("agent stopped");
@@ -910,7 +879,7 @@ impl Bench {
              (ECONNREFUSED) and socket (EPERM), 100%, no filter. Connect and socket targets \
              are separate cgroups because the helper's connect loop also calls `socket()`: \
              the connect rows then run only the connect programs.\n\n",
-            o.connects, o.sockets, o.rounds, o.reps, NEVER_MATCHING_PORT,
+            o.connects, o.sockets, o.schedule.rounds, o.schedule.reps, NEVER_MATCHING_PORT,
         );
         out.push_str(&self.table());
         out.push_str("\nWhat each row isolates:\n\n");
@@ -974,8 +943,8 @@ impl Bench {
             "loadavg_end": loadavg(),
             "runtime_s": runtime,
             "options": {
-                "rounds": self.opts.rounds,
-                "reps": self.opts.reps,
+                "rounds": self.opts.schedule.rounds,
+                "reps": self.opts.schedule.reps,
                 "connects_per_run": self.opts.connects,
                 "sockets_per_run": self.opts.sockets,
                 "extra_faults": self.opts.faults,

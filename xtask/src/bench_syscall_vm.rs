@@ -9,7 +9,7 @@
 //! medians, differences and ratios to the same round's no-agent baseline
 //! (paired), a sign test, and the programs' own run time from bpf_stats.
 
-use std::{fmt::Write as _, fs, process::Command};
+use std::{fmt::Write as _, fs};
 
 use anyhow::{Context as _, ensure};
 use serde::Deserialize;
@@ -154,13 +154,13 @@ const OPS: [&str; 3] = ["open", "read", "write"];
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     ensure!(
-        opts.rounds >= 1 && opts.reps >= 1,
+        opts.schedule.rounds >= 1 && opts.schedule.reps >= 1,
         "--rounds and --reps >= 1"
     );
     let env = Environment::collect()?;
     let args: Vec<String> = [
-        ("--rounds", opts.rounds as u64),
-        ("--reps", opts.reps as u64),
+        ("--rounds", opts.schedule.rounds as u64),
+        ("--reps", opts.schedule.reps as u64),
         ("--opens", opts.opens),
         ("--reads", opts.reads),
         ("--writes", opts.writes),
@@ -177,17 +177,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             Ok(Kernel { run, guest })
         })
         .collect::<anyhow::Result<_>>()?;
-    let qemu = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .unwrap_or_default();
+    let qemu = crate::vm::qemu_version();
 
     let dir = workspace_root().join("docs/benchmarks");
     fs::create_dir_all(&dir)?;

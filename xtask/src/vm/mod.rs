@@ -43,6 +43,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 pub use host::run as run_host;
+pub use qemu::version as qemu_version;
 use results::Column;
 
 use crate::util::{cargo, target_dir};

@@ -90,16 +90,7 @@ fn guest() -> Value {
     let read = |p: &str| {
         fs::read_to_string(p).map_or_else(|e| format!("unreadable: {e}"), |s| s.trim().to_owned())
     };
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or_else(|| "unknown".to_owned(), |(_, m)| m.trim().to_owned());
-    let cpus = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count();
+    let (cpu, cpus) = faultd_tests::measure::cpu_model();
     json!({
         "kernel": read("/proc/sys/kernel/osrelease"),
         "cpu": cpu,

@@ -27,8 +27,8 @@ use anyhow::{Context as _, ensure};
 use faultd_proto::agent::v1::{self as pb, agent_client::AgentClient};
 use faultd_tests::{
     AgentGuard, AgentOptions, CgroupGuard,
-    faults::prost_duration,
-    measure::{Pinned, children_cpu, prog_runs_during},
+    faults::Syscall,
+    measure::{Pinned, Schedule, children_cpu, prog_runs_during, round_order},
     traffic::{FileOpsReport, file_ops},
 };
 use serde_json::{Value, json};
@@ -38,12 +38,8 @@ use crate::Progress;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Measurement rounds; every configuration is measured once per round.
-    #[arg(long, default_value_t = 7)]
-    pub rounds: usize,
-    /// Runs of each configuration per round; xtask takes their median.
-    #[arg(long, default_value_t = 3)]
-    pub reps: usize,
+    #[command(flatten)]
+    pub schedule: Schedule,
     /// open() + close() calls per run.
     #[arg(long, default_value_t = 10_000)]
     pub opens: u64,
@@ -143,7 +139,7 @@ struct Bench {
 
 pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
     ensure!(
-        opts.rounds >= 1 && opts.reps >= 1,
+        opts.schedule.rounds >= 1 && opts.schedule.reps >= 1,
         "--rounds and --reps >= 1"
     );
     let file = PathBuf::from(FILE);
@@ -188,8 +184,8 @@ pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
     bench.stop_agent();
     Ok(json!({
         "options": {
-            "rounds": opts.rounds,
-            "reps": opts.reps,
+            "rounds": opts.schedule.rounds,
+            "reps": opts.schedule.reps,
             "opens_per_run": opts.opens,
             "reads_per_run": opts.reads,
             "writes_per_run": opts.writes,
@@ -248,7 +244,7 @@ impl Bench {
     }
 
     fn measure_all(&mut self) -> anyhow::Result<()> {
-        for round in 0..self.opts.rounds {
+        for round in 0..self.opts.schedule.rounds {
             let order = if round % 2 == 0 {
                 [false, true]
             } else {
@@ -263,19 +259,18 @@ impl Bench {
                 } else {
                     self.stop_agent();
                 }
-                let mut idx: Vec<usize> = (0..self.configs.len())
+                let members = (0..self.configs.len())
                     .filter(|&i| self.configs[i].agent == agent)
                     .collect();
-                let len = idx.len();
-                idx.rotate_left(round % len);
-                for _ in 0..self.opts.reps {
-                    for &i in &idx {
-                        self.measure(i, round)?;
-                    }
+                for i in round_order(members, round, self.opts.schedule.reps) {
+                    self.measure(i, round)?;
                 }
             }
-            self.progress
-                .say(&format!("round {}/{} done", round + 1, self.opts.rounds));
+            self.progress.say(&format!(
+                "round {}/{} done",
+                round + 1,
+                self.opts.schedule.rounds
+            ));
         }
         Ok(())
     }
@@ -326,7 +321,10 @@ impl Bench {
         ] {
             for &op in ops {
                 let id = format!("{tag}-{}", op.name());
-                let req = spec(&id, cgroup, op, prefix);
+                let req = Syscall::new(&id, cgroup.relative_str(), op.api(), ERRNO, 1_000_000)
+                    .duration(FAULT_DURATION)
+                    .path_prefix(prefix)
+                    .request();
                 let fault = self
                     .rt
                     .block_on(client.apply_fault(req))
@@ -347,32 +345,11 @@ impl Bench {
     }
 
     fn stop_agent(&mut self) {
-        let Some((mut agent, client)) = self.agent.take() else {
+        let Some((agent, client)) = self.agent.take() else {
             return;
         };
         drop(client);
-        // On a current-thread runtime the connection's task runs only inside
-        // block_on: stop the agent from there, so the connection closes
-        // while the agent waits for its clients to go.
-        let (agent, status) = match self.rt.block_on(tokio::task::spawn_blocking(move || {
-            let status = agent.stop();
-            (agent, status)
-        })) {
-            Ok(stopped) => stopped,
-            Err(e) => {
-                self.problems.push(format!("stopping the agent: {e}"));
-                return;
-            }
-        };
-        for line in agent.log().lines() {
-            if line.contains(" WARN ") || line.contains(" ERROR ") {
-                self.problems.push(format!("agent log: {line}"));
-            }
-        }
-        if !status.success() {
-            self.problems
-                .push(format!("the agent exited with {status} after SIGTERM"));
-        }
+        self.problems.extend(agent.stop_and_review(&self.rt));
         self.progress.say("agent stopped");
     }
 
@@ -462,24 +439,5 @@ impl Bench {
             }
         }
         Ok(out)
-    }
-}
-
-fn spec(id: &str, cgroup: &CgroupGuard, op: Op, path_prefix: &str) -> pb::ApplyFaultRequest {
-    pb::ApplyFaultRequest {
-        spec: Some(pb::FaultSpec {
-            id: id.into(),
-            target: Some(pb::Target {
-                kind: Some(pb::target::Kind::CgroupPath(cgroup.relative_str().into())),
-            }),
-            duration: Some(prost_duration(FAULT_DURATION)),
-            kind: Some(pb::fault_spec::Kind::Syscall(pb::SyscallFault {
-                operation: op.api() as i32,
-                errno: ERRNO.into(),
-                probability_ppm: 1_000_000,
-                filter: None,
-                path_prefix: path_prefix.into(),
-            })),
-        }),
     }
 }

@@ -228,10 +228,14 @@ impl AgentGuard {
     /// # Panics
     /// As [`Self::stop`].
     pub fn stop_driving(mut self, rt: &tokio::runtime::Runtime) -> (Self, ExitStatus) {
-        let stopped = rt.block_on(tokio::task::spawn_blocking(move || {
-            let status = self.stop();
-            (self, status)
-        }));
+        // spawn_blocking needs the runtime's context: call it inside.
+        let stopped = rt.block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                let status = self.stop();
+                (self, status)
+            })
+            .await
+        });
         stopped.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 

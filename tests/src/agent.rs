@@ -220,6 +220,40 @@ impl AgentGuard {
         self.wait_exit(STOP_TIMEOUT)
     }
 
+    /// [`Self::stop`] while `rt` is driven, for callers whose gRPC clients
+    /// live on a current-thread runtime (drop them first): an idle HTTP/2
+    /// connection nobody polls would hold the agent's shutdown for its 5 s
+    /// client grace period. Returns the guard (for its log) and the status.
+    ///
+    /// # Panics
+    /// As [`Self::stop`].
+    pub fn stop_driving(mut self, rt: &tokio::runtime::Runtime) -> (Self, ExitStatus) {
+        // spawn_blocking needs the runtime's context: call it inside.
+        let stopped = rt.block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                let status = self.stop();
+                (self, status)
+            })
+            .await
+        });
+        stopped.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// [`Self::stop_driving`], then what a benchmark reports as problems:
+    /// each warning or error line of the log, and a non-zero exit.
+    pub fn stop_and_review(self, rt: &tokio::runtime::Runtime) -> Vec<String> {
+        let (guard, status) = self.stop_driving(rt);
+        let mut problems: Vec<String> = guard
+            .warnings()
+            .into_iter()
+            .map(|line| format!("agent log: {line}"))
+            .collect();
+        if !status.success() {
+            problems.push(format!("the agent exited with {status} after SIGTERM"));
+        }
+        problems
+    }
+
     /// SIGKILL and reap: a crash, as far as the kernel is concerned.
     pub fn kill(&mut self) -> ExitStatus {
         if let Some(status) = self.try_wait() {
@@ -264,6 +298,16 @@ impl AgentGuard {
         } else {
             format!("{stderr}--- stdout ---\n{stdout}")
         }
+    }
+
+    /// The log's warning and error lines (text format: the level stands
+    /// between spaces after the time stamp); a benchmark reports them.
+    pub fn warnings(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .map(str::to_owned)
+            .collect()
     }
 
     fn fail(&self, what: &str) -> ! {

@@ -44,24 +44,102 @@ impl Loss {
     }
 
     pub fn spec(&self) -> pb::FaultSpec {
-        pb::FaultSpec {
-            id: self.id.clone(),
-            target: Some(pb::Target {
-                kind: Some(pb::target::Kind::CgroupPath(self.cgroup.clone())),
-            }),
-            duration: Some(prost_duration(self.duration)),
-            kind: Some(pb::fault_spec::Kind::Loss(pb::LossFault {
+        on_cgroup(
+            &self.id,
+            &self.cgroup,
+            self.duration,
+            pb::fault_spec::Kind::Loss(pb::LossFault {
                 probability_ppm: self.ppm,
                 direction: self.direction as i32,
                 filter: Some(self.filter.clone()),
-            })),
-        }
+            }),
+        )
     }
 
     pub fn request(&self) -> pb::ApplyFaultRequest {
         pb::ApplyFaultRequest {
             spec: Some(self.spec()),
         }
+    }
+}
+
+/// A syscall fault on a cgroup path (relative to the cgroup2 mount).
+#[derive(Debug, Clone)]
+pub struct Syscall {
+    pub id: String,
+    pub cgroup: String,
+    pub op: pb::SyscallOperation,
+    pub errno: String,
+    pub ppm: u32,
+    pub duration: Duration,
+    pub filter: Option<pb::PacketFilter>,
+    pub path_prefix: String,
+}
+
+impl Syscall {
+    pub fn new(id: &str, cgroup: &str, op: pb::SyscallOperation, errno: &str, ppm: u32) -> Self {
+        Self {
+            id: id.to_owned(),
+            cgroup: cgroup.to_owned(),
+            op,
+            errno: errno.to_owned(),
+            ppm,
+            duration: Duration::from_secs(120),
+            filter: None,
+            path_prefix: String::new(),
+        }
+    }
+
+    pub fn duration(mut self, d: Duration) -> Self {
+        self.duration = d;
+        self
+    }
+
+    pub fn filter(mut self, f: Option<pb::PacketFilter>) -> Self {
+        self.filter = f;
+        self
+    }
+
+    pub fn path_prefix(mut self, dir: &str) -> Self {
+        dir.clone_into(&mut self.path_prefix);
+        self
+    }
+
+    pub fn spec(&self) -> pb::FaultSpec {
+        on_cgroup(
+            &self.id,
+            &self.cgroup,
+            self.duration,
+            pb::fault_spec::Kind::Syscall(pb::SyscallFault {
+                operation: self.op as i32,
+                errno: self.errno.clone(),
+                probability_ppm: self.ppm,
+                filter: self.filter.clone(),
+                path_prefix: self.path_prefix.clone(),
+            }),
+        )
+    }
+
+    pub fn request(&self) -> pb::ApplyFaultRequest {
+        pb::ApplyFaultRequest {
+            spec: Some(self.spec()),
+        }
+    }
+}
+
+fn on_cgroup(
+    id: &str,
+    cgroup: &str,
+    duration: Duration,
+    kind: pb::fault_spec::Kind,
+) -> pb::FaultSpec {
+    pb::FaultSpec {
+        id: id.to_owned(),
+        target: Some(pb::Target {
+            kind: Some(pb::target::Kind::CgroupPath(cgroup.to_owned())),
+        }),
+        duration: Some(prost_duration(duration)),
+        kind: Some(kind),
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`stats`]: acceptance intervals for loss rates, so a 30% loss test neither
 //!   flakes nor accepts 25%.
 //! - [`bpf`]: what the kernel has loaded and attached, read through `bpftool -j`.
+//! - [`measure`]: CPU pinning, helper CPU time, BPF run-time statistics for the
+//!   benchmarks.
 //!
 //! Test-kit functions panic with context instead of returning `Result`: a failing
 //! setup step is a failed test, and the message should say which step.
@@ -19,6 +21,7 @@ pub mod bpf;
 pub mod cgroup;
 pub mod faults;
 mod locate;
+pub mod measure;
 pub mod stats;
 pub mod traffic;
 

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -746,6 +746,50 @@ pub fn sendto_bench(
         count.to_string(),
         "--payload".to_owned(),
         payload.to_string(),
+    ];
+    spawn_owned(&args, cgroup).finish_as()
+}
+
+/// Report of `file-ops`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct FileOpsReport {
+    /// Calls made (`--count`).
+    pub attempted: u64,
+    /// Calls that succeeded.
+    pub ok: u64,
+    /// Failed calls by errno name, e.g. `{"EIO": 3}`.
+    pub errors: BTreeMap<String, u64>,
+    /// The loop alone: process start-up and the opening of the file that
+    /// `read` and `write` work on are outside it.
+    pub elapsed_ns: u64,
+}
+
+impl FileOpsReport {
+    /// Failed calls with this errno name (`"EIO"`).
+    pub fn errors_of(&self, errno: &str) -> u64 {
+        self.errors.get(errno).copied().unwrap_or(0)
+    }
+
+    /// Wall ns per call inside the loop.
+    pub fn ns_per_call(&self) -> f64 {
+        #[expect(clippy::cast_precision_loss, reason = "a mean")]
+        let ns = self.elapsed_ns as f64 / self.attempted.max(1) as f64;
+        ns
+    }
+}
+
+/// `count` calls of `op` (`open`, `read`, `write`, `mkdir`, `unlink`,
+/// `rename`, `exec`) on `file` (a directory for the last four) from
+/// `cgroup`; see `faultd-traffic file-ops --help`.
+pub fn file_ops(cgroup: Option<&CgroupGuard>, file: &Path, op: &str, count: u64) -> FileOpsReport {
+    let args = [
+        "file-ops".to_owned(),
+        "--file".to_owned(),
+        file.display().to_string(),
+        "--op".to_owned(),
+        op.to_owned(),
+        "--count".to_owned(),
+        count.to_string(),
     ];
     spawn_owned(&args, cgroup).finish_as()
 }

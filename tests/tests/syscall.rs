@@ -17,8 +17,12 @@ use std::{
 
 use faultd_proto::agent::v1::{self as pb, agent_client::AgentClient};
 use faultd_tests::{
-    AgentGuard, CgroupGuard, Traffic, bpf::links_of_programs_named, faults::prost_duration,
-    require_root, stats::assert_loss_rate,
+    AgentGuard, CgroupGuard, Traffic,
+    bpf::links_of_programs_named,
+    faults::{self, prost_duration},
+    require_root,
+    stats::assert_loss_rate,
+    traffic::{FileOpsReport, file_ops},
 };
 use tonic::{Code, transport::Channel};
 
@@ -79,20 +83,7 @@ fn syscall_fault(
     errno: &str,
     ppm: u32,
 ) -> pb::FaultSpec {
-    pb::FaultSpec {
-        id: id.into(),
-        target: Some(pb::Target {
-            kind: Some(pb::target::Kind::CgroupPath(cgroup.into())),
-        }),
-        duration: Some(prost_duration(Duration::from_secs(120))),
-        kind: Some(pb::fault_spec::Kind::Syscall(pb::SyscallFault {
-            operation: op as i32,
-            errno: errno.into(),
-            probability_ppm: ppm,
-            filter: None,
-            path_prefix: String::new(),
-        })),
-    }
+    faults::Syscall::new(id, cgroup, op, errno, ppm).spec()
 }
 
 fn with_port(mut spec: pb::FaultSpec, port: u16) -> pb::FaultSpec {
@@ -404,23 +395,6 @@ async fn invalid_syscall_requests_name_the_field() {
     );
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct FileReport {
-    attempted: u64,
-    ok: u64,
-    errors: std::collections::BTreeMap<String, u64>,
-}
-
-fn file_ops(cgroup: &CgroupGuard, file: &std::path::Path, op: &str, count: u64) -> FileReport {
-    let file = file.display().to_string();
-    let count = count.to_string();
-    Traffic::spawn(
-        &["file-ops", "--file", &file, "--op", op, "--count", &count],
-        Some(cgroup),
-    )
-    .finish_as()
-}
-
 /// Reports whether BPF LSM is usable, printing the reason when it is not.
 async fn bpf_lsm_available(client: &mut AgentClient<Channel>) -> (bool, String) {
     let caps = client
@@ -522,11 +496,11 @@ async fn open_and_write(client: &mut AgentClient<Channel>, backend: &str) {
     let fault = apply(client, open).await;
     assert_eq!(fault.backend, backend);
     assert_lsm_links(backend, &target, &bystander);
-    let r = file_ops(&target, &file, "open", CONNECTS);
+    let r = file_ops(Some(&target), &file, "open", CONNECTS);
     let eio = r.errors.get("EIO").copied().unwrap_or(0);
     assert_eq!(eio + r.ok, r.attempted, "only EIO: {:?}", r.errors);
     assert_loss_rate("opens failed", r.attempted, r.ok, 0.3, CONFIDENCE);
-    let by = file_ops(&bystander, &file, "open", 1_000);
+    let by = file_ops(Some(&bystander), &file, "open", 1_000);
     assert_eq!(by.ok, by.attempted, "bystander opens: {:?}", by.errors);
     // The write check opens its file first: take the open fault away.
     client
@@ -546,20 +520,20 @@ async fn open_and_write(client: &mut AgentClient<Channel>, backend: &str) {
         500_000,
     );
     apply(client, write).await;
-    let w = file_ops(&target, &file, "write", 2_000);
+    let w = file_ops(Some(&target), &file, "write", 2_000);
     let nospc = w.errors.get("ENOSPC").copied().unwrap_or(0);
     assert_eq!(nospc + w.ok, w.attempted, "only ENOSPC: {w:?}");
     assert_loss_rate("writes failed", w.attempted, w.ok, 0.5, CONFIDENCE);
-    let r = file_ops(&target, &file, "read", 500);
+    let r = file_ops(Some(&target), &file, "read", 500);
     assert_eq!(r.ok, r.attempted, "reads are not writes: {r:?}");
-    let by = file_ops(&bystander, &file, "write", 500);
+    let by = file_ops(Some(&bystander), &file, "write", 500);
     assert_eq!(by.ok, by.attempted, "bystander writes: {by:?}");
 
     client
         .revert_all(pb::RevertAllRequest {})
         .await
         .expect("revert all");
-    let after = file_ops(&target, &file, "write", 500);
+    let after = file_ops(Some(&target), &file, "write", 500);
     assert_eq!(after.ok, after.attempted, "after revert: {after:?}");
     assert!(
         links_of_programs_named("faultd_").is_empty(),
@@ -659,19 +633,19 @@ async fn directory_and_exec_operations_fail_in_the_target_only() {
         let id = format!("dirops-{mode}");
         let fault = syscall_fault(&id, target.relative_str(), op, errno, 1_000_000);
         assert_eq!(apply(&mut client, fault).await.backend, backend);
-        let r = file_ops(&target, dir.path(), mode, 100);
+        let r = file_ops(Some(&target), dir.path(), mode, 100);
         assert_eq!(
             r.errors.get(errno).copied(),
             Some(r.attempted),
             "{mode}: {r:?}"
         );
-        let by = file_ops(&bystander, dir.path(), mode, 100);
+        let by = file_ops(Some(&bystander), dir.path(), mode, 100);
         assert_eq!(by.ok, by.attempted, "bystander {mode}: {by:?}");
         client
             .revert_fault(pb::RevertFaultRequest { id })
             .await
             .expect("revert");
-        let after = file_ops(&target, dir.path(), mode, 20);
+        let after = file_ops(Some(&target), dir.path(), mode, 20);
         assert_eq!(after.ok, after.attempted, "{mode} after revert: {after:?}");
     }
 }
@@ -679,7 +653,7 @@ async fn directory_and_exec_operations_fail_in_the_target_only() {
 /// Runs `recv-loop` in `cgroup`: it binds (udp) or listens (tcp), the test
 /// sends or connects `count` times from its own cgroup, then the helper
 /// receives or accepts `count` times.
-fn receive(cgroup: &CgroupGuard, protocol: &str, count: u64) -> FileReport {
+fn receive(cgroup: &CgroupGuard, protocol: &str, count: u64) -> FileOpsReport {
     let n = count.to_string();
     let mut helper = Traffic::spawn(
         &["recv-loop", "--count", &n, "--protocol", protocol],
@@ -724,13 +698,13 @@ async fn read_accept_and_recv_fail_in_the_target_only() {
         1_000_000,
     );
     apply(&mut client, read).await;
-    let r = file_ops(&target, &file, "read", 200);
+    let r = file_ops(Some(&target), &file, "read", 200);
     assert_eq!(
         r.errors.get("EIO").copied(),
         Some(r.attempted),
         "reads: {r:?}"
     );
-    let by = file_ops(&bystander, &file, "read", 200);
+    let by = file_ops(Some(&bystander), &file, "read", 200);
     assert_eq!(by.ok, by.attempted, "bystander reads: {by:?}");
     client
         .revert_all(pb::RevertAllRequest {})
@@ -799,7 +773,7 @@ async fn open_fails_under_the_path_prefix_only() {
         s.path_prefix = root.path().join("db").display().to_string();
     }
     apply(&mut client, spec).await;
-    let r = file_ops(&target, &in_file, "open", CONNECTS);
+    let r = file_ops(Some(&target), &in_file, "open", CONNECTS);
     let eio = r.errors.get("EIO").copied().unwrap_or(0);
     assert_eq!(eio + r.ok, r.attempted, "only EIO: {r:?}");
     assert_loss_rate(
@@ -809,9 +783,9 @@ async fn open_fails_under_the_path_prefix_only() {
         0.3,
         CONFIDENCE,
     );
-    let other = file_ops(&target, &out_file, "open", 1_000);
+    let other = file_ops(Some(&target), &out_file, "open", 1_000);
     assert_eq!(other.ok, other.attempted, "other paths: {other:?}");
-    let by = file_ops(&bystander, &in_file, "open", 1_000);
+    let by = file_ops(Some(&bystander), &in_file, "open", 1_000);
     assert_eq!(by.ok, by.attempted, "bystander: {by:?}");
 
     let mut missing = syscall_fault(

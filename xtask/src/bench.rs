@@ -48,10 +48,11 @@ use faultd_proto::agent::v1 as pb;
 use faultd_tests::{
     AgentGuard, AgentOptions, CgroupGuard, bpf, cgroup2_mount,
     faults::Loss,
+    measure::{Pinned, children_cpu, cpu_model, prog_runs_during, round_order},
     stats::binomial_interval,
     traffic::{UdpSendOptions, sendto_bench, tcp_send, tcp_sink, udp_send_with, udp_sink},
 };
-use nix::sched::{CloneFlags, CpuSet};
+use nix::sched::CloneFlags;
 use serde_json::{Value, json};
 
 use crate::util::{cmd_output, target_dir, workspace_root};
@@ -298,16 +299,7 @@ impl Environment {
         let kernel = cmd_output(Command::new("uname").arg("-r"))?
             .trim()
             .to_owned();
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").context("reading /proc/cpuinfo")?;
-        let cpu = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map_or_else(|| "unknown".to_owned(), |(_, m)| m.trim().to_owned());
-        let cpus = cpuinfo
-            .lines()
-            .filter(|l| l.starts_with("processor"))
-            .count();
+        let (cpu, cpus) = cpu_model();
         let root = workspace_root();
         let head = cmd_output(
             Command::new("git")
@@ -945,15 +937,11 @@ impl Bench {
             };
             for &state in order {
                 self.goto(state)?;
-                let mut idx: Vec<usize> = (0..self.configs.len())
+                let members = (0..self.configs.len())
                     .filter(|&i| self.configs[i].state == state)
                     .collect();
-                let len = idx.len();
-                idx.rotate_left(round % len);
-                for _ in 0..self.opts.reps {
-                    for &i in &idx {
-                        self.measure(i, round)?;
-                    }
+                for i in round_order(members, round, self.opts.reps) {
+                    self.measure(i, round)?;
                 }
                 if round == 0 && state == State::One {
                     self.check_target_fault()?;
@@ -975,7 +963,7 @@ impl Bench {
             Ns::Ipt(k) => &self.ipt[k].ns,
         };
         let _in = netns.enter()?;
-        let _pinned = Pinned::last_cpu()?;
+        let _pinned = Pinned::last_cpu();
         let cfg = &mut self.configs[i];
         if cfg.probe.is_none() {
             // Warm-up and sizing; not recorded.
@@ -1106,20 +1094,11 @@ impl Bench {
         Ok(())
     }
 
-    /// SIGTERM and wait, with the client's connection closed first and the
-    /// runtime driven meanwhile: an idle HTTP/2 connection nobody polls
-    /// would hold the agent's shutdown for its 5 s client grace period.
+    /// SIGTERM and wait, with the client's connection closed first.
     fn stop(&mut self, agent: RunningAgent) -> anyhow::Result<()> {
-        let RunningAgent { mut guard, api } = agent;
+        let RunningAgent { guard, api } = agent;
         drop(api);
-        let (guard, status) = self.rt.block_on(async move {
-            tokio::task::spawn_blocking(move || {
-                let status = guard.stop();
-                (guard, status)
-            })
-            .await
-            .context("stopping the agent")
-        })?;
+        let (guard, status) = guard.stop_driving(&self.rt);
         self.collect_log(&guard);
         if !status.success() {
             self.problems
@@ -1129,11 +1108,7 @@ impl Bench {
     }
 
     fn collect_log(&mut self, guard: &AgentGuard) {
-        for line in guard.log().lines() {
-            if line.contains(" WARN ") || line.contains(" ERROR ") {
-                self.agent_logs.push(line.to_owned());
-            }
-        }
+        self.agent_logs.extend(guard.warnings());
     }
 
     fn add_others(&mut self) -> anyhow::Result<()> {
@@ -1253,21 +1228,18 @@ impl Bench {
             .iter()
             .find(|c| c.key == "d1")
             .map_or(UDP_COUNT_BOUNDS.1, |c| c.udp_count);
-        let (runs, ns) = {
-            let _stats = Sysctl::set("/proc/sys/kernel/bpf_stats_enabled", "1")?;
-            let (c0, t0) = prog_run_stats(id);
-            let _in = self.clean.enter()?;
-            let _pinned = Pinned::last_cpu()?;
-            for _ in 0..3 {
-                udp_run(&self.target, count)?;
-            }
-            drop(_pinned);
-            drop(_in);
-            let (c1, t1) = prog_run_stats(id);
-            (c1.saturating_sub(c0), t1.saturating_sub(t0))
-        };
-        #[expect(clippy::cast_precision_loss, reason = "a mean")]
-        let per_run = ns as f64 / runs.max(1) as f64;
+        let mut sent: anyhow::Result<()> = Ok(());
+        let (runs, per_run) = prog_runs_during(id, || {
+            sent = (|| {
+                let _in = self.clean.enter()?;
+                let _pinned = Pinned::last_cpu();
+                for _ in 0..3 {
+                    udp_run(&self.target, count)?;
+                }
+                Ok(())
+            })();
+        });
+        sent?;
         self.prog_stats = Some((runs, per_run));
         self.progress(&format!(
             "faultd_egress: {runs} runs, {per_run:.0} ns per run (bpf_stats)"
@@ -1472,9 +1444,9 @@ fn sized(raw: f64, (lo, hi): (u64, u64), unit: u64) -> u64 {
 fn udp_run(cgroup: &CgroupGuard, count: u64) -> anyhow::Result<(f64, f64)> {
     let rx = UdpSocket::bind("127.0.0.1:0").context("binding the UDP receiver")?;
     let dst = rx.local_addr()?;
-    let cpu0 = children_cpu()?;
+    let cpu0 = children_cpu();
     let r = sendto_bench(Some(cgroup), dst, count, UDP_PAYLOAD);
-    let cpu = children_cpu()?.saturating_sub(cpu0);
+    let cpu = children_cpu().saturating_sub(cpu0);
     drop(rx);
     ensure!(
         r.errors.is_empty(),
@@ -1487,54 +1459,14 @@ fn udp_run(cgroup: &CgroupGuard, count: u64) -> anyhow::Result<(f64, f64)> {
     Ok((r.ns_per_packet(), cpu_ns))
 }
 
-/// CPU time (user + system) of the children this process has reaped.
-pub(crate) fn children_cpu() -> anyhow::Result<Duration> {
-    use nix::sys::{
-        resource::{UsageWho, getrusage},
-        time::TimeValLike as _,
-    };
-    let u = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage(RUSAGE_CHILDREN)")?;
-    let us = u.user_time().num_microseconds() + u.system_time().num_microseconds();
-    Ok(Duration::from_micros(u64::try_from(us).unwrap_or(0)))
-}
-
-/// Pins this thread, and so the traffic processes it spawns, to its last
-/// allowed CPU until dropped: sender and receiver then share one CPU instead
-/// of bouncing between two that other work on the machine also uses.
-#[derive(Debug)]
-pub(crate) struct Pinned {
-    old: CpuSet,
-}
-
-impl Pinned {
-    pub(crate) fn last_cpu() -> anyhow::Result<Self> {
-        let me = nix::unistd::Pid::from_raw(0);
-        let old = nix::sched::sched_getaffinity(me).context("sched_getaffinity")?;
-        let last = (0..CpuSet::count())
-            .rev()
-            .find(|&c| old.is_set(c).unwrap_or(false))
-            .context("empty CPU affinity")?;
-        let mut one = CpuSet::new();
-        one.set(last)?;
-        nix::sched::sched_setaffinity(me, &one).context("sched_setaffinity")?;
-        Ok(Self { old })
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &self.old);
-    }
-}
-
 /// MB/s (10^6 bytes) of one TCP connection from `cgroup` to a sink in it,
 /// and MB per CPU-second of both processes.
 fn tcp_run(cgroup: &CgroupGuard, bytes: u64) -> anyhow::Result<(f64, f64)> {
-    let cpu0 = children_cpu()?;
+    let cpu0 = children_cpu();
     let sink = tcp_sink(Some(cgroup), "127.0.0.1:0", Duration::from_secs(60));
     let r = tcp_send(Some(cgroup), sink.addr(), bytes);
     let got = sink.finish();
-    let cpu = children_cpu()?.saturating_sub(cpu0);
+    let cpu = children_cpu().saturating_sub(cpu0);
     ensure!(
         r.connect_errno.is_none() && r.write_errno.is_none() && r.bytes == bytes,
         "tcp_send from {}: {r:?}",
@@ -1548,39 +1480,6 @@ fn tcp_run(cgroup: &CgroupGuard, bytes: u64) -> anyhow::Result<(f64, f64)> {
     #[expect(clippy::cast_precision_loss, reason = "a rate")]
     let per_cpu = bytes as f64 / 1e6 / cpu.as_secs_f64().max(1e-9);
     Ok((r.bytes_per_sec() / 1e6, per_cpu))
-}
-
-/// (run_cnt, run_time_ns) of a program; 0 while stats were never on.
-pub(crate) fn prog_run_stats(id: u32) -> (u64, u64) {
-    let v: Value = bpf::bpftool_json(&["prog", "show", "id", &id.to_string()]);
-    let get = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    (get("run_cnt"), get("run_time_ns"))
-}
-
-/// A sysctl set for the guard's lifetime, then put back.
-#[derive(Debug)]
-pub(crate) struct Sysctl {
-    path: &'static str,
-    old: String,
-}
-
-impl Sysctl {
-    pub(crate) fn set(path: &'static str, value: &str) -> anyhow::Result<Self> {
-        let old = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-        fs::write(path, value).with_context(|| format!("writing {path}"))?;
-        Ok(Self {
-            path,
-            old: old.trim().to_owned(),
-        })
-    }
-}
-
-impl Drop for Sysctl {
-    fn drop(&mut self) {
-        if let Err(e) = fs::write(self.path, &self.old) {
-            eprintln!("bench: restoring {} to {}: {e}", self.path, self.old);
-        }
-    }
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -2640,7 +2539,7 @@ pub(crate) fn signed_cell(v: &[f64]) -> String {
     format!("{:+.0} [{:+.0} – {:+.0}]", median(v), min(v), max(v))
 }
 
-fn ratio_cell(v: &[f64]) -> String {
+pub(crate) fn ratio_cell(v: &[f64]) -> String {
     if v.is_empty() {
         return "–".into();
     }

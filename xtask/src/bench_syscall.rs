@@ -12,8 +12,9 @@
 //! baseline are taken per round (paired). Plus the programs' own run time
 //! from the kernel's BPF run-time statistics.
 //!
-//! The BPF LSM operations (open, read, write) are not measured here: they
-//! need a kernel with BPF LSM, which the host does not have.
+//! The BPF LSM operations (open, read, write) need a kernel with BPF LSM,
+//! which the host does not have: `--vm` measures them in the VM tier
+//! (`bench_syscall_vm`).
 
 use std::{
     collections::BTreeMap,
@@ -30,26 +31,25 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use faultd_proto::agent::v1 as pb;
-use faultd_tests::{AgentGuard, AgentOptions, CgroupGuard, Traffic, bpf, faults::prost_duration};
+use faultd_tests::{
+    AgentGuard, AgentOptions, CgroupGuard, Traffic, bpf,
+    faults::Syscall,
+    measure::{Pinned, Schedule, children_cpu, prog_runs_during, round_order},
+};
 use serde_json::{Value, json};
 
 use crate::{
     bench::{
-        Api, Environment, FAULT_DURATION, NetNs, Pinned, Sysctl, bulk, children_cpu, group,
-        loadavg, max, median, min, prog_run_stats, progress, raise_priority, signed_cell,
-        spread_cell, verdict,
+        Api, Environment, FAULT_DURATION, NetNs, bulk, group, loadavg, max, median, min, progress,
+        raise_priority, signed_cell, spread_cell, verdict,
     },
     util::{target_dir, workspace_root},
 };
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Measurement rounds; every configuration is measured once per round.
-    #[arg(long, default_value_t = 7)]
-    pub rounds: usize,
-    /// Runs of each configuration per round; a round's value is their median.
-    #[arg(long, default_value_t = 3)]
-    pub reps: usize,
+    #[command(flatten)]
+    pub schedule: Schedule,
     /// connect() calls per run.
     #[arg(long, default_value_t = 2_000)]
     pub connects: u64,
@@ -60,6 +60,20 @@ pub struct Options {
     /// (alternately connect and socket faults).
     #[arg(long, default_value_t = 1_000)]
     pub faults: usize,
+    /// Measure open(), read() and write() (BPF LSM) instead, inside the VM
+    /// tier's Debian kernels (FAULTD_VM_KERNELS to pick one); writes
+    /// docs/benchmarks/syscall-vm.md and syscall-vm.json. No root needed.
+    #[arg(long)]
+    pub vm: bool,
+    /// open() calls per run (--vm).
+    #[arg(long, default_value_t = 10_000)]
+    pub opens: u64,
+    /// read() calls per run (--vm).
+    #[arg(long, default_value_t = 50_000)]
+    pub reads: u64,
+    /// write() calls per run (--vm).
+    #[arg(long, default_value_t = 50_000)]
+    pub writes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,7 +224,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         bail!("the benchmark attaches eBPF programs: run as root");
     }
     ensure!(
-        opts.rounds >= 1 && opts.reps >= 1,
+        opts.schedule.rounds >= 1 && opts.schedule.reps >= 1,
         "--rounds and --reps >= 1"
     );
     let started = Instant::now();
@@ -329,25 +343,14 @@ fn syscall_spec(
     errno: &str,
     filter: Option<pb::PacketFilter>,
 ) -> pb::ApplyFaultRequest {
-    pb::ApplyFaultRequest {
-        spec: Some(pb::FaultSpec {
-            id: id.into(),
-            target: Some(pb::Target {
-                kind: Some(pb::target::Kind::CgroupPath(cgroup.relative_str().into())),
-            }),
-            duration: Some(prost_duration(FAULT_DURATION)),
-            kind: Some(pb::fault_spec::Kind::Syscall(pb::SyscallFault {
-                operation: match op {
-                    Op::Connect => pb::SyscallOperation::Connect,
-                    Op::Socket => pb::SyscallOperation::Socket,
-                } as i32,
-                errno: errno.into(),
-                probability_ppm: 1_000_000,
-                filter,
-                path_prefix: String::new(),
-            })),
-        }),
-    }
+    let op = match op {
+        Op::Connect => pb::SyscallOperation::Connect,
+        Op::Socket => pb::SyscallOperation::Socket,
+    };
+    Syscall::new(id, cgroup.relative_str(), op, errno, 1_000_000)
+        .duration(FAULT_DURATION)
+        .filter(filter)
+        .request()
 }
 
 impl Bench {
@@ -372,22 +375,22 @@ impl Bench {
         count: u64,
     ) -> anyhow::Result<(LoopReport, f64)> {
         let _in = self.place.netns.enter()?;
-        let _pinned = Pinned::last_cpu()?;
+        let _pinned = Pinned::last_cpu();
         let (dst, n) = (self.place.addr.to_string(), count.to_string());
         let args: Vec<&str> = match op {
             Op::Connect => vec!["tcp-connect", "--dst", &dst, "--count", &n],
             Op::Socket => vec!["socket-loop", "--count", &n, "--protocol", "tcp"],
         };
-        let cpu0 = children_cpu()?;
+        let cpu0 = children_cpu();
         let r: LoopReport = Traffic::spawn(&args, Some(cgroup)).finish_as();
-        let cpu = children_cpu()?.saturating_sub(cpu0);
+        let cpu = children_cpu().saturating_sub(cpu0);
         #[expect(clippy::cast_precision_loss, reason = "a mean")]
         let cpu_ns = cpu.as_nanos() as f64 / count.max(1) as f64;
         Ok((r, cpu_ns))
     }
 
     fn measure_all(&mut self) -> anyhow::Result<()> {
-        for round in 0..self.opts.rounds {
+        for round in 0..self.opts.schedule.rounds {
             let order: &[State] = if round % 2 == 0 {
                 &[State::Off, State::Base, State::Many]
             } else {
@@ -399,18 +402,18 @@ impl Bench {
                 if round == 0 && state == State::Base {
                     self.sanity()?;
                 }
-                let mut idx: Vec<usize> = (0..self.configs.len())
+                let members = (0..self.configs.len())
                     .filter(|&i| self.configs[i].state == state)
                     .collect();
-                let len = idx.len();
-                idx.rotate_left(round % len);
-                for _ in 0..self.opts.reps {
-                    for &i in &idx {
-                        self.measure(i, round)?;
-                    }
+                for i in round_order(members, round, self.opts.schedule.reps) {
+                    self.measure(i, round)?;
                 }
             }
-            self.progress(&format!("round {}/{} done", round + 1, self.opts.rounds));
+            self.progress(&format!(
+                "round {}/{} done",
+                round + 1,
+                self.opts.schedule.rounds
+            ));
         }
         Ok(())
     }
@@ -533,25 +536,9 @@ impl Bench {
     }
 
     fn stop_agent(&mut self) -> anyhow::Result<()> {
-        if let Some((mut guard, api)) = self.agent.take() {
+        if let Some((guard, api)) = self.agent.take() {
             drop(api);
-            let (guard, status) = self.rt.block_on(async move {
-                tokio::task::spawn_blocking(move || {
-                    let status = guard.stop();
-                    (guard, status)
-                })
-                .await
-                .context("stopping the agent")
-            })?;
-            for line in guard.log().lines() {
-                if line.contains(" WARN ") || line.contains(" ERROR ") {
-                    self.problems.push(format!("agent log: {line}"));
-                }
-            }
-            if !status.success() {
-                self.problems
-                    .push(format!("the agent exited with {status} after SIGTERM"));
-            }
+            self.problems.extend(guard.stop_and_review(&self.rt));
         }
         self.state = State::Off;
         self.progress("agent stopped");
@@ -685,15 +672,13 @@ impl Bench {
                 Op::Connect => self.opts.connects,
                 Op::Socket => self.opts.sockets,
             };
-            let (runs, ns) = {
-                let _stats = Sysctl::set("/proc/sys/kernel/bpf_stats_enabled", "1")?;
-                let (c0, t0) = prog_run_stats(id);
-                self.helper(op, self.cgroup(Who::Target, op), count)?;
-                let (c1, t1) = prog_run_stats(id);
-                (c1.saturating_sub(c0), t1.saturating_sub(t0))
-            };
-            #[expect(clippy::cast_precision_loss, reason = "a mean")]
-            let per_run = ns as f64 / runs.max(1) as f64;
+            let mut ran: anyhow::Result<()> = Ok(());
+            let (runs, per_run) = prog_runs_during(id, || {
+                ran = self
+                    .helper(op, self.cgroup(Who::Target, op), count)
+                    .map(drop);
+            });
+            ran?;
             self.progress(&format!(
                 "{name}: {runs} runs for {count} calls, {per_run:.0} ns per run (bpf_stats)"
             ));
@@ -894,7 +879,7 @@ impl Bench {
              (ECONNREFUSED) and socket (EPERM), 100%, no filter. Connect and socket targets \
              are separate cgroups because the helper's connect loop also calls `socket()`: \
              the connect rows then run only the connect programs.\n\n",
-            o.connects, o.sockets, o.rounds, o.reps, NEVER_MATCHING_PORT,
+            o.connects, o.sockets, o.schedule.rounds, o.schedule.reps, NEVER_MATCHING_PORT,
         );
         out.push_str(&self.table());
         out.push_str("\nWhat each row isolates:\n\n");
@@ -933,12 +918,12 @@ impl Bench {
         );
         let _ = write!(
             out,
-            "\n## Not measured: open(), read(), write()\n\n\
+            "\n## Not measured here: open(), read(), write()\n\n\
              These operations use the BPF LSM backend (`file_open`, `file_permission`), which \
              needs a kernel with `CONFIG_BPF_LSM=y` and `bpf` in `lsm=`. This host does not \
-             have it: GetCapabilities reports `bpf_lsm` {lsm}. They are benchmarked only where \
-             BPF LSM exists (the VM tier's Debian kernels), and are not yet measured: this \
-             report has no numbers for them. Unlike the socket hooks, the LSM programs run for \
+             have it: GetCapabilities reports `bpf_lsm` {lsm}. `cargo xtask bench syscall \
+             --vm` measures them inside the VM tier's Debian kernels: see \
+             [syscall-vm.md](syscall-vm.md). Unlike the socket hooks, the LSM programs run for \
              every task of the node while a file fault exists (filtering by cgroup inside the \
              program), so their bystander cost is not expected to be zero.\n"
         );
@@ -958,8 +943,8 @@ impl Bench {
             "loadavg_end": loadavg(),
             "runtime_s": runtime,
             "options": {
-                "rounds": self.opts.rounds,
-                "reps": self.opts.reps,
+                "rounds": self.opts.schedule.rounds,
+                "reps": self.opts.schedule.reps,
                 "connects_per_run": self.opts.connects,
                 "sockets_per_run": self.opts.sockets,
                 "extra_faults": self.opts.faults,

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_syscall;
+mod bench_syscall_vm;
 mod demo;
 mod setup;
 mod test;
@@ -37,7 +38,8 @@ enum Task {
     },
     /// Set up, build release and measure what a loss fault costs here
     /// (root; writes docs/benchmarks/loss.md and loss.json). `bench syscall`
-    /// measures syscall faults instead (docs/benchmarks/syscall.md).
+    /// measures syscall faults instead (docs/benchmarks/syscall.md), `bench
+    /// syscall --vm` the BPF LSM ones in the VM tier (syscall-vm.md).
     Bench {
         #[command(flatten)]
         opts: bench::Options,
@@ -66,6 +68,8 @@ enum Task {
 enum BenchWhat {
     /// What a syscall fault costs connect() and socket() calls it lets
     /// through (root; writes docs/benchmarks/syscall.md and syscall.json).
+    /// With --vm: open(), read() and write() in the VM tier's kernels
+    /// (docs/benchmarks/syscall-vm.md and syscall-vm.json).
     Syscall(bench_syscall::Options),
 }
 
@@ -86,6 +90,7 @@ fn main() -> anyhow::Result<()> {
             build("release")?;
             match what {
                 None => bench::run(&opts),
+                Some(BenchWhat::Syscall(o)) if o.vm => bench_syscall_vm::run(&o),
                 Some(BenchWhat::Syscall(o)) => bench_syscall::run(&o),
             }
         }

@@ -1,6 +1,8 @@
 //! The initramfs each VM boots: busybox, the agent, the traffic helper, the
 //! test executables, bpftool, tc and ip, every shared library they load, the
-//! kernel's modules and an init script that runs the tests and powers off.
+//! kernel's modules and an init script that runs the tests (or, with
+//! `faultd.bench=NAME` on the kernel command line, one benchmark) and powers
+//! off.
 //!
 //! Layout inside the VM:
 //!
@@ -8,6 +10,7 @@
 //! /init                       the script below
 //! /bin/busybox + applets      userland for init
 //! /bin/faultd, /bin/faultd-traffic
+//! /bin/faultd-vmbench         benchmarks (bench images only)
 //! /tests/<name>               integration test executables
 //! /usr/sbin/{bpftool,tc,ip}   the real tools (busybox's tc/ip are toys)
 //! /lib/..., /lib64/...        shared libraries at the paths ldd reports
@@ -32,6 +35,7 @@ use anyhow::{Context as _, bail};
 
 use super::{
     MARKER, TestBinary,
+    bench::{RESULT_BEGIN, RESULT_END},
     cpio::CpioWriter,
     kernel::{Kernel, Module},
 };
@@ -49,6 +53,8 @@ pub struct Payload {
     pub agent: PathBuf,
     pub traffic: PathBuf,
     pub tests: Vec<TestBinary>,
+    /// `faultd-vmbench`, for the benchmark images.
+    pub bench: Option<PathBuf>,
     /// Where stripped copies of the Rust binaries are kept.
     pub staging: PathBuf,
     /// Seconds one test executable may run before init kills it.
@@ -123,6 +129,14 @@ pub fn build(
         &strip(&payload.traffic, "faultd-traffic")?,
     )?;
     dynamic.extend([payload.agent.clone(), payload.traffic.clone()]);
+    if let Some(bench) = &payload.bench {
+        cpio.file_from(
+            "bin/faultd-vmbench",
+            0o755,
+            &strip(bench, "faultd-vmbench")?,
+        )?;
+        dynamic.push(bench.clone());
+    }
     for test in &payload.tests {
         let stripped = strip(&test.path, &format!("test-{}", test.name))?;
         cpio.file_from(&format!("tests/{}", test.name), 0o755, &stripped)?;
@@ -162,7 +176,10 @@ pub fn build(
 
 /// The init script: mount what the agent and tests expect, load modules,
 /// run each test executable with markers around it, power off. The
-/// `faultd.probe` kernel argument stops after the first marker (the KVM probe).
+/// `faultd.probe` kernel argument stops after the first marker (the KVM
+/// probe); `faultd.bench=NAME faultd.bench.args=A,B,...` runs
+/// `faultd-vmbench NAME A B ...` instead of the tests and prints its JSON
+/// result between `result-begin` and `result-end` markers (see `vm::bench`).
 fn init_script(payload: &Payload, kernel: &Kernel, modules: &[Module]) -> String {
     let mut s = String::new();
     let _ = write!(
@@ -211,6 +228,25 @@ export FAULTD_VM_KERNEL="{kernel}"
 "#,
         features = kernel.spec.expect_features,
         kernel = kernel.spec.name,
+    );
+    let _ = write!(
+        s,
+        r#"bench=$(sed -n 's/.*faultd\.bench=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$bench" ]; then
+    args=$(sed -n 's/.*faultd\.bench\.args=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
+    echo "{MARKER} begin bench-$bench"
+    /bin/faultd-vmbench --out /tmp/bench-result.json $bench $args
+    echo "{MARKER} end bench-$bench rc=$?"
+    if [ -f /tmp/bench-result.json ]; then
+        echo "{MARKER} {RESULT_BEGIN} $bench"
+        cat /tmp/bench-result.json
+        echo "{MARKER} {RESULT_END} $bench"
+    fi
+    echo "{MARKER} done"
+    sync
+    poweroff -f
+fi
+"#
     );
     for test in &payload.tests {
         let _ = write!(

@@ -14,7 +14,8 @@
 //! 4. read the console into a [`results::Column`] of the summary table.
 //!
 //! Console logs and the summary land in `target/vm-logs/`, the initramfs
-//! images in `target/vm/`.
+//! images in `target/vm/`. [`bench`] boots the same kernels to run a
+//! benchmark instead of the tests.
 //!
 //! Knobs (environment):
 //! - `FAULTD_VM_KERNELS`: comma-separated names, e.g. `debian-6.12` or `6.12`;
@@ -25,6 +26,7 @@
 //! - `FAULTD_VM_ACCEL`: `kvm` or `tcg`, skipping the KVM probe;
 //! - `FAULTD_VM_QUIET=1`: do not echo the consoles.
 
+pub mod bench;
 mod cpio;
 mod host;
 mod initramfs;
@@ -41,6 +43,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 pub use host::run as run_host;
+pub use qemu::version as qemu_version;
 use results::Column;
 
 use crate::util::{cargo, target_dir};
@@ -158,14 +161,16 @@ fn vm_tests(all: &[TestBinary]) -> anyhow::Result<Vec<TestBinary>> {
         .collect()
 }
 
-/// Runs the VM tier: every kernel of the matrix (or of FAULTD_VM_KERNELS),
-/// one after the other. The tests inside a VM measure traffic rates and
-/// time; two emulated VMs on two cores would disturb each other.
-pub fn run_matrix(
-    tests: &[TestBinary],
-    bin_dir: &Path,
-    log_dir: &Path,
-) -> anyhow::Result<Vec<Column>> {
+/// What every VM run needs: qemu and busybox present, and the kernels of the
+/// matrix (or of FAULTD_VM_KERNELS) fetched and unpacked.
+#[derive(Debug)]
+struct Prepared {
+    busybox: PathBuf,
+    cache: PathBuf,
+    kernels: Vec<kernel::Kernel>,
+}
+
+fn prepare() -> anyhow::Result<Prepared> {
     qemu::check_qemu()?;
     let busybox = initramfs::check_host_tools()?;
     let specs: Vec<kernel::KernelSpec> = match std::env::var("FAULTD_VM_KERNELS") {
@@ -187,75 +192,136 @@ pub fn run_matrix(
         }
         Err(_) => kernel::MATRIX.to_vec(),
     };
-    let vm_timeout = Duration::from_secs(env_secs("FAULTD_VM_TIMEOUT", DEFAULT_VM_TIMEOUT_SECS)?);
-    let test_timeout_secs = env_secs("FAULTD_VM_TEST_TIMEOUT", DEFAULT_TEST_TIMEOUT_SECS)?;
-    let echo = std::env::var_os("FAULTD_VM_QUIET").is_none_or(|v| v == "0");
-
     let cache = crate::setup::cache_dir().join("vm");
     let kernels = kernel::fetch_all(&cache, &specs)?;
+    Ok(Prepared {
+        busybox,
+        cache,
+        kernels,
+    })
+}
+
+/// One VM run of a kernel: which image, what to add to the command line,
+/// where the console log goes.
+#[derive(Debug)]
+struct RunSpec<'a> {
+    /// Image file stem beside the kernel's name under `target/vm/`.
+    image: &'a str,
+    extra_cmdline: &'a str,
+    log: PathBuf,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Booted {
+    accel: qemu::Accel,
+    outcome: qemu::Outcome,
+}
+
+/// Builds `kernel`'s initramfs from `payload`, picks the accelerator and
+/// boots it once, echoing the console unless FAULTD_VM_QUIET is set.
+fn boot_kernel(
+    p: &Prepared,
+    kernel: &kernel::Kernel,
+    payload: &initramfs::Payload,
+    run: &RunSpec<'_>,
+) -> anyhow::Result<Booted> {
+    let name = kernel.spec.name;
+    let echo = std::env::var_os("FAULTD_VM_QUIET").is_none_or(|v| v == "0");
+    let log_dir = run.log.parent().context("log file without a directory")?;
+    let modules = kernel::resolve_modules(kernel, kernel::MODULES)?;
+    let initrd = target_root()
+        .join("vm")
+        .join(format!("{name}.{}.cpio", run.image));
+    initramfs::build(&initrd, payload, kernel, &modules, &p.busybox)?;
+    let accel = qemu::choose_accel(
+        &p.cache.join(format!("kvm-verdict-{}", kernel.package)),
+        &kernel.vmlinuz,
+        &initrd,
+        log_dir,
+    )?;
+    eprintln!(
+        "vm: {name}: booting {} ({}, {} modules, {} MB initramfs) with {}",
+        kernel.release,
+        kernel.package,
+        modules.len(),
+        std::fs::metadata(&initrd).map_or(0, |m| m.len() >> 20),
+        accel.name()
+    );
+    let prefix = format!("[{name}] ");
+    let outcome = qemu::boot(&qemu::Boot {
+        vmlinuz: &kernel.vmlinuz,
+        initrd: &initrd,
+        extra_cmdline: run.extra_cmdline,
+        accel,
+        timeout: run.timeout,
+        log: &run.log,
+        echo: echo.then_some(prefix.as_str()),
+        stop_at: None,
+    })?;
+    if outcome.timed_out {
+        let tail: Vec<&str> = outcome.console.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        eprintln!(
+            "vm: {name}: killed qemu after {:?}; last console lines:\n{}",
+            run.timeout,
+            tail.join("\n")
+        );
+    }
+    eprintln!(
+        "vm: {name}: finished in {:.0} s (qemu {})",
+        outcome.elapsed.as_secs_f64(),
+        outcome.exit
+    );
+    Ok(Booted { accel, outcome })
+}
+
+/// Runs the VM tier: every kernel of the matrix (or of FAULTD_VM_KERNELS),
+/// one after the other. The tests inside a VM measure traffic rates and
+/// time; two emulated VMs on two cores would disturb each other.
+pub fn run_matrix(
+    tests: &[TestBinary],
+    bin_dir: &Path,
+    log_dir: &Path,
+) -> anyhow::Result<Vec<Column>> {
+    let prepared = prepare()?;
+    let vm_timeout = Duration::from_secs(env_secs("FAULTD_VM_TIMEOUT", DEFAULT_VM_TIMEOUT_SECS)?);
+    let test_timeout_secs = env_secs("FAULTD_VM_TEST_TIMEOUT", DEFAULT_TEST_TIMEOUT_SECS)?;
     let payload = initramfs::Payload {
         agent: bin_dir.join("faultd"),
         traffic: bin_dir.join("faultd-traffic"),
         tests: vm_tests(tests)?,
+        bench: None,
         staging: target_root().join("vm/staging"),
         test_timeout_secs,
     };
     let expected: Vec<String> = payload.tests.iter().map(|t| t.name.clone()).collect();
 
     let mut columns = Vec::new();
-    for kernel in &kernels {
+    for kernel in &prepared.kernels {
         let name = kernel.spec.name;
-        let modules = kernel::resolve_modules(kernel, kernel::MODULES)?;
-        let initrd = target_root()
-            .join("vm")
-            .join(format!("{name}.initramfs.cpio"));
-        initramfs::build(&initrd, &payload, kernel, &modules, &busybox)?;
-        let accel = qemu::choose_accel(
-            &cache.join(format!("kvm-verdict-{}", kernel.package)),
-            &kernel.vmlinuz,
-            &initrd,
-            log_dir,
-        )?;
         let log = log_dir.join(format!("{name}.log"));
-        eprintln!(
-            "vm: {name}: booting {} ({}, {} modules, {} MB initramfs) with {}",
-            kernel.release,
-            kernel.package,
-            modules.len(),
-            std::fs::metadata(&initrd).map_or(0, |m| m.len() >> 20),
-            accel.name()
-        );
-        let prefix = format!("[{name}] ");
-        let outcome = qemu::boot(&qemu::Boot {
-            vmlinuz: &kernel.vmlinuz,
-            initrd: &initrd,
-            extra_cmdline: "",
-            accel,
-            timeout: vm_timeout,
-            log: &log,
-            echo: echo.then_some(prefix.as_str()),
-            stop_at: None,
-        })?;
+        let booted = boot_kernel(
+            &prepared,
+            kernel,
+            &payload,
+            &RunSpec {
+                image: "initramfs",
+                extra_cmdline: "",
+                log: log.clone(),
+                timeout: vm_timeout,
+            },
+        )?;
+        let outcome = booted.outcome;
         let mut column = Column::new(name, log.display().to_string());
         column.add_console(&outcome.console, &expected);
         column.elapsed_secs = outcome.elapsed.as_secs_f64();
         if outcome.timed_out {
-            let tail: Vec<&str> = outcome.console.lines().rev().take(30).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            eprintln!(
-                "vm: {name}: killed qemu after {vm_timeout:?}; last console lines:\n{}",
-                tail.join("\n")
-            );
             column.problems.push(format!(
                 "VM killed after {} s (FAULTD_VM_TIMEOUT)",
                 vm_timeout.as_secs()
             ));
         }
-        eprintln!(
-            "vm: {name}: finished in {:.0} s (qemu {})",
-            outcome.elapsed.as_secs_f64(),
-            outcome.exit
-        );
         columns.push(column);
     }
     Ok(columns)

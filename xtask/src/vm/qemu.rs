@@ -279,9 +279,9 @@ pub fn choose_accel(
     Ok(accel)
 }
 
-fn probe_key(vmlinuz: &Path) -> String {
-    let read = |p: &str| fs::read_to_string(p).unwrap_or_default().trim().to_owned();
-    let qemu = Command::new("qemu-system-x86_64")
+/// The first line of `qemu-system-x86_64 --version`, empty if it fails.
+pub fn version() -> String {
+    Command::new("qemu-system-x86_64")
         .arg("--version")
         .output()
         .map(|o| {
@@ -291,7 +291,12 @@ fn probe_key(vmlinuz: &Path) -> String {
                 .unwrap_or_default()
                 .to_owned()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn probe_key(vmlinuz: &Path) -> String {
+    let read = |p: &str| fs::read_to_string(p).unwrap_or_default().trim().to_owned();
+    let qemu = version();
     format!(
         "machine={} host-kernel={} qemu={qemu} guest={}",
         read("/etc/machine-id"),

@@ -1,0 +1,165 @@
+//! Measurement plumbing the benchmarks share, on the host (`cargo xtask
+//! bench`) and inside the VM (`faultd-vmbench`): CPU pinning, the helper
+//! processes' CPU time, sysctls set for a while, and the kernel's own BPF
+//! run-time counters.
+//!
+//! Like the rest of the kit these panic with context: a benchmark that
+//! cannot pin itself or read its counters has nothing valid to report.
+
+use std::{fs, time::Duration};
+
+use clap::Args;
+
+use nix::sched::CpuSet;
+use serde_json::Value;
+
+use crate::bpf;
+
+/// The sysctl that makes the kernel count BPF program runs and their time
+/// (`kernel/bpf/syscall.c`, `bpf_stats_handler`); off by default because
+/// the two time stamps per run cost a little.
+pub const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// CPU time (user + system) of the children this process has reaped.
+///
+/// # Panics
+/// If getrusage fails.
+pub fn children_cpu() -> Duration {
+    use nix::sys::{
+        resource::{UsageWho, getrusage},
+        time::TimeValLike as _,
+    };
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage(RUSAGE_CHILDREN)");
+    let us = u.user_time().num_microseconds() + u.system_time().num_microseconds();
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
+}
+
+/// Pins this thread, and so the helper processes it spawns, to its last
+/// allowed CPU until dropped: sender and receiver then share one CPU instead
+/// of bouncing between two that other work on the machine also uses.
+#[derive(Debug)]
+pub struct Pinned {
+    old: CpuSet,
+}
+
+impl Pinned {
+    /// # Panics
+    /// If the affinity cannot be read or set.
+    pub fn last_cpu() -> Self {
+        let me = nix::unistd::Pid::from_raw(0);
+        let old = nix::sched::sched_getaffinity(me).expect("sched_getaffinity");
+        let last = (0..CpuSet::count())
+            .rev()
+            .find(|&c| old.is_set(c).unwrap_or(false))
+            .expect("an empty CPU affinity");
+        let mut one = CpuSet::new();
+        one.set(last).expect("a CPU index within CpuSet::count()");
+        nix::sched::sched_setaffinity(me, &one).expect("sched_setaffinity");
+        Self { old }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &self.old);
+    }
+}
+
+/// A sysctl set for the guard's lifetime, then put back.
+#[derive(Debug)]
+pub struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    /// # Panics
+    /// If the file cannot be read or written (not root, no such sysctl).
+    pub fn set(path: &'static str, value: &str) -> Self {
+        let old = fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        fs::write(path, value).unwrap_or_else(|e| panic!("writing {value} to {path}: {e}"));
+        Self {
+            path,
+            old: old.trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(self.path, &self.old) {
+            eprintln!("restoring {} to {}: {e}", self.path, self.old);
+        }
+    }
+}
+
+/// (run_cnt, run_time_ns) of a program, from `bpftool prog show`; both 0
+/// while [`BPF_STATS_SYSCTL`] was never on.
+pub fn prog_run_stats(id: u32) -> (u64, u64) {
+    let v: Value = bpf::bpftool_json(&["prog", "show", "id", &id.to_string()]);
+    let get = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    (get("run_cnt"), get("run_time_ns"))
+}
+
+/// Runs of program `id` and their mean ns while `work` runs, with the
+/// kernel's BPF statistics switched on only around it. Other tasks' runs of
+/// the same program in that window count too.
+pub fn prog_runs_during(id: u32, work: impl FnOnce()) -> (u64, f64) {
+    let _stats = Sysctl::set(BPF_STATS_SYSCTL, "1");
+    let (c0, t0) = prog_run_stats(id);
+    work();
+    let (c1, t1) = prog_run_stats(id);
+    let runs = c1.saturating_sub(c0);
+    #[expect(clippy::cast_precision_loss, reason = "a mean")]
+    let per_run = t1.saturating_sub(t0) as f64 / runs.max(1) as f64;
+    (runs, per_run)
+}
+
+/// How many times a benchmark measures each configuration.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Schedule {
+    /// Measurement rounds; every configuration is measured once per round.
+    #[arg(long, default_value_t = 7)]
+    pub rounds: usize,
+    /// Runs of each configuration per round; a round's value is their median.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+}
+
+/// The order in which round `round` measures the configurations of one
+/// agent state (`members`, their indices): rotated by the round, so none
+/// always runs first after a state change, and repeated `reps` times.
+pub fn round_order(mut members: Vec<usize>, round: usize, reps: usize) -> Vec<usize> {
+    if !members.is_empty() {
+        let len = members.len();
+        members.rotate_left(round % len);
+    }
+    members.repeat(reps)
+}
+
+/// The CPU model and the number of CPUs, from /proc/cpuinfo.
+pub fn cpu_model() -> (String, usize) {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or_else(|| "unknown".to_owned(), |(_, m)| m.trim().to_owned());
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    (model, cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_rotate_and_repeat() {
+        assert_eq!(round_order(vec![1, 2, 3], 0, 2), [1, 2, 3, 1, 2, 3]);
+        assert_eq!(round_order(vec![1, 2, 3], 4, 1), [2, 3, 1]);
+        assert!(round_order(Vec::new(), 1, 3).is_empty());
+    }
+}

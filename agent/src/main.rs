@@ -173,12 +173,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
+    // Root qdiscs a dead instance replaced for latency faults: put back
+    // before anything else, whatever faults follow.
+    let qdisc_records = config.state.qdisc_records();
+    match faultd_agent::qdisc::restore_leftovers(&qdisc_records) {
+        Ok(0) => {}
+        Ok(n) => warn!(
+            devices = n,
+            "restored root qdiscs a previous faultd replaced"
+        ),
+        Err(e) => warn!(error = %api::error_chain(&e), "restoring qdiscs of a previous faultd"),
+    }
+
     raise_memlock_limit();
     raise_nofile_limit();
     let mut caps = caps::probe();
     let datapath = EbpfDatapath::load(config.limits.max_faults)
         .map_err(|e| anyhow::anyhow!(api::error_chain(&e)))
-        .context("loading the eBPF programs")?;
+        .context("loading the eBPF programs")?
+        .with_qdiscs(faultd_agent::qdisc::QdiscManager::new(qdisc_records));
+    // The egress program writes skb->tstamp; it loaded, so the verifier
+    // allows the store here (`cg_skb_is_valid_access`, CAP_BPF).
+    caps.add(caps::Feature {
+        name: "edt_tstamp",
+        available: true,
+        detail: "faultd_egress, which sets skb->tstamp for latency and bandwidth, loaded"
+            .to_owned(),
+    });
     caps.add(caps::Feature {
         name: "cgroup_sock_hooks",
         available: datapath.syscall_unavailable().is_none(),

@@ -192,14 +192,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(api::error_chain(&e)))
         .context("loading the eBPF programs")?
         .with_qdiscs(faultd_agent::qdisc::QdiscManager::new(qdisc_records));
-    // The egress program writes skb->tstamp; it loaded, so the verifier
-    // allows the store here (`cg_skb_is_valid_access`, CAP_BPF).
-    caps.add(caps::Feature {
-        name: "edt_tstamp",
-        available: true,
-        detail: "faultd_egress, which sets skb->tstamp for latency and bandwidth, loaded"
-            .to_owned(),
-    });
     caps.add(caps::Feature {
         name: "cgroup_sock_hooks",
         available: datapath.syscall_unavailable().is_none(),

@@ -984,6 +984,7 @@ mod tests {
                 max_faults: 64,
                 max_rules_per_cgroup: 16,
             }),
+            qdiscs: Vec::new(),
         };
         let view = CapabilitiesView::from(&caps);
         let out = capabilities_table(&view);

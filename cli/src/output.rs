@@ -108,9 +108,9 @@ fn duration_us(d: Option<prost_types::Duration>) -> u64 {
 }
 
 fn format_us(us: u64) -> String {
-    if us % 1_000_000 == 0 {
+    if us.is_multiple_of(1_000_000) {
         format!("{}s", us / 1_000_000)
-    } else if us % 1000 == 0 {
+    } else if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else {
         format!("{us}us")
@@ -166,9 +166,9 @@ impl BandwidthView {
     /// The DETAILS column: "10mbit egress ...".
     pub fn details(&self) -> String {
         let rate = self.rate_bps;
-        let mut out = if rate % 1_000_000 == 0 {
+        let mut out = if rate.is_multiple_of(1_000_000) {
             format!("{}mbit", rate / 1_000_000)
-        } else if rate % 1000 == 0 {
+        } else if rate.is_multiple_of(1000) {
             format!("{}kbit", rate / 1000)
         } else {
             format!("{rate}bit")

@@ -328,7 +328,6 @@ pub fn median_interval(samples: &[f64], confidence: f64) -> (f64, f64, f64) {
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
         reason = "ranks within 0..n, clamped"
     )]
     let rank = |r: f64| (r.max(0.0) as usize).min(n - 1);

@@ -10,11 +10,14 @@ use faultd_proto::agent::v1 as pb;
 use tonic::{Code, Status};
 
 use crate::{
+    datapath::DatapathError,
     fault::{
-        Direction, ERRNOS, Errno, FaultKind, FaultSpec, IpCidr, LossSpec, PPM, PacketFilter,
-        PathPrefix, Protocol, SyscallOp, SyscallSpec,
+        BandwidthSpec, Direction, Distribution, ERRNOS, Errno, FaultKind, FaultSpec, IpCidr,
+        LatencySpec, LossSpec, MAX_DELAY, MAX_JITTER, MIN_RATE_BPS, PPM, PacketFilter, PathPrefix,
+        Protocol, SyscallOp, SyscallSpec,
     },
     manager::{FaultState, FaultView, ManagerError},
+    qdisc::QdiscError,
     target::{TargetError, TargetSpec},
 };
 
@@ -83,6 +86,8 @@ impl TryFrom<pb::FaultSpec> for FaultSpec {
         {
             pb::fault_spec::Kind::Loss(loss) => FaultKind::Loss(loss_from_pb(loss)?),
             pb::fault_spec::Kind::Syscall(sys) => FaultKind::Syscall(syscall_from_pb(sys)?),
+            pb::fault_spec::Kind::Latency(l) => FaultKind::Latency(latency_from_pb(l)?),
+            pb::fault_spec::Kind::Bandwidth(b) => FaultKind::Bandwidth(bandwidth_from_pb(b)?),
         };
         Ok(Self {
             id: spec.id,
@@ -144,6 +149,108 @@ fn loss_from_pb(loss: pb::LossFault) -> Result<LossSpec, InvalidField> {
         probability_ppm: loss.probability_ppm,
         direction,
         filter,
+    })
+}
+
+fn pb_duration(
+    d: Option<prost_types::Duration>,
+    field: &'static str,
+) -> Result<Duration, InvalidField> {
+    let Some(d) = d else {
+        return Ok(Duration::ZERO);
+    };
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(invalid(field, "must not be negative"));
+    }
+    Duration::try_from(d).map_err(|e| invalid(field, format!("is not a valid duration: {e}")))
+}
+
+/// For latency and bandwidth an unspecified direction means egress, the
+/// direction they are built for.
+fn shaping_direction(value: i32, field: &'static str) -> Result<Direction, InvalidField> {
+    if value == pb::Direction::Unspecified as i32 {
+        return Ok(Direction::Egress);
+    }
+    direction_from_pb(value, field)
+}
+
+fn latency_from_pb(l: pb::LatencyFault) -> Result<LatencySpec, InvalidField> {
+    if l.delay.is_none() {
+        return Err(invalid("spec.latency.delay", "is required"));
+    }
+    let delay = pb_duration(l.delay, "spec.latency.delay")?;
+    if delay < Duration::from_micros(1) || delay > MAX_DELAY {
+        return Err(invalid(
+            "spec.latency.delay",
+            format!(
+                "must be in 1us..={}, got {}",
+                crate::duration::format(MAX_DELAY),
+                crate::duration::format(delay)
+            ),
+        ));
+    }
+    let jitter = pb_duration(l.jitter, "spec.latency.jitter")?;
+    if jitter > MAX_JITTER {
+        return Err(invalid(
+            "spec.latency.jitter",
+            format!(
+                "must be at most {}, got {}",
+                crate::duration::format(MAX_JITTER),
+                crate::duration::format(jitter)
+            ),
+        ));
+    }
+    let distribution = match pb::Distribution::try_from(l.distribution) {
+        Ok(pb::Distribution::Unspecified | pb::Distribution::Uniform) => Distribution::Uniform,
+        Ok(pb::Distribution::Normal) => Distribution::Normal,
+        Ok(pb::Distribution::Pareto) => Distribution::Pareto,
+        Ok(pb::Distribution::Paretonormal) => Distribution::ParetoNormal,
+        Err(_) => {
+            return Err(invalid(
+                "spec.latency.distribution",
+                format!("unknown distribution {}", l.distribution),
+            ));
+        }
+    };
+    if !(0.0..=100.0).contains(&l.correlation_percent) {
+        return Err(invalid(
+            "spec.latency.correlation_percent",
+            format!("must be in 0..=100, got {}", l.correlation_percent),
+        ));
+    }
+    if l.correlation_percent > 0.0 && jitter.is_zero() {
+        return Err(invalid(
+            "spec.latency.correlation_percent",
+            "correlates jitter samples; set spec.latency.jitter too",
+        ));
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "checked to lie in 0..=100 above"
+    )]
+    let correlation_ppm = (l.correlation_percent * 10_000.0).round() as u32;
+    Ok(LatencySpec {
+        delay,
+        jitter,
+        distribution,
+        correlation_ppm,
+        direction: shaping_direction(l.direction, "spec.latency.direction")?,
+        filter: filter_from_pb(l.filter.unwrap_or_default(), &LATENCY_FILTER)?,
+    })
+}
+
+fn bandwidth_from_pb(b: pb::BandwidthFault) -> Result<BandwidthSpec, InvalidField> {
+    if b.rate_bps < MIN_RATE_BPS {
+        return Err(invalid(
+            "spec.bandwidth.rate_bps",
+            format!("must be at least {MIN_RATE_BPS} bit/s, got {}", b.rate_bps),
+        ));
+    }
+    Ok(BandwidthSpec {
+        rate_bps: b.rate_bps,
+        direction: shaping_direction(b.direction, "spec.bandwidth.direction")?,
+        filter: filter_from_pb(b.filter.unwrap_or_default(), &BANDWIDTH_FILTER)?,
     })
 }
 
@@ -266,6 +373,18 @@ const LOSS_FILTER: FilterFields = FilterFields {
     ports: "spec.loss.filter.remote_port_min",
 };
 
+const LATENCY_FILTER: FilterFields = FilterFields {
+    protocol: "spec.latency.filter.protocol",
+    cidr: "spec.latency.filter.remote_cidr",
+    ports: "spec.latency.filter.remote_port_min",
+};
+
+const BANDWIDTH_FILTER: FilterFields = FilterFields {
+    protocol: "spec.bandwidth.filter.protocol",
+    cidr: "spec.bandwidth.filter.remote_cidr",
+    ports: "spec.bandwidth.filter.remote_port_min",
+};
+
 const SYSCALL_FILTER: FilterFields = FilterFields {
     protocol: "spec.syscall.filter.protocol",
     cidr: "spec.syscall.filter.remote_cidr",
@@ -333,15 +452,39 @@ pub fn spec_to_pb(spec: &FaultSpec) -> pb::FaultSpec {
             container_id: container_id.clone().unwrap_or_default(),
         }),
     };
+    let direction = |d: Direction| -> i32 {
+        let d = match d {
+            Direction::Egress => pb::Direction::Egress,
+            Direction::Ingress => pb::Direction::Ingress,
+            Direction::Both => pb::Direction::Both,
+        };
+        d as i32
+    };
     let kind = match &spec.kind {
         FaultKind::Loss(l) => pb::fault_spec::Kind::Loss(pb::LossFault {
             probability_ppm: l.probability_ppm,
-            direction: match l.direction {
-                Direction::Egress => pb::Direction::Egress,
-                Direction::Ingress => pb::Direction::Ingress,
-                Direction::Both => pb::Direction::Both,
-            } as i32,
+            direction: direction(l.direction),
             filter: Some(filter_to_pb(&l.filter)),
+        }),
+        FaultKind::Latency(l) => pb::fault_spec::Kind::Latency(pb::LatencyFault {
+            delay: prost_types::Duration::try_from(l.delay).ok(),
+            jitter: (!l.jitter.is_zero())
+                .then(|| prost_types::Duration::try_from(l.jitter).ok())
+                .flatten(),
+            distribution: match l.distribution {
+                Distribution::Uniform => pb::Distribution::Uniform,
+                Distribution::Normal => pb::Distribution::Normal,
+                Distribution::Pareto => pb::Distribution::Pareto,
+                Distribution::ParetoNormal => pb::Distribution::Paretonormal,
+            } as i32,
+            correlation_percent: f64::from(l.correlation_ppm) / 10_000.0,
+            direction: direction(l.direction),
+            filter: Some(filter_to_pb(&l.filter)),
+        }),
+        FaultKind::Bandwidth(b) => pb::fault_spec::Kind::Bandwidth(pb::BandwidthFault {
+            rate_bps: b.rate_bps,
+            direction: direction(b.direction),
+            filter: Some(filter_to_pb(&b.filter)),
         }),
         FaultKind::Syscall(sys) => pb::fault_spec::Kind::Syscall(pb::SyscallFault {
             operation: match sys.op {
@@ -432,6 +575,11 @@ pub fn status(err: &ManagerError) -> Status {
         ManagerError::Capacity(_) => Code::ResourceExhausted,
         ManagerError::Precondition(_) => Code::FailedPrecondition,
         ManagerError::NotFound(_) => Code::NotFound,
+        // A device whose qdisc cannot take fq is the node's state, not a
+        // fault of the agent: the caller can fix it or pick another target.
+        ManagerError::Kernel(DatapathError::Qdisc(QdiscError::Refused { .. })) => {
+            Code::FailedPrecondition
+        }
         ManagerError::Kernel(_) => Code::Internal,
         ManagerError::ShuttingDown => Code::Unavailable,
     };
@@ -461,7 +609,6 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::DatapathError;
 
     fn loss_spec(ppm: u32) -> pb::FaultSpec {
         pb::FaultSpec {
@@ -628,6 +775,117 @@ mod tests {
         assert_eq!(field_of(icmp_connect), "spec.syscall.filter.protocol");
     }
 
+    fn latency_spec(l: pb::LatencyFault) -> pb::FaultSpec {
+        let mut s = loss_spec(1);
+        s.kind = Some(pb::fault_spec::Kind::Latency(l));
+        s
+    }
+
+    fn ms(n: i32) -> Option<prost_types::Duration> {
+        Some(prost_types::Duration {
+            seconds: i64::from(n / 1000),
+            nanos: (n % 1000) * 1_000_000,
+        })
+    }
+
+    #[test]
+    fn latency_and_bandwidth_validate_and_round_trip() {
+        let ok = latency_spec(pb::LatencyFault {
+            delay: ms(100),
+            jitter: ms(10),
+            distribution: pb::Distribution::Normal as i32,
+            correlation_percent: 25.0,
+            direction: pb::Direction::Egress as i32,
+            filter: Some(pb::PacketFilter {
+                protocol: pb::Protocol::Udp as i32,
+                ..Default::default()
+            }),
+        });
+        let spec = FaultSpec::try_from(ok.clone()).expect("valid");
+        assert_eq!(spec_to_pb(&spec), ok);
+        let FaultKind::Latency(l) = &spec.kind else {
+            panic!("latency")
+        };
+        assert_eq!(l.correlation_ppm, 250_000);
+        assert_eq!(spec.kind.fq_horizon(), Some(Duration::from_millis(140)));
+
+        let unspecified = latency_spec(pb::LatencyFault {
+            delay: ms(5),
+            ..Default::default()
+        });
+        let FaultKind::Latency(l) = FaultSpec::try_from(unspecified).expect("valid").kind else {
+            panic!("latency")
+        };
+        assert_eq!(l.direction, Direction::Egress, "latency defaults to egress");
+
+        let bad = |l: pb::LatencyFault| field_of(latency_spec(l));
+        assert_eq!(bad(pb::LatencyFault::default()), "spec.latency.delay");
+        assert_eq!(
+            bad(pb::LatencyFault {
+                delay: ms(61_000),
+                ..Default::default()
+            }),
+            "spec.latency.delay"
+        );
+        assert_eq!(
+            bad(pb::LatencyFault {
+                delay: ms(10),
+                jitter: ms(5_000),
+                ..Default::default()
+            }),
+            "spec.latency.jitter"
+        );
+        assert_eq!(
+            bad(pb::LatencyFault {
+                delay: ms(10),
+                jitter: ms(1),
+                correlation_percent: 101.0,
+                ..Default::default()
+            }),
+            "spec.latency.correlation_percent"
+        );
+        assert_eq!(
+            bad(pb::LatencyFault {
+                delay: ms(10),
+                correlation_percent: 5.0,
+                ..Default::default()
+            }),
+            "spec.latency.correlation_percent"
+        );
+        assert_eq!(
+            bad(pb::LatencyFault {
+                delay: ms(10),
+                distribution: 99,
+                ..Default::default()
+            }),
+            "spec.latency.distribution"
+        );
+        assert_eq!(
+            bad(pb::LatencyFault {
+                delay: ms(10),
+                filter: Some(pb::PacketFilter {
+                    remote_cidr: "nope".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            "spec.latency.filter.remote_cidr"
+        );
+
+        let mut bw = loss_spec(1);
+        bw.kind = Some(pb::fault_spec::Kind::Bandwidth(pb::BandwidthFault {
+            rate_bps: 10_000_000,
+            direction: pb::Direction::Egress as i32,
+            filter: Some(pb::PacketFilter::default()),
+        }));
+        let spec = FaultSpec::try_from(bw.clone()).expect("valid");
+        assert_eq!(spec_to_pb(&spec), bw);
+        if let Some(pb::fault_spec::Kind::Bandwidth(b)) = &mut bw.kind {
+            b.rate_bps = 100;
+        }
+        assert_eq!(field_of(bw), "spec.bandwidth.rate_bps");
+    }
+
     #[test]
     fn single_port_and_unspecified_direction() {
         let mut s = loss_spec(1);
@@ -691,6 +949,13 @@ mod tests {
             ),
             (ManagerError::NotFound("id".into()), Code::NotFound),
             (ManagerError::ShuttingDown, Code::Unavailable),
+            (
+                ManagerError::Kernel(DatapathError::Qdisc(QdiscError::Refused {
+                    device: "eth0".into(),
+                    reason: "htb".into(),
+                })),
+                Code::FailedPrecondition,
+            ),
             (
                 ManagerError::Kernel(DatapathError::Missing {
                     kind: "map",

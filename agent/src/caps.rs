@@ -124,29 +124,16 @@ pub fn probe() -> Capabilities {
     }
 }
 
-/// fq is what EDT pacing needs. Probed by creating one in a private network
-/// namespace, so no device of the node is touched; the namespace and qdisc
-/// vanish with the probe thread.
+/// fq is what EDT pacing needs. Probed by creating one over netlink in a
+/// private network namespace (see `qdisc::probe_fq`), so no device of the
+/// node is touched.
 fn fq_qdisc() -> Feature {
-    let probe = std::thread::spawn(|| -> Result<(), String> {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
-        let out = std::process::Command::new("tc")
-            .args(["qdisc", "add", "dev", "lo", "root", "fq"])
-            .output()
-            .map_err(|e| format!("running tc: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "tc qdisc add fq: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    });
-    match probe.join() {
-        Ok(Ok(())) => feature("fq_qdisc", true, "created an fq qdisc in a private netns"),
-        Ok(Err(e)) => feature("fq_qdisc", false, e),
-        Err(_) => feature("fq_qdisc", false, "probe thread panicked"),
+    match crate::qdisc::probe_fq() {
+        Ok(()) => feature(
+            "fq_qdisc",
+            true,
+            "created an fq qdisc (sch_fq) in a private netns over rtnetlink",
+        ),
+        Err(e) => feature("fq_qdisc", false, e),
     }
 }

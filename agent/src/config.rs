@@ -43,6 +43,18 @@ pub struct StateConfig {
     /// found attached in the kernel was left by a dead instance and is
     /// removed at start.
     pub lock_file: PathBuf,
+    /// Root qdiscs faultd replaced (for latency and bandwidth faults),
+    /// written before each change, so the next start restores them if the
+    /// agent died. Empty means `<dir>/qdiscs.json`.
+    pub qdisc_records: Option<PathBuf>,
+}
+
+impl StateConfig {
+    pub fn qdisc_records(&self) -> PathBuf {
+        self.qdisc_records
+            .clone()
+            .unwrap_or_else(|| self.dir.join("qdiscs.json"))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -123,6 +135,7 @@ impl Default for StateConfig {
         Self {
             dir: PathBuf::from("/run/faultd"),
             lock_file: PathBuf::from("/run/faultd.lock"),
+            qdisc_records: None,
         }
     }
 }
@@ -247,6 +260,9 @@ socket = "/run/faultd/faultd.sock"
 dir = "/run/faultd"
 # One agent per node; leftovers of a dead instance are removed at start.
 lock_file = "/run/faultd.lock"
+# Root qdiscs replaced for latency/bandwidth faults, restored on the next
+# start if the agent died; default "<dir>/qdiscs.json".
+# qdisc_records = "/run/faultd/qdiscs.json"
 
 [limits]
 # Every fault needs a duration, at most this long.

@@ -39,6 +39,10 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    /// The target's devices cannot take the fq qdisc a latency or
+    /// bandwidth fault needs, or changing them failed.
+    #[error(transparent)]
+    Qdisc(#[from] crate::qdisc::QdiscError),
     #[error("attaching the {hook} program to cgroup {path}: {source}")]
     Attach {
         hook: Hook,
@@ -121,6 +125,26 @@ pub trait Datapath: Send + 'static {
     fn maps(&self) -> Vec<KernelObject>;
     /// Which syscall backends loaded; fixed for the datapath's life.
     fn sys_backends(&self) -> SysBackends;
+    /// Makes sure fq holds the packets of the cgroup at `path` (absolute),
+    /// shared by fault `fault_id`, for departure times up to `horizon`
+    /// ahead (see `qdisc`).
+    fn acquire_fq(
+        &mut self,
+        fault_id: &str,
+        path: &Path,
+        horizon: std::time::Duration,
+    ) -> Result<(), DatapathError> {
+        let _ = (fault_id, path, horizon);
+        Ok(())
+    }
+    /// Drops `fault_id`'s use of fq; devices nobody uses get their qdisc back.
+    fn release_fq(&mut self, fault_id: &str) {
+        let _ = fault_id;
+    }
+    /// What the agent changed on devices, for GetCapabilities.
+    fn qdisc_changes(&self) -> Vec<crate::qdisc::QdiscChange> {
+        Vec::new()
+    }
 }
 
 /// An in-memory datapath for unit tests: it records what the kernel would
@@ -137,6 +161,10 @@ pub struct FakeDatapath {
     /// Makes the next attach fail, to test rollback.
     pub fail_next_attach: bool,
     pub backends: SysBackends,
+    /// Fault ids holding fq, with the cgroup path.
+    pub fq_users: HashMap<String, String>,
+    /// Makes the next acquire_fq fail as a refused qdisc.
+    pub refuse_next_fq: bool,
 }
 
 impl Default for FakeDatapath {
@@ -151,6 +179,8 @@ impl Default for FakeDatapath {
             counters: HashMap::new(),
             log: Vec::new(),
             fail_next_attach: false,
+            fq_users: HashMap::new(),
+            refuse_next_fq: false,
             backends: SysBackends {
                 cgroup_hooks: true,
                 lsm: Some(LsmScope::Node),
@@ -240,5 +270,26 @@ impl Datapath for FakeDatapath {
 
     fn sys_backends(&self) -> SysBackends {
         self.backends
+    }
+
+    fn acquire_fq(
+        &mut self,
+        fault_id: &str,
+        path: &Path,
+        _horizon: std::time::Duration,
+    ) -> Result<(), DatapathError> {
+        if std::mem::take(&mut self.refuse_next_fq) {
+            return Err(DatapathError::Qdisc(crate::qdisc::QdiscError::Refused {
+                device: "eth0".into(),
+                reason: "its root qdisc is htb 1:".into(),
+            }));
+        }
+        self.fq_users
+            .insert(fault_id.to_owned(), path.display().to_string());
+        Ok(())
+    }
+
+    fn release_fq(&mut self, fault_id: &str) {
+        self.fq_users.remove(fault_id);
     }
 }

@@ -4,10 +4,11 @@
 use std::{fmt, net::IpAddr, ops::RangeInclusive, time::Duration};
 
 use faultd_common::{
-    ACTION_LOSS, DIR_EGRESS, DIR_INGRESS, FAMILY_ANY, FAMILY_IPV4, FAMILY_IPV6, NetRule, PROTO_ANY,
-    PROTO_ICMP, PROTO_TCP, PROTO_UDP, SYS_OP_ACCEPT, SYS_OP_BIND, SYS_OP_CONNECT, SYS_OP_EXECVE,
-    SYS_OP_MKDIR, SYS_OP_OPEN, SYS_OP_READ, SYS_OP_RECVMSG, SYS_OP_RENAME, SYS_OP_SENDMSG,
-    SYS_OP_SOCKET, SYS_OP_UNLINK, SYS_OP_WRITE, SysRule, THRESHOLD_ALWAYS,
+    ACTION_BANDWIDTH, ACTION_LATENCY, ACTION_LOSS, DIR_EGRESS, DIR_INGRESS, DIST_NORMAL,
+    DIST_PARETO, DIST_PARETONORMAL, DIST_UNIFORM, FAMILY_ANY, FAMILY_IPV4, FAMILY_IPV6, NetRule,
+    PROTO_ANY, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SYS_OP_ACCEPT, SYS_OP_BIND, SYS_OP_CONNECT,
+    SYS_OP_EXECVE, SYS_OP_MKDIR, SYS_OP_OPEN, SYS_OP_READ, SYS_OP_RECVMSG, SYS_OP_RENAME,
+    SYS_OP_SENDMSG, SYS_OP_SOCKET, SYS_OP_UNLINK, SYS_OP_WRITE, SysRule, THRESHOLD_ALWAYS,
 };
 
 use crate::target::TargetSpec;
@@ -27,6 +28,8 @@ pub struct FaultSpec {
 pub enum FaultKind {
     Loss(LossSpec),
     Syscall(SyscallSpec),
+    Latency(LatencySpec),
+    Bandwidth(BandwidthSpec),
 }
 
 impl FaultKind {
@@ -34,6 +37,20 @@ impl FaultKind {
         match self {
             Self::Loss(_) => "loss",
             Self::Syscall(_) => "syscall",
+            Self::Latency(_) => "latency",
+            Self::Bandwidth(_) => "bandwidth",
+        }
+    }
+
+    /// For faults that set departure times: how far ahead of now a packet
+    /// may be stamped, which the fq on the target's devices must accept.
+    /// Jitter tables reach 4 sigma (iproute2 clips them to 16 bits, 32767
+    /// / 8192); pacing stamps at most `BANDWIDTH_HORIZON_NS` ahead.
+    pub fn fq_horizon(&self) -> Option<Duration> {
+        match self {
+            Self::Latency(l) => Some(l.delay + l.jitter * 4),
+            Self::Bandwidth(_) => Some(Duration::from_nanos(faultd_common::BANDWIDTH_HORIZON_NS)),
+            Self::Loss(_) | Self::Syscall(_) => None,
         }
     }
 
@@ -41,8 +58,10 @@ impl FaultKind {
     /// backends this node offers (ignored for packet faults).
     pub fn uses(&self, hook: Hook, backends: &SysBackends) -> bool {
         match self {
-            Self::Loss(l) => match hook {
-                Hook::Egress | Hook::Ingress => l.direction.bits() & hook.dir_bit() != 0,
+            Self::Loss(LossSpec { direction, .. })
+            | Self::Latency(LatencySpec { direction, .. })
+            | Self::Bandwidth(BandwidthSpec { direction, .. }) => match hook {
+                Hook::Egress | Hook::Ingress => direction.bits() & hook.dir_bit() != 0,
                 _ => false,
             },
             Self::Syscall(s) => match backends.pick(s) {
@@ -55,7 +74,7 @@ impl FaultKind {
     /// The kernel table its rule lives in.
     pub fn table(&self) -> Table {
         match self {
-            Self::Loss(_) => Table::Net,
+            Self::Loss(_) | Self::Latency(_) | Self::Bandwidth(_) => Table::Net,
             Self::Syscall(_) => Table::Sys,
         }
     }
@@ -488,6 +507,67 @@ pub struct LossSpec {
     pub filter: PacketFilter,
 }
 
+/// A delay for a target's packets (EDT + fq).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatencySpec {
+    pub delay: Duration,
+    /// netem's sigma; zero for none.
+    pub jitter: Duration,
+    pub distribution: Distribution,
+    /// Correlation of consecutive jitter samples, parts per million.
+    pub correlation_ppm: u32,
+    pub direction: Direction,
+    pub filter: PacketFilter,
+}
+
+/// A rate limit for a target's packets (EDT pacing + fq).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BandwidthSpec {
+    /// Bits per second at the network layer.
+    pub rate_bps: u64,
+    pub direction: Direction,
+    pub filter: PacketFilter,
+}
+
+/// Longest fixed delay. fq's horizon is set above delay plus jitter
+/// (see qdisc.rs), so no delayed packet is capped or dropped by fq.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+/// Largest jitter scale: the kernel computes `rnd * sigma` in 64 bits with
+/// a 32-bit random number (ebpf/src/net.rs, `jitter`).
+pub const MAX_JITTER: Duration = Duration::from_secs(4);
+/// Lowest rate: 1 kB/s; below it one full-size packet would wait longer
+/// than the 2 s pacing horizon.
+pub const MIN_RATE_BPS: u64 = 8_000;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Distribution {
+    #[default]
+    Uniform,
+    Normal,
+    Pareto,
+    ParetoNormal,
+}
+
+impl Distribution {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Uniform => "uniform",
+            Self::Normal => "normal",
+            Self::Pareto => "pareto",
+            Self::ParetoNormal => "paretonormal",
+        }
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Uniform => DIST_UNIFORM,
+            Self::Normal => DIST_NORMAL,
+            Self::Pareto => DIST_PARETO,
+            Self::ParetoNormal => DIST_PARETONORMAL,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
     Egress,
@@ -774,6 +854,27 @@ pub fn kernel_rule(kind: &FaultKind, slot: u32, deadline_ns: u64) -> KernelRule 
             rule.deadline_ns = deadline_ns;
             KernelRule::Net(rule)
         }
+        FaultKind::Latency(lat) => {
+            let mut rule = filter_rule(&lat.filter);
+            rule.action = ACTION_LATENCY;
+            rule.directions = lat.direction.bits();
+            rule.delay_ns = duration_ns(lat.delay);
+            rule.jitter_ns = duration_ns(lat.jitter);
+            rule.dist = lat.distribution.code();
+            rule.correlation = correlation_rho(lat.correlation_ppm);
+            rule.slot = slot;
+            rule.deadline_ns = deadline_ns;
+            KernelRule::Net(rule)
+        }
+        FaultKind::Bandwidth(bw) => {
+            let mut rule = filter_rule(&bw.filter);
+            rule.action = ACTION_BANDWIDTH;
+            rule.directions = bw.direction.bits();
+            rule.rate_bytes = (bw.rate_bps / 8).max(1);
+            rule.slot = slot;
+            rule.deadline_ns = deadline_ns;
+            KernelRule::Net(rule)
+        }
         FaultKind::Syscall(sys) => {
             let f = filter_rule(&sys.filter);
             KernelRule::Sys(SysRule {
@@ -795,6 +896,17 @@ pub fn kernel_rule(kind: &FaultKind, slot: u32, deadline_ns: u64) -> KernelRule 
             })
         }
     }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// netem's `rho`: the weight of the previous random value, as a fraction of
+/// 2^32 (iproute2 tc/q_netem.c parses "25%" into `0.25 * UINT32_MAX`).
+pub fn correlation_rho(ppm: u32) -> u32 {
+    let rho = u64::from(ppm.min(PPM)) * u64::from(u32::MAX) / u64::from(PPM);
+    u32::try_from(rho).unwrap_or(u32::MAX)
 }
 
 /// Drop when a uniform u32 is below `ppm / 1e6 * 2^32`: exact for 100%

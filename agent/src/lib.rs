@@ -12,6 +12,8 @@ pub mod config;
 pub mod datapath;
 pub mod duration;
 pub mod fault;
+pub mod jitter;
 pub mod manager;
+pub mod qdisc;
 pub mod service;
 pub mod target;

@@ -173,12 +173,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
+    // Root qdiscs a dead instance replaced for latency faults: put back
+    // before anything else, whatever faults follow.
+    let qdisc_records = config.state.qdisc_records();
+    match faultd_agent::qdisc::restore_leftovers(&qdisc_records) {
+        Ok(0) => {}
+        Ok(n) => warn!(
+            devices = n,
+            "restored root qdiscs a previous faultd replaced"
+        ),
+        Err(e) => warn!(error = %api::error_chain(&e), "restoring qdiscs of a previous faultd"),
+    }
+
     raise_memlock_limit();
     raise_nofile_limit();
     let mut caps = caps::probe();
     let datapath = EbpfDatapath::load(config.limits.max_faults, config.syscall.lsm_attach)
         .map_err(|e| anyhow::anyhow!(api::error_chain(&e)))
-        .context("loading the eBPF programs")?;
+        .context("loading the eBPF programs")?
+        .with_qdiscs(faultd_agent::qdisc::QdiscManager::new(qdisc_records));
     let loaded = |name, why: Option<&str>, ok: &str| caps::Feature {
         name,
         available: why.is_none(),

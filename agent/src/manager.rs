@@ -279,6 +279,22 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
         };
         let id = new.spec.id.clone();
         let new_path = new.target.path.clone();
+        // fq before the rule: no packet is stamped before a qdisc honours it.
+        let fq_horizon = new.spec.kind.fq_horizon();
+        let had_fq = self
+            .faults
+            .get(&id)
+            .and_then(|a| a.spec.kind.fq_horizon())
+            .is_some();
+        if let Some(horizon) = fq_horizon {
+            let abs = self.resolver.absolute(&new_path);
+            if let Err(e) = self.dp.acquire_fq(&id, &abs, horizon) {
+                if fresh_slot {
+                    self.free_slots.push(slot);
+                }
+                return Err(e.into());
+            }
+        }
 
         let old = self.remove_from_model(&id);
         self.insert_into_model(new);
@@ -287,6 +303,9 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             affected.extend(self.subtree(&old.target.path));
         }
         let undo = |this: &mut Self| {
+            if fq_horizon.is_some() && !had_fq {
+                this.dp.release_fq(&id);
+            }
             this.remove_from_model(&id);
             if let Some(old) = old.clone() {
                 this.insert_into_model(old);
@@ -311,6 +330,9 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
                 warn!(fault_id = %id, error = %restore, "restoring kernel state after a failed apply");
             }
             return Err(e);
+        }
+        if fq_horizon.is_none() && had_fq {
+            self.dp.release_fq(&id);
         }
         let view = self
             .view_active(&id)
@@ -412,6 +434,8 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             }
             return Err(e.into());
         }
+        // After the rule is gone: nothing is stamped any more.
+        self.dp.release_fq(id);
         self.free_slots.push(old.slot);
         view.state = state;
         info!(
@@ -455,6 +479,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     fn backend_name(&self, kind: &FaultKind) -> &'static str {
         match kind {
             FaultKind::Loss(_) => "cgroup_skb",
+            FaultKind::Latency(_) | FaultKind::Bandwidth(_) => "cgroup_skb+fq",
             FaultKind::Syscall(s) => self.backends.pick(s).map_or("none", |b| b.name()),
         }
     }

@@ -39,6 +39,16 @@ fn required_features(kind: &FaultKind) -> &'static [(&'static str, &'static str)
     );
     match kind {
         FaultKind::Loss(_) => &[("cgroup_skb", "cgroup_skb programs"), LINKS, DEADLINES],
+        FaultKind::Latency(_) | FaultKind::Bandwidth(_) => &[
+            ("cgroup_skb", "cgroup_skb programs"),
+            (
+                "fq_qdisc",
+                "the sch_fq qdisc (CONFIG_NET_SCH_FQ), which holds packets until the departure \
+                 time faultd stamps on them",
+            ),
+            LINKS,
+            DEADLINES,
+        ],
         // Which mechanism serves it is decided by `SysBackends::pick`.
         FaultKind::Syscall(_) => &[LINKS, DEADLINES],
     }
@@ -166,6 +176,17 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
         {
             missing.push(e.0);
         }
+        if let FaultKind::Latency(crate::fault::LatencySpec { direction, .. })
+        | FaultKind::Bandwidth(crate::fault::BandwidthSpec { direction, .. }) = &spec.kind
+            && *direction != crate::fault::Direction::Egress
+        {
+            return Err(Status::failed_precondition(format!(
+                "{} faults on ingress are not implemented yet (they need a tc ingress \
+                 program redirecting to an ifb with fq; see docs/latency.md); use direction \
+                 egress",
+                spec.kind.name()
+            )));
+        }
         if !missing.is_empty() {
             return Err(Status::failed_precondition(format!(
                 "this kernel ({}) lacks what {} faults need: {}",
@@ -240,9 +261,16 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
         &self,
         _: Request<pb::GetCapabilitiesRequest>,
     ) -> Result<Response<pb::Capabilities>, Status> {
-        let (programs, maps, policy) = self
+        let (programs, maps, policy, qdiscs) = self
             .shared
-            .with_manager(|m| (m.kernel_programs(), m.kernel_maps(), m.policy().clone()))
+            .with_manager(|m| {
+                (
+                    m.kernel_programs(),
+                    m.kernel_maps(),
+                    m.policy().clone(),
+                    m.datapath().qdisc_changes(),
+                )
+            })
             .await?;
         let caps = &self.shared.caps;
         let object = |o: crate::datapath::KernelObject| pb::KernelObject {
@@ -269,6 +297,16 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
                 max_faults: policy.max_faults,
                 max_rules_per_cgroup: MAX_RULES_PER_CGROUP as u32,
             }),
+            qdiscs: qdiscs
+                .into_iter()
+                .map(|q| pb::QdiscChange {
+                    netns_inode: q.netns_ino,
+                    device: q.device,
+                    replaced: q.replaced,
+                    installed: q.installed,
+                    faults: q.faults,
+                })
+                .collect(),
         })
     }
 }

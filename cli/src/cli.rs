@@ -55,6 +55,12 @@ pub enum Command {
     /// Make a target's connect/bind/sendmsg/socket calls fail with an errno
     /// for a while (creates, or updates the fault with the same --id).
     Syscall(SyscallArgs),
+    /// Delay a target's outgoing packets, optionally with jitter (EDT + fq;
+    /// creates, or updates the fault with the same --id).
+    Latency(LatencyArgs),
+    /// Limit a target's outgoing rate (EDT pacing + fq; creates, or updates
+    /// the fault with the same --id).
+    Bandwidth(BandwidthArgs),
     /// List the faults the agent holds.
     List,
     /// Show one fault.
@@ -176,6 +182,130 @@ pub struct LossArgs {
     /// Fault id; applying an existing id updates that fault [default: loss-<random hex>].
     #[arg(long, value_parser = parse_fault_id)]
     pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DistributionArg {
+    Uniform,
+    Normal,
+    Pareto,
+    Paretonormal,
+}
+
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Fixed delay added to each packet (e.g. 100ms, 1s, 250us).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub delay: Duration,
+
+    /// Jitter scale: half-width for uniform, standard deviation for normal.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub jitter: Option<Duration>,
+
+    /// Jitter distribution, as netem's.
+    #[arg(long, value_enum, default_value_t = DistributionArg::Uniform)]
+    pub distribution: DistributionArg,
+
+    /// Correlation of consecutive jitter samples in percent (0-100).
+    #[arg(long, value_name = "P", value_parser = parse_correlation)]
+    pub correlation: Option<f64>,
+
+    /// How long the fault lasts (e.g. 60s, 2m); the agent reverts it afterwards.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Only this protocol.
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Any)]
+    pub protocol: ProtocolArg,
+
+    /// Only packets to this CIDR; a bare address is one host.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub dst: Option<Cidr>,
+
+    /// Only this remote port, or inclusive range A-B (tcp, udp or any).
+    #[arg(long, value_name = "N|A-B", value_parser = parse_port_range)]
+    pub port: Option<PortRange>,
+
+    /// Fault id; applying an existing id updates that fault [default: latency-<random hex>].
+    #[arg(long, value_parser = parse_fault_id)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BandwidthArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Rate limit: bit, kbit, mbit, gbit (powers of 1000), or bps, kbps,
+    /// mbps, gbps (bytes per second), as tc writes rates; e.g. 10mbit.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub rate: u64,
+
+    /// How long the fault lasts (e.g. 60s, 2m); the agent reverts it afterwards.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Only this protocol.
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Any)]
+    pub protocol: ProtocolArg,
+
+    /// Only packets to this CIDR; a bare address is one host.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub dst: Option<Cidr>,
+
+    /// Only this remote port, or inclusive range A-B (tcp, udp or any).
+    #[arg(long, value_name = "N|A-B", value_parser = parse_port_range)]
+    pub port: Option<PortRange>,
+
+    /// Fault id; applying an existing id updates that fault [default: bandwidth-<random hex>].
+    #[arg(long, value_parser = parse_fault_id)]
+    pub id: Option<String>,
+}
+
+/// A correlation percentage, 0 to 100.
+pub fn parse_correlation(input: &str) -> Result<f64, String> {
+    let text = input.trim().trim_end_matches('%');
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{input:?} is not a percentage from 0 to 100")),
+    }
+}
+
+/// A rate as tc writes it (tc/tc_util.c, `get_rate64`): a number with an
+/// optional suffix; bit-based suffixes count bits, bps-based ones bytes.
+pub fn parse_rate(input: &str) -> Result<u64, String> {
+    let text = input.trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{input:?} is not a rate (e.g. 10mbit)"))?;
+    let factor = match unit {
+        "" | "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        "bps" => 8.0,
+        "kbps" => 8e3,
+        "mbps" => 8e6,
+        "gbps" => 8e9,
+        other => return Err(format!("unknown rate unit {other:?} in {input:?}")),
+    };
+    let bits = (value * factor).round();
+    if !(1.0..=1e15).contains(&bits) {
+        return Err(format!("{input:?} is out of range"));
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "checked to lie in 1..=1e15"
+    )]
+    Ok(bits as u64)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -379,6 +509,57 @@ impl LossArgs {
         fault_request(
             self.id.as_deref(),
             "loss",
+            &self.target,
+            self.duration,
+            kind,
+        )
+    }
+}
+
+impl LatencyArgs {
+    pub fn to_request(&self) -> Result<pb::ApplyFaultRequest, ArgsError> {
+        if self.port.is_some() && self.protocol == ProtocolArg::Icmp {
+            return Err(ArgsError::PortWithIcmp);
+        }
+        let kind = pb::fault_spec::Kind::Latency(pb::LatencyFault {
+            delay: prost_types::Duration::try_from(self.delay).ok(),
+            jitter: self
+                .jitter
+                .and_then(|j| prost_types::Duration::try_from(j).ok()),
+            distribution: match self.distribution {
+                DistributionArg::Uniform => pb::Distribution::Uniform,
+                DistributionArg::Normal => pb::Distribution::Normal,
+                DistributionArg::Pareto => pb::Distribution::Pareto,
+                DistributionArg::Paretonormal => pb::Distribution::Paretonormal,
+            }
+            .into(),
+            correlation_percent: self.correlation.unwrap_or(0.0),
+            direction: pb::Direction::Egress.into(),
+            filter: Some(packet_filter(self.protocol, self.dst, self.port)),
+        });
+        fault_request(
+            self.id.as_deref(),
+            "latency",
+            &self.target,
+            self.duration,
+            kind,
+        )
+    }
+}
+
+impl BandwidthArgs {
+    pub fn to_request(&self) -> Result<pb::ApplyFaultRequest, ArgsError> {
+        if self.port.is_some() && self.protocol == ProtocolArg::Icmp {
+            return Err(ArgsError::PortWithIcmp);
+        }
+        let kind = pb::fault_spec::Kind::Bandwidth(pb::BandwidthFault {
+            rate_bps: self.rate,
+            direction: pb::Direction::Egress.into(),
+            filter: Some(packet_filter(self.protocol, self.dst, self.port)),
+        });
+        fault_request(
+            self.id.as_deref(),
+            "bandwidth",
             &self.target,
             self.duration,
             kind,
@@ -806,5 +987,75 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn latency_and_bandwidth_commands() {
+        let cli = parse(&[
+            "latency",
+            "--cgroup",
+            "app",
+            "--delay",
+            "100ms",
+            "--jitter",
+            "10ms",
+            "--distribution",
+            "normal",
+            "--correlation",
+            "25",
+            "--duration",
+            "1m",
+            "--id",
+            "slow",
+        ])
+        .unwrap();
+        let Command::Latency(l) = cli.command else {
+            panic!("latency")
+        };
+        let req = l.to_request().unwrap();
+        let Some(pb::fault_spec::Kind::Latency(lat)) = req.spec.unwrap().kind else {
+            panic!("latency kind")
+        };
+        assert_eq!(
+            lat.delay,
+            Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 100_000_000
+            })
+        );
+        assert_eq!(lat.distribution(), pb::Distribution::Normal);
+        assert!((lat.correlation_percent - 25.0).abs() < 1e-9);
+        assert_eq!(lat.direction(), pb::Direction::Egress);
+
+        let cli = parse(&[
+            "bandwidth",
+            "--pid",
+            "7",
+            "--rate",
+            "10mbit",
+            "--duration",
+            "30s",
+        ])
+        .unwrap();
+        let Command::Bandwidth(b) = cli.command else {
+            panic!("bandwidth")
+        };
+        let req = b.to_request().unwrap();
+        let Some(pb::fault_spec::Kind::Bandwidth(bw)) = req.spec.unwrap().kind else {
+            panic!("bandwidth kind")
+        };
+        assert_eq!(bw.rate_bps, 10_000_000);
+    }
+
+    #[test]
+    fn rates_parse_like_tc() {
+        assert_eq!(parse_rate("10mbit"), Ok(10_000_000));
+        assert_eq!(parse_rate("1.5Mbit"), Ok(1_500_000));
+        assert_eq!(parse_rate("100kbps"), Ok(800_000));
+        assert_eq!(parse_rate("8000"), Ok(8000));
+        assert!(parse_rate("10 furlongs").is_err());
+        assert!(parse_rate("0").is_err());
+        assert!(parse_correlation("101").is_err());
+        assert_eq!(parse_correlation("25%"), Ok(25.0));
     }
 }

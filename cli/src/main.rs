@@ -60,6 +60,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let request = match &cli.command {
         Command::Loss(loss) => Some(("loss", loss.to_request())),
         Command::Syscall(sys) => Some(("syscall", sys.to_request())),
+        Command::Latency(l) => Some(("latency", l.to_request())),
+        Command::Bandwidth(b) => Some(("bandwidth", b.to_request())),
         _ => None,
     };
     let apply = request.map(|(sub_name, request)| {
@@ -80,7 +82,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let out = cli.output;
     let now = SystemTime::now();
     let text = match cli.command {
-        Command::Loss(_) | Command::Syscall(_) => {
+        Command::Loss(_) | Command::Syscall(_) | Command::Latency(_) | Command::Bandwidth(_) => {
             let request = apply.context("internal: the fault request was not built")?;
             let response = client.apply_fault(request).await?.into_inner();
             let fault = response

@@ -71,6 +71,111 @@ pub struct ResolvedView {
 pub enum KindView {
     Loss(LossView),
     Syscall(SyscallView),
+    Latency(LatencyView),
+    Bandwidth(BandwidthView),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyView {
+    pub delay_us: u64,
+    pub jitter_us: u64,
+    /// "uniform", "normal", "pareto" or "paretonormal".
+    pub distribution: String,
+    /// Jitter correlation in parts per million (250000 = 25%).
+    pub correlation_ppm: u32,
+    /// Direction and filter, as for loss (its probability is unused: 1000000).
+    pub packets: LossView,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandwidthView {
+    pub rate_bps: u64,
+    /// Direction and filter, as for loss (its probability is unused: 1000000).
+    pub packets: LossView,
+}
+
+fn packets_view(direction: i32, filter: Option<&pb::PacketFilter>) -> LossView {
+    LossView::from(&pb::LossFault {
+        probability_ppm: 1_000_000,
+        direction,
+        filter: filter.cloned(),
+    })
+}
+
+fn duration_us(d: Option<prost_types::Duration>) -> u64 {
+    d.and_then(|d| Duration::try_from(d).ok())
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn format_us(us: u64) -> String {
+    if us.is_multiple_of(1_000_000) {
+        format!("{}s", us / 1_000_000)
+    } else if us.is_multiple_of(1000) {
+        format!("{}ms", us / 1000)
+    } else {
+        format!("{us}us")
+    }
+}
+
+impl From<&pb::LatencyFault> for LatencyView {
+    fn from(l: &pb::LatencyFault) -> Self {
+        Self {
+            delay_us: duration_us(l.delay),
+            jitter_us: duration_us(l.jitter),
+            distribution: match l.distribution() {
+                pb::Distribution::Unspecified | pb::Distribution::Uniform => "uniform",
+                pb::Distribution::Normal => "normal",
+                pb::Distribution::Pareto => "pareto",
+                pb::Distribution::Paretonormal => "paretonormal",
+            }
+            .to_owned(),
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "the agent keeps it within 0..=100"
+            )]
+            correlation_ppm: (l.correlation_percent * 10_000.0).round() as u32,
+            packets: packets_view(l.direction, l.filter.as_ref()),
+        }
+    }
+}
+
+impl LatencyView {
+    /// The DETAILS column: "100ms +-10ms normal corr 25% egress udp dst ...".
+    pub fn details(&self) -> String {
+        let mut out = format_us(self.delay_us);
+        if self.jitter_us > 0 {
+            let _ = write!(
+                out,
+                " +-{} {}",
+                format_us(self.jitter_us),
+                self.distribution
+            );
+        }
+        if self.correlation_ppm > 0 {
+            let _ = write!(out, " corr {}%", format_ppm(self.correlation_ppm));
+        }
+        // The loss details without their leading "100%".
+        let packets = self.packets.details();
+        out.push_str(packets.trim_start_matches("100%"));
+        out
+    }
+}
+
+impl BandwidthView {
+    /// The DETAILS column: "10mbit egress ...".
+    pub fn details(&self) -> String {
+        let rate = self.rate_bps;
+        let mut out = if rate.is_multiple_of(1_000_000) {
+            format!("{}mbit", rate / 1_000_000)
+        } else if rate.is_multiple_of(1000) {
+            format!("{}kbit", rate / 1000)
+        } else {
+            format!("{rate}bit")
+        };
+        out.push_str(self.packets.details().trim_start_matches("100%"));
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +343,11 @@ impl FaultView {
             fault: spec.kind.map(|kind| match kind {
                 pb::fault_spec::Kind::Loss(loss) => KindView::Loss(LossView::from(&loss)),
                 pb::fault_spec::Kind::Syscall(sys) => KindView::Syscall(SyscallView::from(&sys)),
+                pb::fault_spec::Kind::Latency(l) => KindView::Latency(LatencyView::from(&l)),
+                pb::fault_spec::Kind::Bandwidth(b) => KindView::Bandwidth(BandwidthView {
+                    rate_bps: b.rate_bps,
+                    packets: packets_view(b.direction, b.filter.as_ref()),
+                }),
             }),
             duration_ms: spec
                 .duration
@@ -371,6 +481,8 @@ pub fn fault_table(faults: &[FaultView]) -> String {
             let (kind, details) = match &f.fault {
                 Some(KindView::Loss(loss)) => ("loss", loss.details()),
                 Some(KindView::Syscall(sys)) => ("syscall", sys.details()),
+                Some(KindView::Latency(l)) => ("latency", l.details()),
+                Some(KindView::Bandwidth(b)) => ("bandwidth", b.details()),
                 None => ("unknown", String::new()),
             };
             vec![
@@ -872,6 +984,7 @@ mod tests {
                 max_faults: 64,
                 max_rules_per_cgroup: 16,
             }),
+            qdiscs: Vec::new(),
         };
         let view = CapabilitiesView::from(&caps);
         let out = capabilities_table(&view);

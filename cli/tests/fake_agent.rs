@@ -146,6 +146,7 @@ impl Agent for FakeAgent {
                 max_faults: 64,
                 max_rules_per_cgroup: 16,
             }),
+            qdiscs: Vec::new(),
         }))
     }
 }

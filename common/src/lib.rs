@@ -33,6 +33,32 @@ pub const FAMILY_IPV6: u8 = 6;
 
 /// `NetRule::action` values.
 pub const ACTION_LOSS: u8 = 1;
+/// Delay the packet: set its Earliest Departure Time (`skb->tstamp`) for the
+/// fq qdisc (net/sched/sch_fq.c) to hold it until then.
+pub const ACTION_LATENCY: u8 = 2;
+/// Pace the target's packets to a rate, EDT style (Cilium bpf/lib/edt.h).
+pub const ACTION_BANDWIDTH: u8 = 3;
+
+/// `NetRule::dist` values: the jitter distribution. Uniform needs no table;
+/// the others index `DIST_TABLES` at `(dist - 1) * DIST_SIZE`.
+pub const DIST_UNIFORM: u8 = 0;
+pub const DIST_NORMAL: u8 = 1;
+pub const DIST_PARETO: u8 = 2;
+pub const DIST_PARETONORMAL: u8 = 3;
+/// Entries per distribution table, as iproute2's netem tables
+/// (iproute2 netem/*.c write 4096 values of `quantile * DIST_SCALE`).
+pub const DIST_SIZE: u32 = 4096;
+/// Table values are standard-distribution quantiles times this
+/// (include/uapi/linux/pkt_sched.h, `NETEM_DIST_SCALE`).
+pub const DIST_SCALE: i64 = 8192;
+/// Number of tables (normal, pareto, paretonormal).
+pub const DIST_TABLES: u32 = 3;
+
+/// Packets whose departure time would lie further than this in the future
+/// are dropped rather than queued (bandwidth faults only, like Cilium's
+/// `EDT_DEFAULT_HORIZON`): a sender faster than the rate must see loss, or
+/// the queue grows without bound.
+pub const BANDWIDTH_HORIZON_NS: u64 = 2_000_000_000;
 
 /// `SysRule::op` values: the syscall operations the cgroup socket hooks can
 /// fail (net/core/filter.c, `sock_addr_func_proto` and `sock_filter_func_proto`).
@@ -88,7 +114,31 @@ pub struct NetRule {
     /// 1 when `port_lo..=port_hi` is narrower than all ports, so the program
     /// only parses transport headers for rules that need them.
     pub has_ports: u8,
-    pub _pad: [u8; 3],
+    /// Latency: `DIST_*` of the jitter.
+    pub dist: u8,
+    pub _pad: [u8; 2],
+    /// Latency: fixed delay added to the departure time.
+    pub delay_ns: u64,
+    /// Latency: jitter scale (netem's sigma); 0 for none.
+    pub jitter_ns: u64,
+    /// Bandwidth: bytes per second (> 0 for bandwidth rules).
+    pub rate_bytes: u64,
+    /// Latency: netem's correlation `rho`, `percent / 100 * 2^32`, 0 for none
+    /// (net/sched/sch_netem.c, `get_crandom`).
+    pub correlation: u32,
+    pub _pad2: u32,
+}
+
+/// Per-fault state the programs keep between packets, indexed by slot:
+/// the last correlated random value (latency) and the target's last
+/// departure time (bandwidth, shared by all its flows as Cilium's
+/// per-aggregate `edt_info`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleState {
+    pub last_departure_ns: u64,
+    pub last_random: u32,
+    pub _pad: u32,
 }
 
 /// The rules that apply to one cgroup: its own faults and those of every
@@ -179,6 +229,9 @@ pub mod names {
     pub const COUNTERS_MAP: &str = "FAULTD_COUNTERS";
     pub const LEVELS_MAP: &str = "FAULTD_LEVELS";
     pub const SYS_RULES_MAP: &str = "FAULTD_SYS";
+    pub const DIST_MAP: &str = "FAULTD_DIST";
+    pub const RULE_STATE_MAP: &str = "FAULTD_RSTATE";
+    pub const FLOW_MAP: &str = "FAULTD_FLOWS";
     /// Program names are what `bpftool prog` shows (the kernel keeps 15 bytes).
     pub const EGRESS_PROG: &str = "faultd_egress";
     pub const INGRESS_PROG: &str = "faultd_ingress";
@@ -296,6 +349,8 @@ mod pod {
     unsafe impl aya::Pod for super::SysRule {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SysRules {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RuleState {}
 }
 
 #[cfg(test)]
@@ -307,7 +362,11 @@ mod tests {
     // implicit padding byte would silently corrupt rules.
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<NetRule>(), 8 + 8 + 16 + 16 + 4 + 2 + 2 + 5 + 3);
+        assert_eq!(
+            size_of::<NetRule>(),
+            8 + 8 + 16 + 16 + 4 + 2 + 2 + 5 + 1 + 2 + 8 + 8 + 8 + 4 + 4
+        );
+        assert_eq!(size_of::<RuleState>(), 16);
         assert_eq!(size_of::<NetRule>() % 8, 0);
         assert_eq!(
             size_of::<CgroupRules>(),

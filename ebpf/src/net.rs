@@ -1,19 +1,30 @@
 //! Network faults on `cgroup_skb` (net/core/filter.c, `cg_skb_func_proto`).
+//!
+//! Loss drops the packet. Latency and bandwidth set the packet's Earliest
+//! Departure Time in `skb->tstamp` (CLOCK_MONOTONIC), which the fq qdisc the
+//! agent installs on the target's devices honours: `fq_enqueue`
+//! (net/sched/sch_fq.c) files the packet by `time_to_send = skb->tstamp` and
+//! `fq_dequeue` releases it no earlier. The egress hook runs before the
+//! qdisc (`ip_finish_output` -> `BPF_CGROUP_RUN_PROG_INET_EGRESS`, then
+//! `dev_queue_xmit`), and writing `tstamp` from cgroup_skb is allowed with
+//! CAP_BPF (`cg_skb_is_valid_access`).
 
 use aya_ebpf::{
     EbpfContext as _,
     bindings::__sk_buff,
     helpers::generated::{
-        bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
+        bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+        bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
     },
     macros::{cgroup_skb, map},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::SkBuffContext,
 };
 use aya_log_ebpf::error;
 use faultd_common::{
-    ACTION_LOSS, CgroupRules, DIR_EGRESS, DIR_INGRESS, FaultCounters, MAX_RULES_PER_CGROUP,
-    NetRule, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    ACTION_BANDWIDTH, ACTION_LATENCY, ACTION_LOSS, BANDWIDTH_HORIZON_NS, CgroupRules, DIR_EGRESS,
+    DIR_INGRESS, DIST_SIZE, DIST_TABLES, DIST_UNIFORM, FaultCounters, MAX_RULES_PER_CGROUP,
+    NetRule, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RuleState,
 };
 
 use crate::lookup::{address_matches, deepest_rules};
@@ -29,6 +40,23 @@ pub(crate) static COUNTERS: PerCpuArray<FaultCounters> = PerCpuArray::with_max_e
 #[map(name = "FAULTD_LEVELS")]
 pub(crate) static LEVELS: Array<u64> = Array::with_max_entries(1, 0);
 
+/// Jitter distribution tables (normal, pareto, paretonormal), filled once by
+/// the agent at load: `DIST_SIZE` quantiles each, scaled by `DIST_SCALE`.
+#[map(name = "FAULTD_DIST")]
+static DIST: Array<i32> = Array::with_max_entries(DIST_SIZE * DIST_TABLES, 0);
+
+/// Per-fault state by slot (sized like the counters by the agent).
+#[map(name = "FAULTD_RSTATE")]
+static RULE_STATE: Array<RuleState> = Array::with_max_entries(1, 0);
+
+/// Last departure time per socket (`bpf_get_socket_cookie`). sch_fq keeps
+/// each flow's packets sorted by `time_to_send` (`flow_queue_add` inserts
+/// into an rb-tree), so a later packet with a smaller jittered delay would
+/// overtake an earlier one; never stamping a packet before its flow's
+/// previous one keeps every flow in order. LRU: idle flows age out.
+#[map(name = "FAULTD_FLOWS")]
+static FLOWS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
 /// cgroup_skb verdicts. On egress, 2 ("drop and congestion notification")
 /// becomes NET_XMIT_DROP in `__cgroup_bpf_run_filter_skb` (kernel/bpf/cgroup.c),
 /// which UDP reports as success unless IP_RECVERR is set (`udp_send_skb`) and
@@ -41,38 +69,107 @@ const INGRESS_DROP: i32 = 0;
 
 #[cgroup_skb(egress)]
 pub fn faultd_egress(ctx: SkBuffContext) -> i32 {
-    if handle(&ctx, DIR_EGRESS) {
-        EGRESS_DROP
-    } else {
-        PASS
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    let mut d = Decision::default();
+    // SAFETY: reading fields of the context the kernel passed in; the
+    // verifier rewrites these loads (`bpf_convert_ctx_access`).
+    let (tstamp, len) = unsafe { ((*skb).tstamp, (*skb).len) };
+    // SAFETY: helper with no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // TCP stamps its own departure time (`tcp_transmit_skb` sets
+    // `skb->tstamp = tp->tcp_wstamp_ns`); never send earlier than that.
+    d.base_ns = if tstamp > now { tstamp } else { now };
+    d.len = len;
+    handle(&ctx, DIR_EGRESS, &mut d);
+    if d.drop != 0 {
+        return EGRESS_DROP;
     }
+    if d.paced != 0 || d.delayed != 0 {
+        let t = departure(skb, &d);
+        if t > d.base_ns || t > tstamp {
+            // SAFETY: as above; the verifier checks this store is allowed
+            // for the program (`cg_skb_is_valid_access`, needs CAP_BPF).
+            unsafe { (*skb).tstamp = t };
+        }
+    }
+    PASS
 }
 
 #[cgroup_skb(ingress)]
 pub fn faultd_ingress(ctx: SkBuffContext) -> i32 {
-    if handle(&ctx, DIR_INGRESS) {
-        INGRESS_DROP
-    } else {
-        PASS
-    }
+    let mut d = Decision::default();
+    handle(&ctx, DIR_INGRESS, &mut d);
+    if d.drop != 0 { INGRESS_DROP } else { PASS }
 }
 
-/// Returns true to drop. Every error path returns false.
+/// What the rules decided for one packet. Plain integers rather than
+/// Options: see `decide` in sys.rs on the 6.1 verifier.
+#[derive(Default)]
+struct Decision {
+    /// Egress: when the packet could leave without any fault
+    /// (CLOCK_MONOTONIC ns); 0 on ingress, where only loss applies.
+    base_ns: u64,
+    /// `skb->len`: bytes at the network layer, GSO packets whole.
+    len: u32,
+    /// Non-zero to drop.
+    drop: u32,
+    /// Non-zero when a latency rule matched.
+    delayed: u32,
+    /// Non-zero when a bandwidth rule matched.
+    paced: u32,
+    /// Sum of the matching latency rules' delays, jitter included.
+    delay_ns: i64,
+    /// The latest departure any bandwidth rule allows.
+    paced_ns: u64,
+}
+
+/// The departure time: paced, then delayed, never before the flow's
+/// previous packet.
 #[inline(always)]
-fn handle(ctx: &SkBuffContext, direction: u8) -> bool {
+fn departure(skb: *mut __sk_buff, d: &Decision) -> u64 {
+    let start = if d.paced_ns > d.base_ns {
+        d.paced_ns
+    } else {
+        d.base_ns
+    };
+    let delay = if d.delay_ns > 0 { d.delay_ns as u64 } else { 0 };
+    let mut t = start + delay;
+    if d.delayed == 0 {
+        return t;
+    }
+    // SAFETY: context pointer; 0 for an skb without a socket.
+    let cookie = unsafe { bpf_get_socket_cookie(skb.cast()) };
+    if cookie == 0 {
+        return t;
+    }
+    // SAFETY: map values stay valid for the program's run (RCU).
+    if let Some(last) = unsafe { FLOWS.get(&cookie) } {
+        if *last > t {
+            t = *last;
+        }
+    }
+    // A full map evicts the least recently used flow; failure only loses
+    // ordering for this packet's successor, so it is ignored (fail open).
+    let _ = FLOWS.insert(&cookie, &t, 0);
+    t
+}
+
+/// Applies the matching rules to `d`. Every error path leaves the packet
+/// alone.
+#[inline(always)]
+fn handle(ctx: &SkBuffContext, direction: u8, d: &mut Decision) {
     let skb = ctx.as_ptr().cast::<__sk_buff>();
     let Some(rules) = find_rules(skb) else {
-        return false;
+        return;
     };
     let count = rules.count as usize;
     if count > MAX_RULES_PER_CGROUP {
         error!(ctx, "faultd: rules entry holds {} rules", count);
-        return false;
+        return;
     }
     let pkt = Packet::parse(ctx, direction == DIR_INGRESS);
     // SAFETY: helper with no arguments and no preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let mut drop = false;
     for i in 0..MAX_RULES_PER_CGROUP {
         if i >= count {
             break;
@@ -81,53 +178,134 @@ fn handle(ctx: &SkBuffContext, direction: u8) -> bool {
         if rule.directions & direction == 0 || now >= rule.deadline_ns {
             continue;
         }
-        let Some(pkt) = pkt.as_ref() else {
+        let matched = match pkt.as_ref() {
             // Unparseable (not IP, truncated): only rules without filters match.
-            if !rule_is_unfiltered(rule) {
-                continue;
-            }
-            if apply(rule) {
-                drop = true;
-            }
-            continue;
+            None => rule_is_unfiltered(rule),
+            Some(pkt) => pkt.matches(rule),
         };
-        if !pkt.matches(rule) {
+        if !matched {
             continue;
         }
         // Every matching rule counts the packet, even after an earlier rule
         // decided to drop it, so each fault's counters stay independent.
-        if apply(rule) {
-            drop = true;
-        }
+        apply(rule, d);
     }
-    drop
 }
-
 #[inline(always)]
 fn rule_is_unfiltered(rule: &NetRule) -> bool {
     rule.family == 0 && rule.protocol == PROTO_ANY && rule.has_ports == 0 && rule.mask == [0; 4]
 }
 
-/// Counts a match and decides. Returns true to drop.
+/// Counts a match and applies the rule's action to `d`.
 #[inline(always)]
-fn apply(rule: &NetRule) -> bool {
+fn apply(rule: &NetRule, d: &mut Decision) {
     let Some(counters) = COUNTERS.get_ptr_mut(rule.slot) else {
         // A slot outside the array means the entry is not ours to trust.
-        return false;
+        return;
     };
     // SAFETY: per-CPU value pointer returned by the map for this CPU.
     let counters = unsafe { &mut *counters };
     counters.matched = counters.matched.wrapping_add(1);
-    if rule.action != ACTION_LOSS {
+    match rule.action {
+        ACTION_LOSS => {
+            // SAFETY: helper with no arguments and no preconditions.
+            let roll = u64::from(unsafe { bpf_get_prandom_u32() });
+            if roll < rule.threshold {
+                counters.dropped = counters.dropped.wrapping_add(1);
+                d.drop = 1;
+            }
+        }
+        // Delay and pacing exist on egress only (base_ns is 0 on ingress).
+        ACTION_LATENCY if d.base_ns != 0 => {
+            let Some(state) = RULE_STATE.get_ptr_mut(rule.slot) else {
+                return;
+            };
+            // SAFETY: array value pointer, valid for the program's run.
+            let state = unsafe { &mut *state };
+            d.delay_ns += rule.delay_ns as i64 + jitter(rule, state);
+            d.delayed = 1;
+            counters.dropped = counters.dropped.wrapping_add(1);
+        }
+        ACTION_BANDWIDTH if d.base_ns != 0 && rule.rate_bytes != 0 => {
+            let Some(state) = RULE_STATE.get_ptr_mut(rule.slot) else {
+                return;
+            };
+            // SAFETY: as above.
+            let state = unsafe { &mut *state };
+            if pace(rule, state, d) {
+                counters.dropped = counters.dropped.wrapping_add(1);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Cilium's `edt_sched_departure` (bpf/lib/edt.h) for one aggregate: the
+/// packet leaves `len / rate` after the aggregate's previous one. Returns
+/// true when the packet was delayed or dropped. Updates from several CPUs
+/// race as in Cilium (plain stores); a lost update lets one packet through
+/// early, it never stalls the aggregate.
+#[inline(always)]
+fn pace(rule: &NetRule, state: &mut RuleState, d: &mut Decision) -> bool {
+    let gap = u64::from(d.len) * 1_000_000_000 / rule.rate_bytes;
+    let t = d.base_ns;
+    let next = state.last_departure_ns + gap;
+    if next <= t {
+        state.last_departure_ns = t;
         return false;
     }
-    // SAFETY: helper with no arguments and no preconditions.
-    let roll = u64::from(unsafe { bpf_get_prandom_u32() });
-    if roll < rule.threshold {
-        counters.dropped = counters.dropped.wrapping_add(1);
+    // Past the horizon the sender is faster than the rate: drop, as a
+    // real bottleneck's full queue would, rather than queue without bound.
+    if next - t >= BANDWIDTH_HORIZON_NS {
+        d.drop = 1;
         return true;
     }
-    false
+    state.last_departure_ns = next;
+    if next > d.paced_ns {
+        d.paced_ns = next;
+    }
+    d.paced = 1;
+    true
+}
+
+/// netem's jitter (net/sched/sch_netem.c, `tabledist`): uniform in
+/// `[-sigma, sigma)` without a table, else `sigma * table[rnd] / 8192`.
+#[inline(always)]
+fn jitter(rule: &NetRule, state: &mut RuleState) -> i64 {
+    let sigma = rule.jitter_ns;
+    if sigma == 0 {
+        return 0;
+    }
+    let rnd = u64::from(crandom(rule.correlation, state));
+    if rule.dist == DIST_UNIFORM {
+        // Multiply-shift instead of netem's `rnd % (2 * sigma)`, which is
+        // not uniform once 2 * sigma exceeds 2^32; sigma <= 2^32 (the agent
+        // checks) keeps the product within 64 bits.
+        return ((rnd * sigma) >> 31) as i64 - sigma as i64;
+    }
+    let index = u32::from(rule.dist - 1) * DIST_SIZE + (rnd as u32 & (DIST_SIZE - 1));
+    let Some(t) = DIST.get(index) else {
+        return 0;
+    };
+    // Rounded like netem; an arithmetic shift, as BPF before v4 has no
+    // signed division.
+    (sigma as i64 * i64::from(*t) + 4096) >> 13
+}
+
+/// netem's correlated random number (`get_crandom`): a weighted mix of a
+/// fresh value and the previous one.
+#[inline(always)]
+fn crandom(rho: u32, state: &mut RuleState) -> u32 {
+    // SAFETY: helper with no arguments.
+    let value = u64::from(unsafe { bpf_get_prandom_u32() });
+    if rho == 0 {
+        return value as u32;
+    }
+    let rho = u64::from(rho) + 1;
+    let last = u64::from(state.last_random);
+    let answer = ((value * ((1u64 << 32) - rho) + last * rho) >> 32) as u32;
+    state.last_random = answer;
+    answer
 }
 
 /// The rules of the packet's socket cgroup, else of its deepest targeted

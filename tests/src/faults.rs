@@ -149,3 +149,82 @@ pub fn prost_duration(d: Duration) -> prost_types::Duration {
         nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }
+
+/// A latency fault (egress) on a cgroup path.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    pub id: String,
+    pub cgroup: String,
+    pub delay: Duration,
+    pub jitter: Duration,
+    pub distribution: pb::Distribution,
+    pub correlation_percent: f64,
+    pub direction: pb::Direction,
+    pub duration: Duration,
+    pub filter: pb::PacketFilter,
+}
+
+impl Latency {
+    pub fn new(id: &str, cgroup: &str, delay: Duration) -> Self {
+        Self {
+            id: id.to_owned(),
+            cgroup: cgroup.to_owned(),
+            delay,
+            jitter: Duration::ZERO,
+            distribution: pb::Distribution::Uniform,
+            correlation_percent: 0.0,
+            direction: pb::Direction::Egress,
+            duration: Duration::from_secs(120),
+            filter: pb::PacketFilter::default(),
+        }
+    }
+
+    pub fn jitter(mut self, jitter: Duration, distribution: pb::Distribution) -> Self {
+        self.jitter = jitter;
+        self.distribution = distribution;
+        self
+    }
+
+    pub fn direction(mut self, d: pb::Direction) -> Self {
+        self.direction = d;
+        self
+    }
+
+    pub fn request(&self) -> pb::ApplyFaultRequest {
+        pb::ApplyFaultRequest {
+            spec: Some(pb::FaultSpec {
+                id: self.id.clone(),
+                target: Some(pb::Target {
+                    kind: Some(pb::target::Kind::CgroupPath(self.cgroup.clone())),
+                }),
+                duration: Some(prost_duration(self.duration)),
+                kind: Some(pb::fault_spec::Kind::Latency(pb::LatencyFault {
+                    delay: Some(prost_duration(self.delay)),
+                    jitter: (!self.jitter.is_zero()).then(|| prost_duration(self.jitter)),
+                    distribution: self.distribution as i32,
+                    correlation_percent: self.correlation_percent,
+                    direction: self.direction as i32,
+                    filter: Some(self.filter.clone()),
+                })),
+            }),
+        }
+    }
+}
+
+/// A bandwidth fault (egress) on a cgroup path.
+pub fn bandwidth_request(id: &str, cgroup: &str, rate_bps: u64) -> pb::ApplyFaultRequest {
+    pb::ApplyFaultRequest {
+        spec: Some(pb::FaultSpec {
+            id: id.to_owned(),
+            target: Some(pb::Target {
+                kind: Some(pb::target::Kind::CgroupPath(cgroup.to_owned())),
+            }),
+            duration: Some(prost_duration(Duration::from_secs(120))),
+            kind: Some(pb::fault_spec::Kind::Bandwidth(pb::BandwidthFault {
+                rate_bps,
+                direction: pb::Direction::Egress as i32,
+                filter: Some(pb::PacketFilter::default()),
+            })),
+        }),
+    }
+}

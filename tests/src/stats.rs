@@ -257,6 +257,106 @@ fn exact_interval(n: u64, p: f64, alpha: f64) -> (f64, f64) {
     }
 }
 
+/// The standard normal CDF Φ(x), through erfc (W. J. Cody's rational
+/// Chebyshev fit as in Numerical Recipes `erfcc`; absolute error below 1.2e-7,
+/// far below what a Kolmogorov-Smirnov test of a few hundred samples resolves).
+pub fn normal_cdf(x: f64) -> f64 {
+    let z = (x / std::f64::consts::SQRT_2).abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let erfc = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 {
+        1.0 - 0.5 * erfc
+    } else {
+        0.5 * erfc
+    }
+}
+
+/// The one-sample Kolmogorov-Smirnov statistic D = sup |F_n(x) - F(x)| of
+/// `samples` against the continuous CDF `cdf`.
+pub fn ks_statistic(samples: &[f64], cdf: impl Fn(f64) -> f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    #[expect(clippy::cast_precision_loss, reason = "sample counts are small")]
+    let n = sorted.len() as f64;
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let f = cdf(*x);
+            #[expect(clippy::cast_precision_loss, reason = "sample counts are small")]
+            let i = i as f64;
+            ((i + 1.0) / n - f).max(f - i / n)
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The critical value of D for `n` samples at significance `alpha`: the
+/// asymptotic Kolmogorov distribution, `sqrt(-ln(alpha / 2) / 2) / sqrt(n)`
+/// (1.949 / sqrt(n) at alpha = 0.001), with Stephens' small-sample
+/// correction `sqrt(n) + 0.12 + 0.11 / sqrt(n)` in place of `sqrt(n)`.
+pub fn ks_critical(n: usize, alpha: f64) -> f64 {
+    #[expect(clippy::cast_precision_loss, reason = "sample counts are small")]
+    let root = (n as f64).sqrt();
+    (-(alpha / 2.0).ln() / 2.0).sqrt() / (root + 0.12 + 0.11 / root)
+}
+
+/// A distribution-free confidence interval for the median of `samples`:
+/// the order statistics whose ranks bracket n/2 by z * sqrt(n) / 2 (the
+/// count of samples below the true median is Binomial(n, 1/2)). Returns
+/// (lower, median, upper).
+///
+/// # Panics
+/// If `samples` is empty.
+pub fn median_interval(samples: &[f64], confidence: f64) -> (f64, f64, f64) {
+    assert!(!samples.is_empty(), "median_interval of no samples");
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let z = z_for_confidence(confidence);
+    #[expect(clippy::cast_precision_loss, reason = "sample counts are small")]
+    let half = z * (n as f64).sqrt() / 2.0;
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "ranks within 0..n, clamped"
+    )]
+    let rank = |r: f64| (r.max(0.0) as usize).min(n - 1);
+    #[expect(clippy::cast_precision_loss, reason = "sample counts are small")]
+    let mid = n as f64 / 2.0;
+    (
+        sorted[rank((mid - half).floor())],
+        sorted[n / 2],
+        sorted[rank((mid + half).ceil())],
+    )
+}
+
+/// The q-quantile (nearest rank) of `samples`.
+///
+/// # Panics
+/// If `samples` is empty.
+pub fn quantile(samples: &[f64], q: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "a rank within 0..n"
+    )]
+    let rank = ((q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64).round()) as usize;
+    sorted[rank]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,5 +595,37 @@ mod tests {
     fn assert_no_loss_reports_counts() {
         assert_no_loss("bystander", 10_000, 10_000);
         assert_no_loss("bystander", 10_000, 9_999);
+    }
+
+    #[test]
+    fn ks_accepts_its_own_distribution_and_rejects_a_shift() {
+        // Normal quantiles at the cell midpoints: the ideal sample.
+        let n = 400;
+        let ideal: Vec<f64> = (0..n)
+            .map(|i| inverse_normal_cdf((f64::from(i) + 0.5) / f64::from(n)))
+            .collect();
+        let crit = ks_critical(n as usize, 0.001);
+        assert!(
+            (crit * 20.0 - 1.949 * 20.0 / (20.0 + 0.12 + 0.0055)).abs() < 1e-2,
+            "{crit}"
+        );
+        assert!(ks_statistic(&ideal, normal_cdf) < 0.01);
+        let shifted: Vec<f64> = ideal.iter().map(|x| x + 0.5).collect();
+        assert!(ks_statistic(&shifted, normal_cdf) > crit);
+        assert!((normal_cdf(1.0) - 0.841_344_7).abs() < 1e-6);
+    }
+
+    #[test]
+    fn median_interval_brackets_the_median() {
+        let xs: Vec<f64> = (1..=101).map(f64::from).collect();
+        let (lo, mid, hi) = median_interval(&xs, 0.999);
+        assert_eq!(mid, 51.0);
+        // z = 3.29, half-width 3.29 * sqrt(101) / 2 = 16.5 ranks.
+        assert!(
+            lo < 51.0 && hi > 51.0 && hi - lo > 30.0 && hi - lo < 36.0,
+            "{lo} {hi}"
+        );
+        assert_eq!(quantile(&xs, 0.0), 1.0);
+        assert_eq!(quantile(&xs, 1.0), 101.0);
     }
 }

@@ -13,7 +13,9 @@ use aya::{
     },
     util::nr_cpus,
 };
-use faultd_common::{CgroupRules, FaultCounters, LEVELS_INDEX, SysRules, names, offsets};
+use faultd_common::{
+    CgroupRules, FaultCounters, LEVELS_INDEX, RuleState, SysRules, names, offsets,
+};
 use tracing::{debug, info, warn};
 
 use super::{Datapath, DatapathError, KernelObject, TableRules};
@@ -133,6 +135,10 @@ pub struct EbpfDatapath {
     links: HashMap<(u64, Hook), Link>,
     nr_cpus: usize,
     map_ids: Vec<KernelObject>,
+    /// Per-fault latency and bandwidth state, reset with the counters.
+    rule_state: Array<MapData, RuleState>,
+    /// fq installations for latency and bandwidth faults.
+    qdiscs: Option<crate::qdisc::QdiscManager>,
     // Keeps the aya-log ring buffer alive: dropping it closes the map fd the
     // programs reference.
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -242,6 +248,8 @@ impl EbpfDatapath {
         let counters = take_map(&mut ebpf, names::COUNTERS_MAP, PerCpuArray::try_from)?;
         let sys_rules = take_map(&mut ebpf, names::SYS_RULES_MAP, BpfHashMap::try_from)?;
         let levels = take_map(&mut ebpf, names::LEVELS_MAP, Array::try_from)?;
+        let rule_state = take_map(&mut ebpf, names::RULE_STATE_MAP, Array::try_from)?;
+        fill_dist_tables(&mut ebpf)?;
         let nr_cpus = nr_cpus().map_err(|(_, source)| DatapathError::Map {
             map: names::COUNTERS_MAP,
             op: "counting possible CPUs",
@@ -259,11 +267,19 @@ impl EbpfDatapath {
             path_filter_unavailable,
             counters,
             levels,
+            rule_state,
+            qdiscs: None,
             links: HashMap::new(),
             nr_cpus: nr_cpus.get() as usize,
             map_ids,
             _logger: logger,
         })
+    }
+
+    /// Latency and bandwidth faults manage fq qdiscs through `qdiscs`.
+    pub fn with_qdiscs(mut self, qdiscs: crate::qdisc::QdiscManager) -> Self {
+        self.qdiscs = Some(qdiscs);
+        self
     }
 
     /// Why syscall faults cannot be served here, if they cannot.
@@ -301,6 +317,23 @@ impl EbpfDatapath {
     }
 }
 
+/// Writes the jitter tables (`jitter::kernel_tables`) into `FAULTD_DIST`.
+fn fill_dist_tables(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let mut dist: Array<_, i32> = Array::try_from(ebpf.map_mut(names::DIST_MAP).ok_or(
+        DatapathError::Missing {
+            kind: "map",
+            name: names::DIST_MAP,
+        },
+    )?)
+    .map_err(map_err(names::DIST_MAP, "opening"))?;
+    for (i, v) in crate::jitter::kernel_tables().into_iter().enumerate() {
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        dist.set(i, &v, 0)
+            .map_err(map_err(names::DIST_MAP, "update"))?;
+    }
+    Ok(())
+}
+
 fn skb_program<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
@@ -329,7 +362,8 @@ fn load_object(
     loader
         .map_max_entries(names::RULES_MAP, max_faults)
         .map_max_entries(names::COUNTERS_MAP, max_faults)
-        .map_max_entries(names::SYS_RULES_MAP, max_faults);
+        .map_max_entries(names::SYS_RULES_MAP, max_faults)
+        .map_max_entries(names::RULE_STATE_MAP, max_faults);
     for (name, value) in globals {
         loader.override_global(name, value, true);
     }
@@ -647,7 +681,10 @@ impl Datapath for EbpfDatapath {
             })?;
         self.counters
             .set(slot, zeros, 0)
-            .map_err(map_err(names::COUNTERS_MAP, "reset"))
+            .map_err(map_err(names::COUNTERS_MAP, "reset"))?;
+        self.rule_state
+            .set(slot, &RuleState::default(), 0)
+            .map_err(map_err(names::RULE_STATE_MAP, "reset"))
     }
 
     fn counters(&self, slot: u32) -> Result<FaultCounters, DatapathError> {
@@ -687,6 +724,31 @@ impl Datapath for EbpfDatapath {
             kprobe: self.kprobe_unavailable.is_none(),
             path_filter: self.path_filter_unavailable.is_none(),
         }
+    }
+
+    fn acquire_fq(
+        &mut self,
+        fault_id: &str,
+        path: &Path,
+        horizon: std::time::Duration,
+    ) -> Result<(), DatapathError> {
+        match self.qdiscs.as_mut() {
+            Some(q) => Ok(q.acquire(fault_id, path, horizon)?),
+            None => Ok(()),
+        }
+    }
+
+    fn release_fq(&mut self, fault_id: &str) {
+        if let Some(q) = self.qdiscs.as_mut() {
+            q.release(fault_id);
+        }
+    }
+
+    fn qdisc_changes(&self) -> Vec<crate::qdisc::QdiscChange> {
+        self.qdiscs
+            .as_ref()
+            .map(crate::qdisc::QdiscManager::changes)
+            .unwrap_or_default()
     }
 }
 

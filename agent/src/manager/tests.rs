@@ -728,3 +728,61 @@ fn check_invariants_sys(m: &TestManager) {
         }
     }
 }
+
+fn latency(id: &str, path: &str, delay_ms: u64) -> FaultSpec {
+    FaultSpec {
+        id: id.into(),
+        target: TargetSpec::CgroupPath(path.into()),
+        duration: Duration::from_secs(60),
+        kind: FaultKind::Latency(crate::fault::LatencySpec {
+            delay: Duration::from_millis(delay_ms),
+            jitter: Duration::ZERO,
+            distribution: crate::fault::Distribution::Uniform,
+            correlation_ppm: 0,
+            direction: Direction::Egress,
+            filter: PacketFilter::default(),
+        }),
+    }
+}
+
+#[test]
+fn latency_faults_hold_fq_while_they_exist() {
+    let (mut m, _) = manager();
+    m.apply(latency("slow", "app", 100)).expect("apply");
+    assert_eq!(
+        m.datapath().fq_users.get("slow").map(String::as_str),
+        Some("/cg/app")
+    );
+    let crate::fault::KernelRule::Net(rule) = kernel_rule(&latency("x", "app", 100).kind, 0, 0)
+    else {
+        panic!("net rule")
+    };
+    assert_eq!(rule.action, faultd_common::ACTION_LATENCY);
+    assert_eq!(rule.delay_ns, 100_000_000);
+    assert_eq!(rule_slots(&m, "app").len(), 1);
+    // Turning it into a loss fault releases fq; reverting releases too.
+    m.apply(loss("slow", "app", 1000, Direction::Egress))
+        .expect("update");
+    assert!(m.datapath().fq_users.is_empty());
+    m.apply(latency("slow", "app", 100))
+        .expect("back to latency");
+    m.revert("slow").expect("revert");
+    assert!(m.datapath().fq_users.is_empty());
+}
+
+#[test]
+fn a_refused_qdisc_leaves_nothing_behind() {
+    let (mut m, _) = manager();
+    m.datapath_mut().refuse_next_fq = true;
+    let err = m.apply(latency("slow", "app", 100)).expect_err("refused");
+    assert_eq!(
+        crate::api::status(&err).code(),
+        tonic::Code::FailedPrecondition,
+        "{err}"
+    );
+    assert!(m.is_empty());
+    assert!(m.datapath().rules.is_empty() && m.datapath().links.is_empty());
+    // The slot went back: the next fault gets slot 0.
+    m.apply(latency("slow", "app", 100)).expect("apply");
+    assert_eq!(rule_slots(&m, "app"), vec![0]);
+}

@@ -54,7 +54,7 @@ pub const MARKER: &str = "FAULTD-VM:";
 /// Integration test executables (tests/tests/<name>.rs) that run in the VM.
 /// Explicit, so a new slow test does not silently stretch the matrix: add
 /// it here or to [`HOST_ONLY`].
-pub const VM_TESTS: &[&str] = &["kit_smoke", "loss", "caps", "config", "syscall"];
+pub const VM_TESTS: &[&str] = &["kit_smoke", "loss", "caps", "config", "syscall", "latency"];
 
 /// Integration test executables that run on the host only, and why.
 pub const HOST_ONLY: &[(&str, &str)] = &[("stress", "too slow under emulation")];

@@ -1,0 +1,596 @@
+//! Just enough rtnetlink to list links and qdiscs and to add and delete a
+//! root fq or mq qdisc, over a raw `NETLINK_ROUTE` socket (no `tc` binary:
+//! the agent must not depend on what is installed on the node, and `tc`'s
+//! output is not an API).
+//!
+//! Message layouts: include/uapi/linux/netlink.h (`nlmsghdr`, `nlmsgerr`),
+//! rtnetlink.h (`tcmsg`, `ifinfomsg`, `rtattr`), pkt_sched.h (`TCA_FQ_*`).
+
+use std::{
+    fs::File,
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
+
+pub const RTM_GETLINK: u16 = 18;
+pub const RTM_NEWLINK: u16 = 16;
+pub const RTM_NEWQDISC: u16 = 36;
+pub const RTM_DELQDISC: u16 = 37;
+pub const RTM_GETQDISC: u16 = 38;
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_REPLACE: u16 = 0x100;
+pub const NLM_F_EXCL: u16 = 0x200;
+pub const NLM_F_CREATE: u16 = 0x400;
+/// In an `NLMSG_ERROR`: extended-ack attributes follow.
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const SOL_NETLINK: i32 = 270;
+const NETLINK_CAP_ACK: i32 = 10;
+const NETLINK_EXT_ACK: i32 = 11;
+
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_NUM_TX_QUEUES: u16 = 31;
+/// NLA_F_NESTED: iproute2 sets it on TCA_OPTIONS; the kernel accepts both.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+pub const TCA_FQ_PLIMIT: u16 = 1;
+pub const TCA_FQ_FLOW_PLIMIT: u16 = 2;
+pub const TCA_FQ_HORIZON: u16 = 14;
+pub const TCA_FQ_HORIZON_DROP: u16 = 15;
+
+/// `TC_H_ROOT`: the parent of a root qdisc.
+pub const TC_H_ROOT: u32 = 0xffff_ffff;
+pub const IFF_UP: u32 = 0x1;
+
+const NLMSG_HDR: usize = 16;
+const TCMSG: usize = 20;
+const IFINFOMSG: usize = 16;
+
+/// One qdisc as `RTM_GETQDISC` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Qdisc {
+    pub ifindex: i32,
+    pub handle: u32,
+    pub parent: u32,
+    pub kind: String,
+    /// fq's options, when `kind` is fq.
+    pub fq: Option<FqOptions>,
+}
+
+/// The fq options faultd cares about (absent attributes stay None).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FqOptions {
+    pub plimit: Option<u32>,
+    pub flow_plimit: Option<u32>,
+    /// Microseconds.
+    pub horizon_us: Option<u32>,
+    pub horizon_drop: Option<u8>,
+}
+
+/// One network device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub ifindex: i32,
+    pub name: String,
+    pub flags: u32,
+    pub num_tx_queues: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("{op}: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{op}: {source}{}", .message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Kernel {
+        op: &'static str,
+        source: io::Error,
+        /// The kernel's extended-ack text, e.g. "Cannot delete qdisc with
+        /// handle of zero".
+        message: Option<String>,
+    },
+    #[error("{op}: malformed reply: {what}")]
+    Malformed {
+        op: &'static str,
+        what: &'static str,
+    },
+}
+
+/// A `NETLINK_ROUTE` socket bound to one network namespace (a netlink
+/// socket belongs to the namespace it was created in, net/netlink/af_netlink.c
+/// `__netlink_create`, and keeps it whatever thread uses it later).
+#[derive(Debug)]
+pub struct Rtnl {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Rtnl {
+    /// A socket in the caller's namespace.
+    pub fn open() -> Result<Self, NetlinkError> {
+        // SAFETY: plain syscall; the result is checked below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(NetlinkError::Io {
+                op: "socket(AF_NETLINK)",
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        for opt in [NETLINK_CAP_ACK, NETLINK_EXT_ACK] {
+            let one: libc::c_int = 1;
+            // SAFETY: valid fd, pointer to a c_int of the given size.
+            // Failure only costs the kernel's error text (pre-4.12 kernels).
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    SOL_NETLINK,
+                    opt,
+                    (&raw const one).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+        Ok(Self { fd, seq: 1 })
+    }
+
+    /// A socket in the namespace of `netns` (an nsfs file such as
+    /// /proc/PID/ns/net). setns(2) changes only the calling thread, so a
+    /// short-lived thread enters the namespace, creates the socket and
+    /// exits; the agent's own threads never leave their namespace.
+    pub fn open_in(netns: &File) -> Result<Self, NetlinkError> {
+        let ns = netns.try_clone().map_err(|source| NetlinkError::Io {
+            op: "dup netns fd",
+            source,
+        })?;
+        std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                NetlinkError::Io {
+                    op: "setns(CLONE_NEWNET)",
+                    source: io::Error::from(e),
+                }
+            })?;
+            Self::open()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(NetlinkError::Io {
+                op: "netns thread",
+                source: io::Error::other("panicked"),
+            })
+        })
+    }
+
+    pub fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
+        let msg = encode(
+            RTM_GETLINK,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            self.next_seq(),
+            |b| {
+                b.extend_from_slice(&[0u8; IFINFOMSG]);
+            },
+        );
+        let mut links = Vec::new();
+        self.transact("RTM_GETLINK", &msg, true, |ty, payload| {
+            if ty == RTM_NEWLINK
+                && let Some(l) = decode_link(payload)
+            {
+                links.push(l);
+            }
+        })?;
+        Ok(links)
+    }
+
+    pub fn qdiscs(&mut self) -> Result<Vec<Qdisc>, NetlinkError> {
+        let msg = encode(
+            RTM_GETQDISC,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            self.next_seq(),
+            |b| {
+                b.extend_from_slice(&[0u8; TCMSG]);
+            },
+        );
+        let mut qdiscs = Vec::new();
+        self.transact("RTM_GETQDISC", &msg, true, |ty, payload| {
+            if ty == RTM_NEWQDISC
+                && let Some(q) = decode_qdisc(payload)
+            {
+                qdiscs.push(q);
+            }
+        })?;
+        Ok(qdiscs)
+    }
+
+    /// RTM_NEWQDISC with `flags` (NLM_F_CREATE | NLM_F_REPLACE to replace).
+    pub fn new_qdisc(
+        &mut self,
+        ifindex: i32,
+        parent: u32,
+        handle: u32,
+        kind: &str,
+        fq: Option<&FqOptions>,
+        flags: u16,
+    ) -> Result<(), NetlinkError> {
+        let msg = encode_qdisc(
+            RTM_NEWQDISC,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            self.next_seq(),
+            ifindex,
+            parent,
+            handle,
+            Some(kind),
+            fq,
+        );
+        self.transact("RTM_NEWQDISC", &msg, false, |_, _| {})
+    }
+
+    pub fn del_qdisc(
+        &mut self,
+        ifindex: i32,
+        parent: u32,
+        handle: u32,
+    ) -> Result<(), NetlinkError> {
+        let msg = encode_qdisc(
+            RTM_DELQDISC,
+            NLM_F_REQUEST | NLM_F_ACK,
+            self.next_seq(),
+            ifindex,
+            parent,
+            handle,
+            None,
+            None,
+        );
+        self.transact("RTM_DELQDISC", &msg, false, |_, _| {})
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Sends `msg` and reads replies until NLMSG_DONE (dump) or the ack.
+    fn transact(
+        &mut self,
+        op: &'static str,
+        msg: &[u8],
+        dump: bool,
+        mut each: impl FnMut(u16, &[u8]),
+    ) -> Result<(), NetlinkError> {
+        let seq = u32::from_ne_bytes([msg[8], msg[9], msg[10], msg[11]]);
+        // SAFETY: valid fd and buffer; the kernel is the default destination
+        // of an unbound... bound-on-send netlink socket.
+        let sent = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+        if sent < 0 {
+            return Err(NetlinkError::Io {
+                op,
+                source: io::Error::last_os_error(),
+            });
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: valid fd, writable buffer of the given length.
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(NetlinkError::Io { op, source: e });
+            }
+            let n = usize::try_from(n).unwrap_or(0);
+            for (ty, flags, msg_seq, payload) in messages(&buf[..n]) {
+                if msg_seq != seq {
+                    continue;
+                }
+                match ty {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let (errno, text) =
+                            decode_error(flags, payload).ok_or(NetlinkError::Malformed {
+                                op,
+                                what: "nlmsgerr",
+                            })?;
+                        if errno == 0 {
+                            if !dump {
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        return Err(NetlinkError::Kernel {
+                            op,
+                            source: io::Error::from_raw_os_error(-errno),
+                            message: text,
+                        });
+                    }
+                    _ => each(ty, payload),
+                }
+            }
+        }
+    }
+}
+
+/// Splits a datagram into (type, flags, seq, payload) messages.
+fn messages(mut buf: &[u8]) -> Vec<(u16, u16, u32, &[u8])> {
+    let mut out = Vec::new();
+    while buf.len() >= NLMSG_HDR {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < NLMSG_HDR || len > buf.len() {
+            break;
+        }
+        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
+        let flags = u16::from_ne_bytes([buf[6], buf[7]]);
+        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        out.push((ty, flags, seq, &buf[NLMSG_HDR..len]));
+        buf = &buf[align(len).min(buf.len())..];
+    }
+    out
+}
+
+fn align(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// `nlmsgerr`: the negative errno (0 is an ack), then, with
+/// NETLINK_CAP_ACK, only the request's header, then extended-ack TLVs.
+fn decode_error(flags: u16, payload: &[u8]) -> Option<(i32, Option<String>)> {
+    let errno = i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?);
+    let mut text = None;
+    if flags & NLM_F_ACK_TLVS != 0
+        && let Some(tlvs) = payload.get(4 + NLMSG_HDR..)
+    {
+        for (ty, value) in attrs(tlvs) {
+            if ty == NLMSGERR_ATTR_MSG {
+                let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+                text = Some(String::from_utf8_lossy(&value[..end]).into_owned());
+            }
+        }
+    }
+    Some((errno, text))
+}
+
+/// Iterates `rtattr`s: (type without flag bits, value).
+fn attrs(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while buf.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
+        let ty = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > buf.len() {
+            break;
+        }
+        out.push((ty, &buf[4..len]));
+        buf = &buf[align(len).min(buf.len())..];
+    }
+    out
+}
+
+fn push_attr(b: &mut Vec<u8>, ty: u16, value: &[u8]) {
+    let len = 4 + value.len();
+    b.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_ne_bytes());
+    b.extend_from_slice(&ty.to_ne_bytes());
+    b.extend_from_slice(value);
+    b.resize(align(b.len()), 0);
+}
+
+/// A whole message: header (length patched in) then the body.
+fn encode(ty: u16, flags: u16, seq: u32, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut b = Vec::with_capacity(128);
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&ty.to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    body(&mut b);
+    let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
+    b[..4].copy_from_slice(&len.to_ne_bytes());
+    b
+}
+
+#[expect(clippy::too_many_arguments, reason = "one field per tcmsg member")]
+pub fn encode_qdisc(
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    ifindex: i32,
+    parent: u32,
+    handle: u32,
+    kind: Option<&str>,
+    fq: Option<&FqOptions>,
+) -> Vec<u8> {
+    encode(ty, flags, seq, |b| {
+        // tcmsg: family, pad, pad, ifindex, handle, parent, info.
+        b.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        b.extend_from_slice(&ifindex.to_ne_bytes());
+        b.extend_from_slice(&handle.to_ne_bytes());
+        b.extend_from_slice(&parent.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        if let Some(kind) = kind {
+            let mut k = kind.as_bytes().to_vec();
+            k.push(0);
+            push_attr(b, TCA_KIND, &k);
+        }
+        if let Some(fq) = fq {
+            let mut opts = Vec::new();
+            if let Some(v) = fq.plimit {
+                push_attr(&mut opts, TCA_FQ_PLIMIT, &v.to_ne_bytes());
+            }
+            if let Some(v) = fq.flow_plimit {
+                push_attr(&mut opts, TCA_FQ_FLOW_PLIMIT, &v.to_ne_bytes());
+            }
+            if let Some(v) = fq.horizon_us {
+                push_attr(&mut opts, TCA_FQ_HORIZON, &v.to_ne_bytes());
+            }
+            if let Some(v) = fq.horizon_drop {
+                push_attr(&mut opts, TCA_FQ_HORIZON_DROP, &[v]);
+            }
+            push_attr(b, TCA_OPTIONS, &opts);
+        }
+    })
+}
+
+fn u32_of(v: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?))
+}
+
+fn cstr(v: &[u8]) -> String {
+    let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+    String::from_utf8_lossy(&v[..end]).into_owned()
+}
+
+pub fn decode_qdisc(payload: &[u8]) -> Option<Qdisc> {
+    let tc = payload.get(..TCMSG)?;
+    let ifindex = i32::from_ne_bytes(tc[4..8].try_into().ok()?);
+    let handle = u32_of(&tc[8..12])?;
+    let parent = u32_of(&tc[12..16])?;
+    let mut kind = String::new();
+    let mut options: &[u8] = &[];
+    for (ty, value) in attrs(&payload[TCMSG..]) {
+        match ty {
+            TCA_KIND => kind = cstr(value),
+            TCA_OPTIONS => options = value,
+            _ => {}
+        }
+    }
+    let fq = (kind == "fq").then(|| {
+        let mut o = FqOptions::default();
+        for (ty, value) in attrs(options) {
+            match ty {
+                TCA_FQ_PLIMIT => o.plimit = u32_of(value),
+                TCA_FQ_FLOW_PLIMIT => o.flow_plimit = u32_of(value),
+                TCA_FQ_HORIZON => o.horizon_us = u32_of(value),
+                TCA_FQ_HORIZON_DROP => o.horizon_drop = value.first().copied(),
+                _ => {}
+            }
+        }
+        o
+    });
+    Some(Qdisc {
+        ifindex,
+        handle,
+        parent,
+        kind,
+        fq,
+    })
+}
+
+fn decode_link(payload: &[u8]) -> Option<Link> {
+    let ifi = payload.get(..IFINFOMSG)?;
+    let ifindex = i32::from_ne_bytes(ifi[4..8].try_into().ok()?);
+    let flags = u32_of(&ifi[8..12])?;
+    let mut name = String::new();
+    let mut num_tx_queues = 1;
+    for (ty, value) in attrs(&payload[IFINFOMSG..]) {
+        match ty {
+            IFLA_IFNAME => name = cstr(value),
+            IFLA_NUM_TX_QUEUES => num_tx_queues = u32_of(value).unwrap_or(1),
+            _ => {}
+        }
+    }
+    Some(Link {
+        ifindex,
+        name,
+        flags,
+        num_tx_queues,
+    })
+}
+
+/// `major:minor` as tc prints handles ("fa17:", "0:").
+pub fn handle_text(handle: u32) -> String {
+    let (major, minor) = (handle >> 16, handle & 0xffff);
+    if minor == 0 {
+        format!("{major:x}:")
+    } else {
+        format!("{major:x}:{minor:x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qdisc_message_round_trips() {
+        let fq = FqOptions {
+            plimit: Some(100_000),
+            flow_plimit: Some(50_000),
+            horizon_us: Some(600_000_000),
+            horizon_drop: Some(0),
+        };
+        let msg = encode_qdisc(
+            RTM_NEWQDISC,
+            NLM_F_REQUEST | NLM_F_CREATE,
+            7,
+            3,
+            TC_H_ROOT,
+            0xfa17_0000,
+            Some("fq"),
+            Some(&fq),
+        );
+        assert_eq!(msg.len() % 4, 0);
+        let parsed = messages(&msg);
+        assert_eq!(parsed.len(), 1);
+        let (ty, flags, seq, payload) = parsed[0];
+        assert_eq!(
+            (ty, flags, seq),
+            (RTM_NEWQDISC, NLM_F_REQUEST | NLM_F_CREATE, 7)
+        );
+        let q = decode_qdisc(payload).expect("decodes");
+        assert_eq!(
+            q,
+            Qdisc {
+                ifindex: 3,
+                handle: 0xfa17_0000,
+                parent: TC_H_ROOT,
+                kind: "fq".into(),
+                fq: Some(fq),
+            }
+        );
+        // The header's length covers the message: 16 + tcmsg 20 + kind "fq\0"
+        // padded to 8 + options (4 + 8 + 8 + 8 + 8 (u8 padded)).
+        assert_eq!(msg.len(), 16 + 20 + 8 + 4 + 8 + 8 + 8 + 8);
+    }
+
+    #[test]
+    fn error_with_extended_ack_text() {
+        // nlmsgerr: errno -2, the request header (CAP_ACK), then a MSG TLV.
+        let mut payload = (-2i32).to_ne_bytes().to_vec();
+        payload.extend_from_slice(&[0u8; NLMSG_HDR]);
+        push_attr(
+            &mut payload,
+            NLMSGERR_ATTR_MSG,
+            b"Cannot delete qdisc with handle of zero\0",
+        );
+        let (errno, text) = decode_error(NLM_F_ACK_TLVS, &payload).expect("decodes");
+        assert_eq!(errno, -2);
+        assert_eq!(
+            text.as_deref(),
+            Some("Cannot delete qdisc with handle of zero")
+        );
+        let (errno, text) = decode_error(0, &0i32.to_ne_bytes()).expect("ack");
+        assert_eq!((errno, text), (0, None));
+    }
+
+    #[test]
+    fn handles_print_like_tc() {
+        assert_eq!(handle_text(0), "0:");
+        assert_eq!(handle_text(0xfa17_0000), "fa17:");
+        assert_eq!(handle_text(0xfa17_0003), "fa17:3");
+    }
+}

@@ -1,0 +1,388 @@
+//! Integration tests of latency and bandwidth faults: the real agent, the
+//! real egress program stamping departure times, a real fq on the
+//! loopback device, real UDP and TCP traffic between cgroups.
+//!
+//! They need sch_fq. Where the kernel lacks it (this project's host), each
+//! test checks that ApplyFault refuses with FailedPrecondition naming
+//! sch_fq, prints SKIP for the rest, and returns; the VM tier (Debian 6.1
+//! and 6.12, sch_fq as a module) runs them in full.
+//!
+//! RTTs are measured by `faultd-traffic udp-rtt` in the target cgroup
+//! against a `udp-echo` outside it, over lo: only the request leaves the
+//! target, so a delay d on the target's egress adds exactly d to each RTT.
+
+use std::{process::Command, time::Duration};
+
+use faultd_proto::agent::v1::{self as pb, agent_client::AgentClient};
+use faultd_tests::{
+    AgentGuard, CgroupGuard,
+    cgroup::skip,
+    faults::{Latency, bandwidth_request},
+    require_root,
+    stats::{ks_critical, ks_statistic, median_interval, normal_cdf, quantile},
+    traffic::{tcp_send, tcp_sink, udp_echo, udp_rtt},
+};
+use tonic::{Code, transport::Channel};
+
+const CONFIDENCE: f64 = 0.999;
+/// Significance of the Kolmogorov-Smirnov test: a correct implementation
+/// fails one run in a thousand.
+const KS_ALPHA: f64 = 0.001;
+
+/// `tc qdisc show` of the test's network namespace, the operator's view.
+fn tc_qdisc_show() -> String {
+    let out = Command::new("tc")
+        .args(["qdisc", "show"])
+        .output()
+        .expect("running tc qdisc show");
+    assert!(out.status.success(), "tc qdisc show: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether the agent reports fq; if not, checks the refusal and prints SKIP.
+async fn fq_or_skip(client: &mut AgentClient<Channel>, target: &CgroupGuard) -> bool {
+    let caps = client
+        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .await
+        .expect("GetCapabilities")
+        .into_inner();
+    let fq = caps
+        .features
+        .iter()
+        .find(|f| f.name == "fq_qdisc")
+        .expect("fq_qdisc is reported");
+    if fq.available {
+        return true;
+    }
+    // Without fq, a latency fault must be refused up front, naming it.
+    let err = client
+        .apply_fault(
+            Latency::new("no-fq", target.relative_str(), Duration::from_millis(10)).request(),
+        )
+        .await
+        .expect_err("latency without fq must be refused");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("sch_fq") && err.message().contains("fq_qdisc"),
+        "names the missing feature: {}",
+        err.message()
+    );
+    skip(&format!("the kernel has no fq qdisc ({})", fq.detail));
+    false
+}
+
+/// How late this machine wakes a sleeping thread (p90 of 40 sleeps of
+/// 2 ms, in ms): the same timer machinery (hrtimers, softirq) releases fq's
+/// held packets (`qdisc_watchdog_schedule_range_ns` in fq_dequeue), so its
+/// lateness bounds how late a delayed packet leaves. Large under emulation.
+fn timer_lateness_ms() -> f64 {
+    let late: Vec<f64> = (0..40)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            std::thread::sleep(Duration::from_millis(2));
+            (start.elapsed().as_secs_f64() * 1e3 - 2.0).max(0.0)
+        })
+        .collect();
+    quantile(&late, 0.9)
+}
+
+fn rtts_ms(report: &faultd_tests::traffic::RttReport) -> Vec<f64> {
+    #[expect(clippy::cast_precision_loss, reason = "nanoseconds to milliseconds")]
+    let v = report.rtt_ns.iter().map(|ns| *ns as f64 / 1e6).collect();
+    v
+}
+
+/// `n` UDP round trips from `from` to the echo server, one at a time.
+fn rtt(from: &CgroupGuard, port: u16, n: u64) -> Vec<f64> {
+    let report = udp_rtt(
+        Some(from),
+        format!("127.0.0.1:{port}").parse().expect("addr"),
+        n,
+        Duration::from_secs(5),
+        Duration::from_millis(1),
+    );
+    assert_eq!(report.received, n, "every probe came back: {report:?}");
+    rtts_ms(&report)
+}
+
+#[tokio::test]
+async fn delay_adds_100ms_to_the_target_only_and_revert_restores_the_qdisc() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, mut client) = AgentGuard::start_default().await;
+    let target = CgroupGuard::new("lat-target");
+    let bystander = CgroupGuard::new("lat-bystander");
+    if !fq_or_skip(&mut client, &target).await {
+        return;
+    }
+    let echo = udp_echo(None, "127.0.0.1:0", Duration::from_secs(170));
+    let n = 100;
+    let before = tc_qdisc_show();
+    let base = rtt(&target, echo.port(), n);
+    let base_by = rtt(&bystander, echo.port(), n);
+
+    client
+        .apply_fault(
+            Latency::new("lat", target.relative_str(), Duration::from_millis(100)).request(),
+        )
+        .await
+        .expect("ApplyFault latency");
+    let during = tc_qdisc_show();
+    assert!(
+        during.contains("qdisc fq fa17:"),
+        "faultd's fq is on the device:\n{during}"
+    );
+    let delayed = rtt(&target, echo.port(), n);
+    let by = rtt(&bystander, echo.port(), n);
+
+    // Bound: fq never releases a packet before its stamp (`fq_dequeue`), so
+    // every delayed RTT is at least 100 ms. Above, the added delay (median
+    // against median) may exceed 100 ms by the baseline's spread (p99 -
+    // p50, the machine's own scheduling noise, large under emulation), the
+    // uncertainty of both medians (distribution-free 99.9% intervals), and
+    // the lateness of the timer that releases the packet from fq, measured
+    // on this machine with sleeping threads.
+    let (b_lo, b_mid, b_hi) = median_interval(&base, CONFIDENCE);
+    let (d_lo, d_mid, d_hi) = median_interval(&delayed, CONFIDENCE);
+    let noise = quantile(&base, 0.99) - b_mid;
+    let added = d_mid - b_mid;
+    let timer = timer_lateness_ms();
+    let slack = noise + (b_hi - b_lo) + (d_hi - d_lo) + timer;
+    println!(
+        "latency 100ms: baseline median {b_mid:.3} ms (p99 {:.3}), delayed median {d_mid:.3} ms \
+         (min {:.3}, p99 {:.3}), added {added:.3} ms, allowed 100..={:.3}; bystander median \
+         {:.3} ms (baseline {:.3}); timer lateness p90 {timer:.3} ms",
+        quantile(&base, 0.99),
+        quantile(&delayed, 0.0),
+        quantile(&delayed, 0.99),
+        100.0 + slack,
+        quantile(&by, 0.5),
+        quantile(&base_by, 0.5),
+    );
+    assert!(
+        quantile(&delayed, 0.0) >= 100.0,
+        "no probe returned before 100 ms"
+    );
+    assert!(
+        added >= 100.0 - (b_hi - b_lo) && added <= 100.0 + slack,
+        "added delay {added:.3} ms is outside 100 ms +- the bound {slack:.3} ms"
+    );
+    // The bystander shares the device and its fq, and is not delayed: its
+    // median stays within its own baseline's spread.
+    let by_noise = quantile(&base_by, 0.99) - quantile(&base_by, 0.5);
+    assert!(
+        quantile(&by, 0.5) <= quantile(&base_by, 0.5) + by_noise + 1.0,
+        "bystander median {:.3} ms vs baseline {:.3} ms",
+        quantile(&by, 0.5),
+        quantile(&base_by, 0.5)
+    );
+
+    let fault = client
+        .get_fault(pb::GetFaultRequest { id: "lat".into() })
+        .await
+        .expect("GetFault")
+        .into_inner();
+    assert_eq!(fault.backend, "cgroup_skb+fq");
+    let c = fault.counters.expect("counters");
+    assert!(c.matched >= n && c.injected >= n, "{c:?}");
+
+    client
+        .revert_fault(pb::RevertFaultRequest { id: "lat".into() })
+        .await
+        .expect("RevertFault");
+    let after = tc_qdisc_show();
+    assert_eq!(before, after, "revert restores the qdiscs exactly");
+    let reverted = rtt(&target, echo.port(), 20);
+    assert!(
+        quantile(&reverted, 0.5) < 50.0,
+        "no delay after revert: {reverted:?}"
+    );
+    drop(echo);
+}
+
+#[tokio::test]
+async fn normal_jitter_follows_the_requested_distribution() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, mut client) = AgentGuard::start_default().await;
+    let target = CgroupGuard::new("jit-target");
+    if !fq_or_skip(&mut client, &target).await {
+        return;
+    }
+    let echo = udp_echo(None, "127.0.0.1:0", Duration::from_secs(170));
+    let (mu, sigma) = (50.0, 10.0);
+    let fault = |jitter: Duration| {
+        Latency::new("jit", target.relative_str(), Duration::from_millis(50))
+            .jitter(jitter, pb::Distribution::Normal)
+            .request()
+    };
+    // First the fixed 50 ms alone: these RTTs carry everything but the
+    // jitter (the path, the echo, fq's timer, the emulation's noise).
+    client
+        .apply_fault(fault(Duration::ZERO))
+        .await
+        .expect("ApplyFault latency");
+    let fixed = rtt(&target, echo.port(), 150);
+    // Then the same fault with jitter (an update of the same id).
+    client
+        .apply_fault(fault(Duration::from_millis(10)))
+        .await
+        .expect("ApplyFault latency with jitter");
+    let n = 300;
+    // Probes go one at a time, so each departs after the previous echo and
+    // the per-flow ordering never holds one back: the added jitters are
+    // independent draws from the table.
+    let jittered = rtt(&target, echo.port(), n);
+    // Expected: a fixed-delay RTT plus an independent N(0, 10 ms) draw
+    // (netem's table is cut at 4 sd, which moves the CDF by under 1e-4),
+    // i.e. the fixed sample's empirical law convolved with the normal:
+    // F(x) = mean_j Phi((x - f_j) / sigma). Estimating F from m = 150
+    // samples adds little error: f_j spread by a few ms against sigma =
+    // 10 ms moves each Phi term by < 0.1, so F's standard error is below
+    // 0.1 / sqrt(150) = 0.008, a fraction of the critical value.
+    let cdf = |x: f64| {
+        fixed
+            .iter()
+            .map(|f| normal_cdf((x - f) / sigma))
+            .sum::<f64>()
+            / fixed.len() as f64
+    };
+    let d = ks_statistic(&jittered, cdf);
+    let crit = ks_critical(jittered.len(), KS_ALPHA);
+    let fixed_mid = quantile(&fixed, 0.5);
+    let added: Vec<f64> = jittered.iter().map(|r| r - fixed_mid).collect();
+    #[expect(clippy::cast_precision_loss, reason = "small counts")]
+    let mean = added.iter().sum::<f64>() / added.len() as f64;
+    #[expect(clippy::cast_precision_loss, reason = "small counts")]
+    let sd = (added.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / added.len() as f64).sqrt();
+    println!(
+        "jitter normal(sd 10ms) on 50ms: n={n}, fixed-delay median {fixed_mid:.3} ms (p99 {:.3}), \
+         jitter around it: mean {mean:.3} ms, sd {sd:.3} ms; KS D={d:.4}, critical {crit:.4} at \
+         alpha {KS_ALPHA}",
+        quantile(&fixed, 0.99),
+    );
+    assert!(
+        d < crit,
+        "KS D={d:.4} >= {crit:.4}: the delays do not follow fixed + N(0, 10ms)"
+    );
+    // A uniform jitter of the same scale must fail the same test, or the
+    // test could not tell distributions apart.
+    let uniform = (0..n).map(|i| {
+        #[expect(clippy::cast_precision_loss, reason = "small counts")]
+        let u = (i as f64 + 0.5) / n as f64;
+        mu - sigma + 2.0 * sigma * u
+    });
+    let d_uniform = ks_statistic(&uniform.collect::<Vec<_>>(), |x| {
+        normal_cdf((x - mu) / sigma)
+    });
+    assert!(
+        d_uniform > crit,
+        "KS separates uniform from normal: {d_uniform}"
+    );
+    drop(echo);
+}
+
+#[tokio::test]
+async fn bandwidth_holds_tcp_within_5_percent_of_the_rate() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, mut client) = AgentGuard::start_default().await;
+    let target = CgroupGuard::new("bw-target");
+    if !fq_or_skip(&mut client, &target).await {
+        return;
+    }
+    let rate_bps = 8_000_000u64;
+    client
+        .apply_fault(bandwidth_request("bw", target.relative_str(), rate_bps))
+        .await
+        .expect("ApplyFault bandwidth");
+    // 4 MB at 8 Mbit/s: 4 s, long enough that connection set-up and the
+    // first unpaced packet weigh well under 1%.
+    let bytes = 4_000_000;
+    let sink = tcp_sink(None, "127.0.0.1:0", Duration::from_secs(60));
+    let sent = tcp_send(
+        Some(&target),
+        format!("127.0.0.1:{}", sink.port()).parse().expect("addr"),
+        bytes,
+    );
+    let got = sink.finish();
+    assert_eq!(got.bytes, bytes, "{got:?} {sent:?}");
+    #[expect(clippy::cast_precision_loss, reason = "rates")]
+    let measured = got.bytes as f64 * 8.0 / (got.elapsed_ns as f64 / 1e9);
+    #[expect(clippy::cast_precision_loss, reason = "rates")]
+    let ratio = measured / rate_bps as f64;
+    println!(
+        "bandwidth 8 Mbit/s: {bytes} bytes in {:.3} s = {:.3} Mbit/s ({:+.2}%)",
+        got.elapsed_ns as f64 / 1e9,
+        measured / 1e6,
+        (ratio - 1.0) * 100.0
+    );
+    assert!(
+        (0.95..=1.05).contains(&ratio),
+        "measured {measured:.0} bit/s is not within 5% of {rate_bps}"
+    );
+}
+
+#[tokio::test]
+async fn kill_9_leaves_no_delay_and_the_next_start_restores_the_qdisc() {
+    if !require_root() {
+        return;
+    }
+    let (mut agent, mut client) = AgentGuard::start_default().await;
+    let target = CgroupGuard::new("lat-kill");
+    if !fq_or_skip(&mut client, &target).await {
+        return;
+    }
+    let echo = udp_echo(None, "127.0.0.1:0", Duration::from_secs(170));
+    let before = tc_qdisc_show();
+    client
+        .apply_fault(Latency::new("k", target.relative_str(), Duration::from_millis(200)).request())
+        .await
+        .expect("ApplyFault latency");
+    let delayed = rtt(&target, echo.port(), 5);
+    assert!(quantile(&delayed, 0.0) >= 200.0, "delayed: {delayed:?}");
+    drop(client);
+    agent.kill();
+    // The program's link died with the agent: nothing is stamped. fq stays
+    // until the next start, harmless without stamps.
+    let after_kill = rtt(&target, echo.port(), 20);
+    let left = tc_qdisc_show();
+    println!(
+        "after kill -9: median RTT {:.3} ms; qdiscs:\n{left}",
+        quantile(&after_kill, 0.5)
+    );
+    assert!(
+        quantile(&after_kill, 1.0) < 100.0,
+        "no delay after kill -9: {after_kill:?}"
+    );
+    agent.restart();
+    agent.wait_ready();
+    assert_eq!(
+        before,
+        tc_qdisc_show(),
+        "the next start restored the qdisc a killed agent left"
+    );
+    drop(echo);
+}
+
+#[tokio::test]
+async fn ingress_latency_is_refused_with_the_reason() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, mut client) = AgentGuard::start_default().await;
+    let target = CgroupGuard::new("lat-ingress");
+    let err = client
+        .apply_fault(
+            Latency::new("in", target.relative_str(), Duration::from_millis(10))
+                .direction(pb::Direction::Ingress)
+                .request(),
+        )
+        .await
+        .expect_err("ingress latency is not implemented");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("ingress"), "{}", err.message());
+}

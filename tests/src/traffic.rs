@@ -332,7 +332,9 @@ pub struct Server {
 }
 
 impl Server {
-    fn start(args: &[&str], bind: &str, cgroup: Option<&CgroupGuard>) -> Self {
+    /// Spawns a server mode (`args`, which may begin with the global
+    /// `--netns FILE`) and waits for its ready line.
+    pub fn start(args: &[&str], bind: &str, cgroup: Option<&CgroupGuard>) -> Self {
         let bind_addr = parse_addr("bind", bind);
         let mut proc = Traffic::spawn(args, cgroup);
         let port = proc.wait_ready();
@@ -859,4 +861,58 @@ mod tests {
         .expect("tcp report");
         assert_eq!(tcp.connect_errno.as_deref(), Some("ECONNREFUSED"));
     }
+}
+
+/// Report of `owd-sink`: one-way delays in arrival order.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct OwdReport {
+    pub received: u64,
+    /// Kernel receive time minus the sender's clock reading before sendto().
+    pub owd_ns: Vec<i64>,
+    pub seq: Vec<u64>,
+}
+
+/// An `owd-sink` bound to `bind`, inside network namespace `netns` (a file
+/// such as /run/netns/NAME) when given, expecting `expect` probes.
+pub fn owd_sink(netns: Option<&Path>, bind: &str, expect: u64, duration: Duration) -> Server {
+    let netns = netns.map(|p| p.display().to_string());
+    let (expect, duration) = (expect.to_string(), duration.as_millis().to_string());
+    let mut args = Vec::new();
+    if let Some(netns) = &netns {
+        args.extend(["--netns", netns.as_str()]);
+    }
+    args.extend([
+        "owd-sink",
+        "--bind",
+        bind,
+        "--expect",
+        &expect,
+        "--duration-ms",
+        &duration,
+    ]);
+    Server::start(&args, bind, None)
+}
+
+/// `count` one-way-delay probes to `dst` from `cgroup`, one every
+/// `interval`; `fresh_socket` makes each probe its own flow.
+pub fn owd_send(
+    cgroup: Option<&CgroupGuard>,
+    dst: SocketAddr,
+    count: u64,
+    interval: Duration,
+    fresh_socket: bool,
+) -> SendReport {
+    let mut args = vec![
+        "owd-send".to_owned(),
+        "--dst".to_owned(),
+        dst.to_string(),
+        "--count".to_owned(),
+        count.to_string(),
+        "--interval-us".to_owned(),
+        interval.as_micros().to_string(),
+    ];
+    if fresh_socket {
+        args.push("--fresh-socket".to_owned());
+    }
+    spawn_owned(&args, cgroup).finish_as()
 }

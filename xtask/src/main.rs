@@ -2,9 +2,11 @@
 //! fresh machine needs nothing but this repository and rustup.
 
 mod bench;
+mod bench_latency;
 mod bench_syscall;
 mod bench_syscall_vm;
 mod demo;
+mod plot;
 mod setup;
 mod test;
 mod util;
@@ -71,6 +73,11 @@ enum BenchWhat {
     /// With --vm: open(), read() and write() in the VM tier's kernels
     /// (docs/benchmarks/syscall-vm.md and syscall-vm.json).
     Syscall(bench_syscall::Options),
+    /// faultd's EDT latency against tc netem on the VM tier's kernels:
+    /// added-delay error at p50/p99/p99.9 for 1 ms to 1 s and with jitter,
+    /// the bystander's throughput and CPU per packet (writes
+    /// docs/benchmarks/latency.md, latency.json and latency.png).
+    Latency(bench_latency::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,6 +99,7 @@ fn main() -> anyhow::Result<()> {
                 None => bench::run(&opts),
                 Some(BenchWhat::Syscall(o)) if o.vm => bench_syscall_vm::run(&o),
                 Some(BenchWhat::Syscall(o)) => bench_syscall::run(&o),
+                Some(BenchWhat::Latency(o)) => bench_latency::run(&o),
             }
         }
         Task::Test {

@@ -14,14 +14,15 @@ use crate::util::{cmd_output, run};
 
 /// Debian packages the tests, the demo and the VM tier use.
 pub const APT_PACKAGES: &[&str] = &[
-    "bpftool",         // the tests check the kernel's view independently of the agent
-    "iproute2",        // tc, ip: fq probe, network namespaces
-    "qemu-system-x86", // VM test tier
-    "busybox-static",  // VM initramfs userland
-    "cpio",            // VM initramfs
-    "zstd",            // compressed kernel modules
-    "xz-utils",        // compressed kernel modules (Debian 6.12 ships .ko.xz)
-    "iptables",        // bench: the iptables cgroup+statistic drop rules faultd is compared with
+    "bpftool",           // the tests check the kernel's view independently of the agent
+    "iproute2",          // tc, ip: fq probe, network namespaces
+    "qemu-system-x86",   // VM test tier
+    "busybox-static",    // VM initramfs userland
+    "cpio",              // VM initramfs
+    "zstd",              // compressed kernel modules
+    "xz-utils",          // compressed kernel modules (Debian 6.12 ships .ko.xz)
+    "iptables",          // bench: the iptables cgroup+statistic drop rules faultd is compared with
+    "fonts-dejavu-core", // bench: text in the PNG charts
 ];
 
 /// bpf-linker release built against the toolchain's own LLVM.

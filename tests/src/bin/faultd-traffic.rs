@@ -50,6 +50,10 @@ struct Cli {
     /// Join this cgroup v2 directory (absolute path) before opening any socket.
     #[arg(long, global = true)]
     cgroup: Option<PathBuf>,
+    /// Enter this network namespace (a file such as /run/netns/NAME) before
+    /// opening any socket.
+    #[arg(long, global = true)]
+    netns: Option<PathBuf>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -181,12 +185,43 @@ enum Mode {
         #[arg(long, default_value_t = 64)]
         payload: usize,
     },
+    /// Send N probes, each `seq` and the CLOCK_REALTIME send time, paced at
+    /// `interval_us`; with `--fresh-socket` each from a new socket (its own
+    /// flow). Report like udp-send.
+    OwdSend {
+        #[arg(long)]
+        dst: SocketAddr,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 1_000)]
+        interval_us: u64,
+        #[arg(long)]
+        fresh_socket: bool,
+    },
+    /// Receive owd-send probes with kernel receive timestamps
+    /// (SO_TIMESTAMPNS, CLOCK_REALTIME); report `{"received":N,
+    /// "owd_ns":[..],"seq":[..]}` in arrival order, one-way delay = receive
+    /// stamp - send stamp (one clock: sender and sink share the machine).
+    OwdSink {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long)]
+        expect: u64,
+        #[arg(long, default_value_t = 60_000)]
+        duration_ms: u64,
+    },
     /// Join the cgroup, print the ready line and sleep until killed.
     Sleep,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(netns) = &cli.netns {
+        let ns = std::fs::File::open(netns)
+            .with_context(|| format!("opening netns {}", netns.display()))?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("entering netns {}", netns.display()))?;
+    }
     if let Some(cgroup) = &cli.cgroup {
         join_cgroup(cgroup)?;
     }
@@ -247,6 +282,17 @@ fn main() -> Result<()> {
             wait_ms,
             protocol,
         } => recv_loop(count, Duration::from_millis(wait_ms), &protocol),
+        Mode::OwdSend {
+            dst,
+            count,
+            interval_us,
+            fresh_socket,
+        } => owd_send(dst, count, Duration::from_micros(interval_us), fresh_socket),
+        Mode::OwdSink {
+            bind,
+            expect,
+            duration_ms,
+        } => owd_sink(bind, expect, Duration::from_millis(duration_ms)),
         Mode::Sleep => sleep_forever(),
     }
 }
@@ -846,4 +892,96 @@ fn sleep_forever() -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+fn realtime_ns() -> Result<u64> {
+    let t =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).context("clock_gettime")?;
+    let ns = i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec());
+    u64::try_from(ns).context("time before 1970")
+}
+
+fn owd_send(dst: SocketAddr, count: u64, interval: Duration, fresh_socket: bool) -> Result<()> {
+    let mut socket = udp_socket(unspecified_for(dst))?;
+    let mut buf = [0u8; 16];
+    let mut sent = 0u64;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let start = Instant::now();
+    for seq in 0..count {
+        pace_until(start + interval.saturating_mul(u32::try_from(seq).unwrap_or(u32::MAX)));
+        if fresh_socket && seq > 0 {
+            // A new socket is a new flow (a new socket cookie), so faultd's
+            // per-flow ordering never couples two probes: each one's delay is
+            // an independent draw, as netem's are.
+            socket = udp_socket(unspecified_for(dst))?;
+        }
+        buf[..8].copy_from_slice(&seq.to_le_bytes());
+        buf[8..].copy_from_slice(&realtime_ns()?.to_le_bytes());
+        match socket.send_to(&buf, dst) {
+            Ok(_) => sent += 1,
+            Err(e) => *errors.entry(errno_name(&e)).or_default() += 1,
+        }
+    }
+    emit(json!({
+        "attempted": count,
+        "sent": sent,
+        "errors": errors,
+        "elapsed_ns": elapsed_ns(start),
+    }))
+}
+
+fn owd_sink(bind: SocketAddr, expect: u64, duration: Duration) -> Result<()> {
+    use std::os::fd::AsRawFd as _;
+
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
+
+    let socket = udp_socket(bind)?;
+    // The kernel stamps the datagram when it reaches the stack
+    // (net/core/dev.c, `net_timestamp_check`; for a packet that carried an
+    // EDT departure time, `skb_clear_delivery_time` in `ip_local_deliver`
+    // replaces it with the receive time), so the sink's own scheduling adds
+    // nothing to the measured delay.
+    setsockopt(&socket, sockopt::ReceiveTimestampns, &true).context("SO_TIMESTAMPNS")?;
+    emit_ready(socket.local_addr().context("getsockname")?.port())?;
+    let deadline = Instant::now() + duration;
+    let (mut owd_ns, mut seqs): (Vec<i64>, Vec<u64>) = (Vec::new(), Vec::new());
+    let mut buf = [0u8; 64];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    while (seqs.len() as u64) < expect && Instant::now() < deadline && !stopped() {
+        socket.set_read_timeout(Some(POLL)).context("SO_RCVTIMEO")?;
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        ) {
+            Ok(msg) => msg,
+            Err(Errno::EAGAIN | Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("recvmsg"),
+        };
+        let stamp = msg
+            .cmsgs()
+            .context("reading control messages")?
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmTimestampns(t) => Some(t),
+                _ => None,
+            });
+        let n = msg.bytes;
+        let (Some(stamp), true) = (stamp, n >= 16) else {
+            continue;
+        };
+        let received =
+            i64::try_from(i128::from(stamp.tv_sec()) * 1_000_000_000 + i128::from(stamp.tv_nsec()))
+                .context("receive stamp")?;
+        let seq = u64::from_le_bytes(buf[..8].try_into().context("seq")?);
+        let sent = i64::from_le_bytes(buf[8..16].try_into().context("stamp")?);
+        seqs.push(seq);
+        owd_ns.push(received - sent);
+    }
+    emit(json!({
+        "received": seqs.len(),
+        "owd_ns": owd_ns,
+        "seq": seqs,
+    }))
 }

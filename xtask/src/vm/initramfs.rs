@@ -40,6 +40,9 @@ use super::{
     kernel::{Kernel, Module},
 };
 
+/// Where Debian's tc looks for netem distribution tables.
+const TC_LIB: &str = "/usr/lib/x86_64-linux-gnu/tc";
+
 /// Host tools the tests and the agent run, by their path on Debian.
 const TOOLS: &[&str] = &["/usr/sbin/bpftool", "/usr/sbin/tc", "/usr/sbin/ip"];
 
@@ -145,6 +148,18 @@ pub fn build(
     for tool in TOOLS {
         cpio.file_from(tool, 0o755, Path::new(tool))?;
         dynamic.push(PathBuf::from(tool));
+    }
+    // netem's delay distributions: tc reads them from its library directory
+    // when asked for `distribution normal` (iproute2 tc/q_netem.c,
+    // `get_distribution`), for the latency benchmark's comparison.
+    if let Ok(entries) = fs::read_dir(TC_LIB) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "dist") {
+                let name = path.to_string_lossy().trim_start_matches('/').to_owned();
+                cpio.file_from(&name, 0o644, &path)?;
+            }
+        }
     }
     for lib in shared_libraries(&dynamic)? {
         let name = lib.to_string_lossy().into_owned();

@@ -1,5 +1,5 @@
 //! `faultd-vmbench`: benchmarks that need a kernel feature the host may not
-//! have (BPF LSM, netem), run inside the VM tier.
+//! have (BPF LSM, fq, netem), run inside the VM tier.
 //!
 //! `cargo xtask bench <name> --vm` puts this binary into the initramfs and
 //! boots each kernel of the matrix with `faultd.bench=<name>`; init runs
@@ -12,6 +12,7 @@
 //! every benchmark reports about the guest. Progress goes to stderr, which
 //! the console shows live.
 
+mod latency;
 mod syscall;
 
 use std::{fs, path::PathBuf, time::Instant};
@@ -35,12 +36,16 @@ enum Bench {
     /// Per-call cost of open(), read() and write() that a file fault lets
     /// through, and the LSM programs' run time.
     Syscall(syscall::Options),
+    /// Added delay of faultd's EDT latency vs tc netem on the same kernel,
+    /// the bystander's throughput and the CPU cost per packet.
+    Latency(latency::Options),
 }
 
 impl Bench {
     fn name(&self) -> &'static str {
         match self {
             Self::Syscall(_) => "syscall",
+            Self::Latency(_) => "latency",
         }
     }
 }
@@ -55,6 +60,7 @@ fn main() -> anyhow::Result<()> {
     let progress = Progress { started };
     let mut result = match &cli.bench {
         Bench::Syscall(opts) => syscall::run(opts, &progress)?,
+        Bench::Latency(opts) => latency::run(opts, &progress)?,
     };
     let obj = result
         .as_object_mut()

@@ -1,0 +1,183 @@
+//! PNG line charts for benchmark reports, drawn with plotters.
+//!
+//! Text needs a TrueType font; the DejaVu fonts `cargo xtask setup` installs
+//! (Debian's fonts-dejavu-core) are read at run time rather than vendored.
+
+use std::{path::Path, sync::OnceLock};
+
+use anyhow::{Context as _, anyhow, bail};
+use plotters::prelude::*;
+
+/// Where Debian's fonts-dejavu-core puts its sans-serif face.
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// One line of a chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    /// Drawn dashed-looking (thinner, hollow markers) to set a reference
+    /// apart from measurements.
+    pub reference: bool,
+}
+
+/// One panel of a chart: both axes logarithmic (benchmarks span decades).
+#[derive(Debug, Clone)]
+pub struct Panel {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+}
+
+fn register_font() -> anyhow::Result<()> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            let bytes = std::fs::read(FONT).map_err(|e| {
+                format!("{FONT}: {e} (cargo xtask setup installs fonts-dejavu-core)")
+            })?;
+            // The font registry keeps a 'static reference for the process.
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| format!("{FONT} is not a usable TrueType font"))
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+/// Draws `panels` side by side into a PNG at `path`.
+pub fn write_png(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
+    if panels.is_empty() {
+        bail!("nothing to plot");
+    }
+    register_font()?;
+    let width = 640 * u32::try_from(panels.len()).context("panel count")?;
+    let root = BitMapBackend::new(path, (width, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let areas = root.split_evenly((1, panels.len()));
+    for (area, panel) in areas.iter().zip(panels) {
+        draw_panel(area, panel)?;
+    }
+    root.present()
+        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+    Ok(())
+}
+
+fn bounds(values: impl Iterator<Item = f64>) -> anyhow::Result<(f64, f64)> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() || hi <= 0.0 {
+        bail!("no positive values to plot on a log axis");
+    }
+    // A decade-aligned frame around the data.
+    Ok((
+        10f64.powf(lo.log10().floor()),
+        10f64.powf(hi.log10().ceil().max(lo.log10().floor() + 1.0)),
+    ))
+}
+
+fn draw_panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    panel: &Panel,
+) -> anyhow::Result<()> {
+    let points = || panel.series.iter().flat_map(|s| s.points.iter());
+    let x = bounds(points().map(|p| p.0))?;
+    let y = bounds(points().map(|p| p.1))?;
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d((x.0..x.1).log_scale(), (y.0..y.1).log_scale())
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc(&panel.x_label)
+        .y_desc(&panel.y_label)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (i, s) in panel.series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let width = if s.reference { 1 } else { 2 };
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(|(a, b)| *a > 0.0 && *b > 0.0)
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(width)))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(&s.name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        let marker = if s.reference {
+            color.stroke_width(1)
+        } else {
+            color.filled()
+        };
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, marker)))
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_bounds_frame_the_data_in_whole_decades() {
+        let b = bounds([0.3, 42.0, -1.0, f64::NAN].into_iter()).expect("bounds");
+        assert_eq!(b, (0.1, 100.0));
+        let b = bounds([5.0].into_iter()).expect("one value");
+        assert_eq!(b, (1.0, 10.0));
+        assert!(bounds([0.0, -3.0].into_iter()).is_err());
+    }
+
+    #[test]
+    fn writes_a_png() {
+        if !Path::new(FONT).exists() {
+            eprintln!("SKIP: {FONT} missing (cargo xtask setup installs it)");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chart.png");
+        let panel = Panel {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            series: vec![
+                Series {
+                    name: "a".into(),
+                    points: vec![(1.0, 2.0), (10.0, 30.0)],
+                    reference: false,
+                },
+                Series {
+                    name: "b".into(),
+                    points: vec![(1.0, 1.0), (10.0, 10.0)],
+                    reference: true,
+                },
+            ],
+        };
+        write_png(&path, &[panel.clone(), panel]).expect("png");
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(bytes.len() > 2_000, "a chart, not an empty image");
+    }
+}

@@ -176,22 +176,27 @@ async fn delay_adds_100ms_to_the_target_only_and_revert_restores_the_qdisc() {
         quantile(&delayed, 0.0) >= 100.0,
         "no probe returned before 100 ms"
     );
+    // The release cost itself is machine noise, not a second delay: it must
+    // fit the same bound.
     assert!(
-        release < 5.0,
-        "fq releases packets {release:.3} ms late; the delay line is broken"
+        release <= slack,
+        "fq releases packets {release:.3} ms late, beyond this machine's noise bound \
+         {slack:.3} ms"
     );
     assert!(
         added >= 100.0 - (b_hi - b_lo) - (o_hi - o_lo) && added <= 100.0 + slack,
         "added delay {added:.3} ms is outside 100 ms +- the bound {slack:.3} ms"
     );
     // The bystander shares the device and its fq, and is not delayed: its
-    // median stays within its own baseline's spread.
-    let by_noise = quantile(&base_by, 0.99) - quantile(&base_by, 0.5);
+    // median stays within its own baseline's spread, the uncertainty of both
+    // medians and the machine's timer lateness (far below the 100 ms a
+    // delayed bystander would show).
+    let (bb_lo, bb_mid, bb_hi) = median_interval(&base_by, CONFIDENCE);
+    let (y_lo, y_mid, y_hi) = median_interval(&by, CONFIDENCE);
+    let by_bound = (quantile(&base_by, 0.99) - bb_mid) + (bb_hi - bb_lo) + (y_hi - y_lo) + timer;
     assert!(
-        quantile(&by, 0.5) <= quantile(&base_by, 0.5) + by_noise + 1.0,
-        "bystander median {:.3} ms vs baseline {:.3} ms",
-        quantile(&by, 0.5),
-        quantile(&base_by, 0.5)
+        y_mid <= bb_mid + by_bound,
+        "bystander median {y_mid:.3} ms vs baseline {bb_mid:.3} ms (bound +{by_bound:.3} ms)"
     );
 
     let fault = client
@@ -209,9 +214,11 @@ async fn delay_adds_100ms_to_the_target_only_and_revert_restores_the_qdisc() {
         .expect("RevertFault");
     let after = tc_qdisc_show();
     assert_eq!(before, after, "revert restores the qdiscs exactly");
+    // A probe the fault still delayed could not return before 100 ms (fq
+    // never releases early), so every one below that was not delayed.
     let reverted = rtt(&target, echo.port(), 20);
     assert!(
-        quantile(&reverted, 0.5) < 50.0,
+        quantile(&reverted, 1.0) < 100.0,
         "no delay after revert: {reverted:?}"
     );
     drop(echo);
@@ -370,8 +377,9 @@ async fn kill_9_leaves_no_delay_and_the_next_start_restores_the_qdisc() {
         "after kill -9: median RTT {:.3} ms; qdiscs:\n{left}",
         quantile(&after_kill, 0.5)
     );
+    // Delayed probes take at least 200 ms (fq never releases early).
     assert!(
-        quantile(&after_kill, 1.0) < 100.0,
+        quantile(&after_kill, 1.0) < 200.0,
         "no delay after kill -9: {after_kill:?}"
     );
     agent.restart();

@@ -234,44 +234,69 @@ fn delay_table(k: &Kernel) -> String {
     out
 }
 
+/// "median [min – max]" of `v`, with `digits` decimals.
+fn spread(v: &[f64], digits: usize) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.digits$} [{lo:.digits$} – {hi:.digits$}]", median(v))
+}
+
 fn side_table(k: &Kernel) -> String {
     let t = &k.guest.bystander_throughput;
-    let med = |f: fn(&ThroughputRound) -> f64| median(&t.rounds.iter().map(f).collect::<Vec<_>>());
+    let col = |f: fn(&ThroughputRound) -> f64| t.rounds.iter().map(f).collect::<Vec<_>>();
     let (none, faultd, netem) = (
-        med(|r| r.none_mb_s),
-        med(|r| r.faultd_mb_s),
-        med(|r| r.netem_mb_s),
+        col(|r| r.none_mb_s),
+        col(|r| r.faultd_mb_s),
+        col(|r| r.netem_mb_s),
     );
+    // Per round, against the same round's no-fault transfer.
+    let ratio = |v: &[f64]| {
+        v.iter()
+            .zip(&none)
+            .map(|(x, n)| x / n * 100.0)
+            .collect::<Vec<_>>()
+    };
     let c = &k.guest.cpu;
-    let cmed = |f: fn(&CpuRound) -> f64| median(&c.rounds.iter().map(f).collect::<Vec<_>>());
+    let ccol = |f: fn(&CpuRound) -> f64| c.rounds.iter().map(f).collect::<Vec<_>>();
     let (cn, cf, cm) = (
-        cmed(|r| r.none_ns),
-        cmed(|r| r.faultd_ns),
-        cmed(|r| r.netem_ns),
+        ccol(|r| r.none_ns),
+        ccol(|r| r.faultd_ns),
+        ccol(|r| r.netem_ns),
     );
-    let prog = median(
-        &c.rounds
-            .iter()
-            .filter_map(|r| r.faultd_egress_ns_per_run)
-            .collect::<Vec<_>>(),
-    );
+    let diff = |v: &[f64]| v.iter().zip(&cn).map(|(x, n)| x - n).collect::<Vec<_>>();
+    let prog: Vec<f64> = c
+        .rounds
+        .iter()
+        .filter_map(|r| r.faultd_egress_ns_per_run)
+        .collect();
     format!(
         "\nUntargeted traffic: a bystander cgroup's TCP transfer over the same device while \
-         the target is delayed by {} ms (median of {} rounds, MB/s):\n\n\
-         | no fault | faultd | netem |\n| ---: | ---: | ---: |\n\
-         | {none:.1} | {faultd:.1} ({:.0}%) | {netem:.1} ({:.0}%) |\n\n\
+         the target is delayed by {} ms, MB/s, median [min – max] of {} rounds (each round \
+         measures all three, the ratio is to the same round's no-fault transfer):\n\n\
+         | | no fault | faultd | netem |\n| --- | ---: | ---: | ---: |\n\
+         | MB/s | {} | {} | {} |\n| % of no fault | 100 | {} | {} |\n\n\
          CPU: system-wide busy time per packet of a {} pps UDP stream from the target with \
-         a {} ms delay (median of {} rounds, emulated ns): no fault {cn:.0}, faultd {cf:.0} \
-         (+{:.0}; the faultd_egress program itself {prog:.0} ns/run), netem {cm:.0} (+{:.0}).\n",
+         a {} ms delay, emulated ns, median [min – max] of {} rounds; the difference is to \
+         the same round's no-fault stream:\n\n\
+         | | no fault | faultd | netem |\n| --- | ---: | ---: | ---: |\n\
+         | ns/packet | {} | {} | {} |\n| added ns/packet | | {} | {} |\n\n\
+         The faultd_egress program itself (kernel bpf_stats): {} ns/run.\n",
         t.target_delay_ms,
         t.rounds.len(),
-        faultd / none * 100.0,
-        netem / none * 100.0,
+        spread(&none, 1),
+        spread(&faultd, 1),
+        spread(&netem, 1),
+        spread(&ratio(&faultd), 0),
+        spread(&ratio(&netem), 0),
         c.pps,
         c.delay_ms,
         c.rounds.len(),
-        cf - cn,
-        cm - cn,
+        spread(&cn, 0),
+        spread(&cf, 0),
+        spread(&cm, 0),
+        spread(&diff(&cf), 0),
+        spread(&diff(&cm), 0),
+        spread(&prog, 0),
     )
 }
 

@@ -11,6 +11,16 @@ use plotters::prelude::*;
 /// Where Debian's fonts-dejavu-core puts its sans-serif face.
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
+/// Line colours in series order: distinguishable on white and for the
+/// common colour-vision deficiencies (blue/orange pairs, then grey).
+const COLORS: [RGBColor; 5] = [
+    RGBColor(31, 119, 180),
+    RGBColor(8, 48, 107),
+    RGBColor(255, 127, 14),
+    RGBColor(166, 54, 3),
+    RGBColor(120, 120, 120),
+];
+
 /// One line of a chart.
 #[derive(Debug, Clone)]
 pub struct Series {
@@ -73,10 +83,12 @@ fn bounds(values: impl Iterator<Item = f64>) -> anyhow::Result<(f64, f64)> {
     if !lo.is_finite() || hi <= 0.0 {
         bail!("no positive values to plot on a log axis");
     }
-    // A decade-aligned frame around the data.
+    // A decade-aligned frame around the data, with room so points on a
+    // decade are not drawn on the axis.
+    let (lo, hi) = (lo.log10() - 0.15, hi.log10() + 0.15);
     Ok((
-        10f64.powf(lo.log10().floor()),
-        10f64.powf(hi.log10().ceil().max(lo.log10().floor() + 1.0)),
+        10f64.powf(lo.floor()),
+        10f64.powf(hi.ceil().max(lo.floor() + 1.0)),
     ))
 }
 
@@ -90,6 +102,7 @@ fn draw_panel(
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 18))
         .margin(12)
+        .margin_right(28)
         .x_label_area_size(40)
         .y_label_area_size(64)
         .build_cartesian_2d((x.0..x.1).log_scale(), (y.0..y.1).log_scale())
@@ -102,7 +115,7 @@ fn draw_panel(
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     for (i, s) in panel.series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = COLORS[i % COLORS.len()].to_rgba();
         let width = if s.reference { 1 } else { 2 };
         let pts: Vec<(f64, f64)> = s
             .points
@@ -147,6 +160,9 @@ mod tests {
         assert_eq!(b, (0.1, 100.0));
         let b = bounds([5.0].into_iter()).expect("one value");
         assert_eq!(b, (1.0, 10.0));
+        // A point on a decade gets the decade below as room.
+        let b = bounds([0.1, 10.0].into_iter()).expect("decades");
+        assert_eq!(b, (0.01, 100.0));
         assert!(bounds([0.0, -3.0].into_iter()).is_err());
     }
 

@@ -67,6 +67,10 @@ pub struct Options {
     /// Seconds of UDP stream per CPU measurement.
     #[arg(long, default_value_t = 3)]
     pub cpu_secs: u64,
+    /// Rounds of the throughput and CPU measurements (each visits no fault,
+    /// faultd and netem).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 const NETNS: &str = "fdpeer";
@@ -228,7 +232,14 @@ pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
     let cpu = b.cpu_cost(egress_prog)?;
     b.check_qdiscs_restored()?;
     drop(b.client);
-    b.problems.extend(agent.stop_and_review(&b.rt));
+    // The agent says at WARN that it replaced a device's default qdisc (it
+    // must say so); that is the expected course here, not a problem.
+    b.problems.extend(
+        agent
+            .stop_and_review(&b.rt)
+            .into_iter()
+            .filter(|w| !w.contains("replaced the kernel's default root qdisc")),
+    );
     drop(topology);
     Ok(json!({
         "options": {
@@ -239,6 +250,7 @@ pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
             "bulk_bytes": opts.bulk_bytes,
             "cpu_pps": opts.cpu_pps,
             "cpu_secs": opts.cpu_secs,
+            "rounds": opts.rounds,
         },
         "baseline_owd_ms": QUANTILES.iter().map(|&p| json!({"q": p, "ms": quantile(&baseline, p)})).collect::<Vec<_>>(),
         "baseline_median_ms": base_median,
@@ -472,7 +484,7 @@ impl Bench {
             jitter_ms: 0,
         };
         let mut rows = Vec::new();
-        for round in 0..3 {
+        for round in 0..self.opts.rounds {
             let none = self.throughput()?;
             let faultd = self.with_delay(Tool::Faultd, case, Self::throughput)?;
             let netem = self.with_delay(Tool::Netem, case, Self::throughput)?;
@@ -539,7 +551,7 @@ impl Bench {
             jitter_ms: 0,
         };
         let mut rows = Vec::new();
-        for round in 0..3 {
+        for round in 0..self.opts.rounds {
             let (none, _) = self.stream_cpu(None)?;
             let (faultd, prog) =
                 self.with_delay(Tool::Faultd, case, |b| b.stream_cpu(Some(egress_prog)))?;

@@ -104,17 +104,21 @@ fn with_duration(mut spec: pb::FaultSpec, d: Duration) -> pb::FaultSpec {
 }
 
 /// Skips (with the reason) when the kernel cannot load the socket hooks.
-async fn syscall_hooks_available(client: &mut AgentClient<Channel>) -> bool {
-    let caps = client
+/// The agent's report of capability `name`.
+async fn feature(client: &mut AgentClient<Channel>, name: &str) -> pb::Feature {
+    client
         .get_capabilities(pb::GetCapabilitiesRequest {})
         .await
         .expect("caps")
-        .into_inner();
-    let feature = caps
+        .into_inner()
         .features
-        .iter()
-        .find(|f| f.name == "cgroup_sock_hooks")
-        .expect("feature reported");
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("{name} is reported"))
+}
+
+async fn syscall_hooks_available(client: &mut AgentClient<Channel>) -> bool {
+    let feature = feature(client, "cgroup_sock_hooks").await;
     if !feature.available {
         faultd_tests::cgroup::skip(&format!(
             "cgroup socket hooks unavailable: {}",
@@ -397,17 +401,8 @@ async fn invalid_syscall_requests_name_the_field() {
 
 /// Reports whether BPF LSM is usable, printing the reason when it is not.
 async fn bpf_lsm_available(client: &mut AgentClient<Channel>) -> (bool, String) {
-    let caps = client
-        .get_capabilities(pb::GetCapabilitiesRequest {})
-        .await
-        .expect("caps")
-        .into_inner();
-    let f = caps
-        .features
-        .iter()
-        .find(|f| f.name == "bpf_lsm")
-        .expect("bpf_lsm reported");
-    (f.available, f.detail.clone())
+    let f = feature(client, "bpf_lsm").await;
+    (f.available, f.detail)
 }
 
 /// An agent and client when this kernel has BPF LSM; otherwise prints the
@@ -434,14 +429,7 @@ async fn start_with_lsm_attach(attach: &str) -> Option<(AgentGuard, AgentClient<
 
 /// Whether the agent loaded the `lsm_cgroup` flavour.
 async fn lsm_cgroup_in_use(client: &mut AgentClient<Channel>) -> bool {
-    client
-        .get_capabilities(pb::GetCapabilitiesRequest {})
-        .await
-        .expect("caps")
-        .into_inner()
-        .features
-        .iter()
-        .any(|f| f.name == "lsm_cgroup" && f.available)
+    feature(client, "lsm_cgroup").await.available
 }
 
 #[tokio::test]
@@ -847,16 +835,7 @@ async fn kprobe_programs_verify_where_only_the_override_helper_is_missing() {
         return;
     }
     let (_agent, mut client) = AgentGuard::start_default().await;
-    let caps = client
-        .get_capabilities(pb::GetCapabilitiesRequest {})
-        .await
-        .expect("caps")
-        .into_inner();
-    let f = caps
-        .features
-        .iter()
-        .find(|f| f.name == "kprobe_override")
-        .expect("kprobe_override reported");
+    let f = feature(&mut client, "kprobe_override").await;
     println!("kprobe_override: {} ({})", f.available, f.detail);
     assert!(!f.available, "{f:?}");
     assert!(

@@ -292,6 +292,27 @@ pub(crate) fn loadavg() -> String {
 }
 
 impl Environment {
+    /// The head of a VM benchmark's JSON report: command, date, commit and
+    /// the host the VMs ran on.
+    pub(crate) fn vm_report_head(&self, qemu: &str) -> serde_json::Map<String, serde_json::Value> {
+        let serde_json::Value::Object(head) = serde_json::json!({
+            "command": self.command,
+            "date": self.date,
+            "commit": self.commit,
+            "host": {
+                "kernel": self.kernel,
+                "cpu": self.cpu,
+                "cpus": self.cpus,
+                "qemu": qemu,
+                "loadavg_start": self.load_start,
+                "loadavg_end": loadavg(),
+            },
+        }) else {
+            unreachable!("a JSON object literal")
+        };
+        head
+    }
+
     pub(crate) fn collect() -> anyhow::Result<Self> {
         let date = cmd_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M:%S UTC"]))?
             .trim()

@@ -420,27 +420,24 @@ fn markdown(env: &Environment, qemu: &str, kernels: &[Kernel]) -> String {
 }
 
 fn to_json(env: &Environment, qemu: &str, kernels: &[Kernel]) -> Value {
-    json!({
-        "command": env.command,
-        "date": env.date,
-        "commit": env.commit,
-        "host": {
-            "kernel": env.kernel,
-            "cpu": env.cpu,
-            "cpus": env.cpus,
-            "qemu": qemu,
-            "loadavg_start": env.load_start,
-            "loadavg_end": loadavg(),
-        },
-        "kernels": kernels.iter().map(|k| json!({
-            "kernel": k.run.kernel,
-            "package": k.run.package,
-            "release": k.run.release,
-            "accel": k.run.accel,
-            "vm_elapsed_s": k.run.elapsed_secs,
-            "result": k.run.result,
-        })).collect::<Vec<_>>(),
-    })
+    let mut out = env.vm_report_head(qemu);
+    out.insert(
+        "kernels".into(),
+        kernels
+            .iter()
+            .map(|k| {
+                json!({
+                    "kernel": k.run.kernel,
+                    "package": k.run.package,
+                    "release": k.run.release,
+                    "accel": k.run.accel,
+                    "vm_elapsed_s": k.run.elapsed_secs,
+                    "result": k.run.result,
+                })
+            })
+            .collect(),
+    );
+    Value::Object(out)
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! Measurement plumbing the benchmarks share, on the host (`cargo xtask
-//! bench`) and inside the VM (`faultd-vmbench`): CPU pinning, the helper
-//! processes' CPU time, sysctls set for a while, and the kernel's own BPF
-//! run-time counters.
+//! bench`) and inside the VM (`faultd-vmbench`): the round schedule, CPU
+//! pinning, the helper processes' CPU time, sysctls set for a while, and
+//! the kernel's own BPF run-time counters.
 //!
 //! Like the rest of the kit these panic with context: a benchmark that
 //! cannot pin itself or read its counters has nothing valid to report.
 
-use std::{fs, time::Duration};
+use std::{collections::BTreeMap, fs, time::Duration};
 
 use clap::Args;
 
@@ -126,6 +126,61 @@ pub struct Schedule {
     pub reps: usize,
 }
 
+/// What was wrong with a measured run, if anything: every call must have
+/// succeeded, or the run timed an error path instead of the call.
+pub fn failed_calls(attempted: u64, ok: u64, errors: &BTreeMap<String, u64>) -> Option<String> {
+    (ok != attempted || !errors.is_empty())
+        .then(|| format!("{ok} of {attempted} calls succeeded, errors {errors:?}"))
+}
+
+/// A benchmark whose configurations are grouped by the agent state they
+/// need (no agent, one fault, another agent config, ...), measured through
+/// [`Schedule::run`]. Changing state is slow (starting or restarting the
+/// agent), so each state's configurations are measured in one block.
+pub trait Rounds {
+    type State: Copy + PartialEq;
+    type Error;
+    /// Brings the system into `state` before its block in round `round`
+    /// (and runs whatever checks belong to the first visit).
+    fn enter(&mut self, state: Self::State, round: usize) -> Result<(), Self::Error>;
+    /// The state each configuration needs, in the order of their indices.
+    fn states(&self) -> Vec<Self::State>;
+    /// One run of configuration `config`, recorded under `round`.
+    fn measure(&mut self, config: usize, round: usize) -> Result<(), Self::Error>;
+    /// Round `round` (0-based) of `rounds` is complete.
+    fn round_done(&mut self, round: usize, rounds: usize);
+}
+
+impl Schedule {
+    /// Measures every configuration `reps` times in each of `rounds`
+    /// rounds. Even rounds visit `states` in the given order, odd rounds in
+    /// reverse, so a drift over the run or the after-effects of a state
+    /// change fall on both sides of each comparison; within a block the
+    /// configurations follow [`round_order`].
+    ///
+    /// # Errors
+    /// The first error of `bench`.
+    pub fn run<B: Rounds>(&self, states: &[B::State], bench: &mut B) -> Result<(), B::Error> {
+        for round in 0..self.rounds {
+            let mut order = states.to_vec();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for state in order {
+                bench.enter(state, round)?;
+                let members = (bench.states().into_iter().enumerate())
+                    .filter_map(|(i, s)| (s == state).then_some(i))
+                    .collect();
+                for i in round_order(members, round, self.reps) {
+                    bench.measure(i, round)?;
+                }
+            }
+            bench.round_done(round, self.rounds);
+        }
+        Ok(())
+    }
+}
+
 /// The order in which round `round` measures the configurations of one
 /// agent state (`members`, their indices): rotated by the round, so none
 /// always runs first after a state change, and repeated `reps` times.
@@ -161,5 +216,44 @@ mod tests {
         assert_eq!(round_order(vec![1, 2, 3], 0, 2), [1, 2, 3, 1, 2, 3]);
         assert_eq!(round_order(vec![1, 2, 3], 4, 1), [2, 3, 1]);
         assert!(round_order(Vec::new(), 1, 3).is_empty());
+    }
+
+    /// Records what [`Schedule::run`] asks for.
+    struct Log(Vec<String>);
+
+    impl Rounds for Log {
+        type State = char;
+        type Error = std::convert::Infallible;
+
+        fn enter(&mut self, state: char, round: usize) -> Result<(), Self::Error> {
+            self.0.push(format!("{round}{state}"));
+            Ok(())
+        }
+
+        fn states(&self) -> Vec<char> {
+            vec!['a', 'a', 'b']
+        }
+
+        fn measure(&mut self, config: usize, _round: usize) -> Result<(), Self::Error> {
+            self.0.push(config.to_string());
+            Ok(())
+        }
+
+        fn round_done(&mut self, round: usize, rounds: usize) {
+            self.0.push(format!("{}/{rounds}", round + 1));
+        }
+    }
+
+    #[test]
+    fn states_alternate_per_round() {
+        let mut log = Log(Vec::new());
+        let schedule = Schedule { rounds: 2, reps: 1 };
+        let Ok(()) = schedule.run(&['a', 'b'], &mut log);
+        assert_eq!(
+            log.0,
+            [
+                "0a", "0", "1", "0b", "2", "1/2", "1b", "2", "1a", "1", "0", "2/2"
+            ]
+        );
     }
 }

@@ -294,9 +294,13 @@ pub(crate) fn loadavg() -> String {
 impl Environment {
     /// The head of a VM benchmark's JSON report: command, date, commit and
     /// the host the VMs ran on.
-    pub(crate) fn vm_report_head(&self, qemu: &str) -> serde_json::Map<String, serde_json::Value> {
+    pub(crate) fn vm_report_head(
+        &self,
+        command: &str,
+        qemu: &str,
+    ) -> serde_json::Map<String, serde_json::Value> {
         let serde_json::Value::Object(head) = serde_json::json!({
-            "command": self.command,
+            "command": command,
             "date": self.date,
             "commit": self.commit,
             "host": {

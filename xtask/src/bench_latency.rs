@@ -132,6 +132,7 @@ fn goal_ms(delay_ms: u64) -> f64 {
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let env = Environment::collect()?;
+    let command = crate::bench_syscall_vm::as_a_user_types_it(&env.command);
     let args = vec![
         format!("--probes={}", opts.probes),
         format!("--interval-us={}", opts.interval_us),
@@ -149,9 +150,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let dir = workspace_root().join("docs/benchmarks");
     fs::create_dir_all(&dir)?;
     write_png(&dir.join("latency.png"), &panels(&kernels)).context("drawing latency.png")?;
-    fs::write(dir.join("latency.md"), markdown(&env, &qemu, &kernels))
-        .context("writing latency.md")?;
-    let mut text = serde_json::to_string_pretty(&to_json(&env, &qemu, &kernels))?;
+    fs::write(
+        dir.join("latency.md"),
+        markdown(&env, &command, &qemu, &kernels),
+    )
+    .context("writing latency.md")?;
+    let mut text = serde_json::to_string_pretty(&to_json(&env, &command, &qemu, &kernels))?;
     text.push('\n');
     fs::write(dir.join("latency.json"), text).context("writing latency.json")?;
     for k in &kernels {
@@ -350,7 +354,7 @@ fn panels(kernels: &[Kernel]) -> Vec<Panel> {
         .collect()
 }
 
-fn markdown(env: &Environment, qemu: &str, kernels: &[Kernel]) -> String {
+fn markdown(env: &Environment, command: &str, qemu: &str, kernels: &[Kernel]) -> String {
     let tcg = kernels.iter().any(|k| k.run.accel == "tcg");
     let mut out = format!(
         "# Latency benchmark: faultd (EDT + fq) and tc netem\n\n```\n{}\n```\n\n\
@@ -361,7 +365,7 @@ fn markdown(env: &Environment, qemu: &str, kernels: &[Kernel]) -> String {
          in `latency.json`). The host kernel has neither fq nor netem, so both tools are \
          measured on the VM tier's Debian kernels, on the same kernel and path, one after \
          the other.\n\n![absolute error of the added delay](latency.png)\n\n",
-        env.command,
+        command,
         env.date,
         env.commit,
         env.kernel,
@@ -419,8 +423,8 @@ fn markdown(env: &Environment, qemu: &str, kernels: &[Kernel]) -> String {
     out
 }
 
-fn to_json(env: &Environment, qemu: &str, kernels: &[Kernel]) -> Value {
-    let mut out = env.vm_report_head(qemu);
+fn to_json(env: &Environment, command: &str, qemu: &str, kernels: &[Kernel]) -> Value {
+    let mut out = env.vm_report_head(command, qemu);
     out.insert(
         "kernels".into(),
         kernels

@@ -34,7 +34,7 @@ use faultd_proto::agent::v1 as pb;
 use faultd_tests::{
     AgentGuard, AgentOptions, CgroupGuard, Traffic, bpf,
     faults::Syscall,
-    measure::{Pinned, Schedule, children_cpu, prog_runs_during, round_order},
+    measure::{Pinned, Rounds, Schedule, children_cpu, failed_calls, prog_runs_during},
 };
 use serde_json::{Value, json};
 
@@ -266,7 +266,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         bpf_lsm: None,
         prog_stats: Vec::new(),
     };
-    bench.measure_all()?;
+    opts.schedule
+        .run(&[State::Off, State::Base, State::Many], &mut bench)?;
     bench.program_stats()?;
     bench.goto(State::Off)?;
     let runtime = started.elapsed().as_secs_f64();
@@ -353,6 +354,47 @@ fn syscall_spec(
         .request()
 }
 
+impl Rounds for Bench {
+    type State = State;
+    type Error = anyhow::Error;
+
+    fn enter(&mut self, state: State, round: usize) -> anyhow::Result<()> {
+        self.goto(state)?;
+        self.place = Place::new()?;
+        if round == 0 && state == State::Base {
+            self.sanity()?;
+        }
+        Ok(())
+    }
+
+    fn states(&self) -> Vec<State> {
+        self.configs.iter().map(|c| c.state).collect()
+    }
+
+    fn measure(&mut self, i: usize, round: usize) -> anyhow::Result<()> {
+        let (op, who) = (self.configs[i].op, self.configs[i].who);
+        let count = match op {
+            Op::Connect => self.opts.connects,
+            Op::Socket => self.opts.sockets,
+        };
+        let (r, cpu) = self.helper(op, self.cgroup(who, op), count)?;
+        if let Some(why) = failed_calls(r.attempted, r.ok, &r.errors) {
+            bail!("{}: {why}", self.configs[i].key);
+        }
+        #[expect(clippy::cast_precision_loss, reason = "a mean")]
+        let wall = r.elapsed_ns as f64 / r.attempted.max(1) as f64;
+        let cfg = &mut self.configs[i];
+        cfg.runs.push(Run { round, wall, cpu });
+        let line = format!("  {:<11} {wall:>7.0} ns/call wall {cpu:>7.0} CPU", cfg.key);
+        self.progress(&line);
+        Ok(())
+    }
+
+    fn round_done(&mut self, round: usize, rounds: usize) {
+        self.progress(&format!("round {}/{rounds} done", round + 1));
+    }
+}
+
 impl Bench {
     fn progress(&self, what: &str) {
         progress(self.started, what);
@@ -387,59 +429,6 @@ impl Bench {
         #[expect(clippy::cast_precision_loss, reason = "a mean")]
         let cpu_ns = cpu.as_nanos() as f64 / count.max(1) as f64;
         Ok((r, cpu_ns))
-    }
-
-    fn measure_all(&mut self) -> anyhow::Result<()> {
-        for round in 0..self.opts.schedule.rounds {
-            let order: &[State] = if round % 2 == 0 {
-                &[State::Off, State::Base, State::Many]
-            } else {
-                &[State::Many, State::Base, State::Off]
-            };
-            for &state in order {
-                self.goto(state)?;
-                self.place = Place::new()?;
-                if round == 0 && state == State::Base {
-                    self.sanity()?;
-                }
-                let members = (0..self.configs.len())
-                    .filter(|&i| self.configs[i].state == state)
-                    .collect();
-                for i in round_order(members, round, self.opts.schedule.reps) {
-                    self.measure(i, round)?;
-                }
-            }
-            self.progress(&format!(
-                "round {}/{} done",
-                round + 1,
-                self.opts.schedule.rounds
-            ));
-        }
-        Ok(())
-    }
-
-    fn measure(&mut self, i: usize, round: usize) -> anyhow::Result<()> {
-        let (op, who) = (self.configs[i].op, self.configs[i].who);
-        let count = match op {
-            Op::Connect => self.opts.connects,
-            Op::Socket => self.opts.sockets,
-        };
-        let (r, cpu) = self.helper(op, self.cgroup(who, op), count)?;
-        ensure!(
-            r.ok == r.attempted && r.errors.is_empty(),
-            "{}: {} of {} calls succeeded, errors {:?}",
-            self.configs[i].key,
-            r.ok,
-            r.attempted,
-            r.errors
-        );
-        #[expect(clippy::cast_precision_loss, reason = "a mean")]
-        let wall = r.elapsed_ns as f64 / r.attempted.max(1) as f64;
-        let cfg = &mut self.configs[i];
-        cfg.runs.push(Run { round, wall, cpu });
-        let line = format!("  {:<11} {wall:>7.0} ns/call wall {cpu:>7.0} CPU", cfg.key);
-        self.progress(&line);
-        Ok(())
     }
 
     fn goto(&mut self, want: State) -> anyhow::Result<()> {

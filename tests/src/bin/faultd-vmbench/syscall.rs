@@ -1,34 +1,39 @@
 //! `faultd-vmbench syscall`: what a file fault costs the open(), read() and
 //! write() calls it lets through, on a kernel with BPF LSM.
 //!
-//! Per op, three configurations:
+//! Per op, with both ways the agent attaches its LSM programs (the agent's
+//! `syscall.lsm_attach`): `lsm_cgroup` (the default, "auto", on 6.0+: the
+//! programs are attached at the targeted cgroups and run only for their
+//! tasks) and node-wide (`"node"`: one program per hook for the whole node,
+//! filtering by the caller's cgroup), five configurations:
 //!
 //! - `a`: no agent (baseline; no faultd program anywhere);
-//! - `b`: the agent holds an open fault and read and write faults (EIO,
-//!   100%) on two other cgroups; the caller is a bystander. LSM programs
-//!   are global, so they run for the bystander too and leave at the cgroup
-//!   lookup;
-//! - `c`: the caller's cgroup holds open, read and write faults (EIO, 100%)
-//!   limited to a directory on another file system (`--path` elsewhere), so
-//!   the program finds the rule and walks the file's dentries to the root
-//!   without a match: the full pass-through cost. The API has no
-//!   probability 0 (`probability_ppm` is 1..=1000000), so a path filter is
-//!   the way to make a targeted fault never match.
+//! - `b-<flavour>`: the agent holds an open fault and read and write faults
+//!   (EIO, 100%) on two other cgroups; the caller is a bystander. Node-wide
+//!   programs run for it too and leave at the cgroup lookup; `lsm_cgroup`
+//!   ones should not run at all, which bpf_stats counts;
+//! - `c-<flavour>`: the caller's cgroup holds open, read and write faults
+//!   (EIO, 100%) limited to a directory on another file system (`--path`
+//!   elsewhere), so the program finds the rule and walks the file's
+//!   dentries to the root without a match: the full pass-through cost. The
+//!   API has no probability 0 (`probability_ppm` is 1..=1000000), so a path
+//!   filter is the way to make a targeted fault never match.
 //!
-//! Rounds alternate the order of the agent states (off, on | on, off), the
-//! configurations of a state are rotated per round, and each is run `reps`
+//! Rounds visit the states (off, lsm_cgroup, node | node, lsm_cgroup, off)
+//! through the kit's [`Schedule::run`]; the agent is restarted with the
+//! state's config when the state changes. Each configuration runs `reps`
 //! times per round; every run is reported and xtask takes the per-round
 //! medians and the paired differences. The calls come from
 //! `faultd-traffic file-ops`, pinned to the last CPU.
 
 use std::{fs, path::PathBuf, time::Duration};
 
-use anyhow::{Context as _, ensure};
+use anyhow::{Context as _, bail, ensure};
 use faultd_proto::agent::v1::{self as pb, agent_client::AgentClient};
 use faultd_tests::{
     AgentGuard, AgentOptions, CgroupGuard,
     faults::Syscall,
-    measure::{Pinned, Schedule, children_cpu, prog_runs_during, round_order},
+    measure::{Pinned, Rounds, Schedule, children_cpu, failed_calls, prog_runs_during},
     traffic::{FileOpsReport, file_ops},
 };
 use serde_json::{Value, json};
@@ -57,11 +62,6 @@ const FILE: &str = "/tmp/faultd-vmbench/data";
 const ELSEWHERE: &str = "/run/faultd-vmbench-elsewhere";
 const ERRNO: &str = "EIO";
 const FAULT_DURATION: Duration = Duration::from_secs(3_000);
-/// Programs whose run time bpf_stats reports, by the ops that run them.
-const PROGRAMS: &[(&str, &[Op])] = &[
-    ("faultd_open", &[Op::Open]),
-    ("faultd_rw", &[Op::Read, Op::Write]),
-];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
@@ -90,6 +90,79 @@ impl Op {
     }
 }
 
+/// How the agent attaches its LSM programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavour {
+    /// `lsm_attach = "auto"`, which picks `lsm_cgroup` where the kernel has
+    /// it (6.0+, so both kernels of the matrix).
+    LsmCgroup,
+    /// `lsm_attach = "node"`: node-wide BPF LSM programs.
+    Node,
+}
+
+impl Flavour {
+    const ALL: [Self; 2] = [Self::LsmCgroup, Self::Node];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::LsmCgroup => "lsm_cgroup",
+            Self::Node => "node",
+        }
+    }
+
+    fn config_toml(self) -> &'static str {
+        match self {
+            Self::LsmCgroup => "[syscall]\nlsm_attach = \"auto\"\n",
+            Self::Node => "[syscall]\nlsm_attach = \"node\"\n",
+        }
+    }
+
+    /// The `Fault.backend` every fault must report in this flavour: else
+    /// the configuration is not what its name says.
+    fn backend(self) -> &'static str {
+        match self {
+            Self::LsmCgroup => "lsm_cgroup",
+            Self::Node => "bpf_lsm",
+        }
+    }
+
+    /// Programs whose run time bpf_stats reports, by the ops that run them.
+    fn programs(self) -> [(&'static str, &'static [Op]); 2] {
+        match self {
+            Self::LsmCgroup => [
+                ("faultd_c_open", &[Op::Open]),
+                ("faultd_c_rw", &[Op::Read, Op::Write]),
+            ],
+            Self::Node => [
+                ("faultd_open", &[Op::Open]),
+                ("faultd_rw", &[Op::Read, Op::Write]),
+            ],
+        }
+    }
+}
+
+/// The agent state a configuration needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Off,
+    On(Flavour),
+}
+
+impl State {
+    const ALL: [Self; 3] = [
+        Self::Off,
+        Self::On(Flavour::LsmCgroup),
+        Self::On(Flavour::Node),
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::On(f) => f.name(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Who {
     Bystander,
@@ -109,7 +182,7 @@ impl Who {
 struct Config {
     key: String,
     op: Op,
-    agent: bool,
+    state: State,
     who: Who,
     /// (round, wall ns per call, CPU ns per call).
     runs: Vec<(usize, f64, f64)>,
@@ -118,7 +191,7 @@ struct Config {
 /// Fields drop in declaration order: the agent before the cgroups.
 #[derive(Debug)]
 struct Bench {
-    agent: Option<(AgentGuard, AgentClient<Channel>)>,
+    agent: Option<(Flavour, AgentGuard, AgentClient<Channel>)>,
     bystander: CgroupGuard,
     target: CgroupGuard,
     /// Holds the open fault; its own opens are the sanity check.
@@ -131,8 +204,12 @@ struct Bench {
     opts: Options,
     progress: Progress,
     configs: Vec<Config>,
-    /// `Fault.backend` per fault id, as ApplyFault answered.
-    backends: Vec<(String, String)>,
+    /// (flavour, fault id, `Fault.backend` as ApplyFault answered), from
+    /// each flavour's first start.
+    backends: Vec<(Flavour, String, String)>,
+    /// (flavour, capability, available, detail) from each flavour's first
+    /// start: how the agent decided on its LSM programs.
+    features: Vec<(Flavour, String, bool, String)>,
     checks: Vec<String>,
     problems: Vec<String>,
 }
@@ -148,18 +225,21 @@ pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
     fs::create_dir_all(ELSEWHERE).with_context(|| format!("creating {ELSEWHERE}"))?;
     let mut configs = Vec::new();
     for op in Op::ALL {
-        for (suffix, agent, who) in [
-            ("a", false, Who::Bystander),
-            ("b", true, Who::Bystander),
-            ("c", true, Who::Target),
-        ] {
+        let mut add = |key: String, state, who| {
             configs.push(Config {
-                key: format!("{}-{suffix}", op.name()),
+                key,
                 op,
-                agent,
+                state,
                 who,
                 runs: Vec::new(),
             });
+        };
+        add(format!("{}-a", op.name()), State::Off, Who::Bystander);
+        for flavour in Flavour::ALL {
+            for (letter, who) in [("b", Who::Bystander), ("c", Who::Target)] {
+                let key = format!("{}-{letter}-{}", op.name(), flavour.name());
+                add(key, State::On(flavour), who);
+            }
         }
     }
     let mut bench = Bench {
@@ -176,11 +256,15 @@ pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
         progress: *progress,
         configs,
         backends: Vec::new(),
+        features: Vec::new(),
         checks: Vec::new(),
         problems: Vec::new(),
     };
-    bench.measure_all()?;
-    let bpf_stats = bench.program_stats()?;
+    opts.schedule.run(&State::ALL, &mut bench)?;
+    let mut bpf_stats = Vec::new();
+    for flavour in Flavour::ALL {
+        bpf_stats.extend(bench.program_stats(flavour)?);
+    }
     bench.stop_agent();
     Ok(json!({
         "options": {
@@ -199,11 +283,19 @@ pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
             "other_open": bench.other_open.relative_str(),
             "other_rw": bench.other_rw.relative_str(),
         },
-        "backends": bench.backends.iter().map(|(id, b)| json!({"fault": id, "backend": b})).collect::<Vec<_>>(),
+        "agent_configs": Flavour::ALL.iter().map(|f| json!({
+            "flavour": f.name(), "config_toml": f.config_toml(),
+        })).collect::<Vec<_>>(),
+        "features": bench.features.iter().map(|(f, name, available, detail)| json!({
+            "flavour": f.name(), "name": name, "available": available, "detail": detail,
+        })).collect::<Vec<_>>(),
+        "backends": bench.backends.iter().map(|(f, id, b)| json!({
+            "flavour": f.name(), "fault": id, "backend": b,
+        })).collect::<Vec<_>>(),
         "configs": bench.configs.iter().map(|c| json!({
             "key": c.key,
             "op": c.op.name(),
-            "agent": c.agent,
+            "state": c.state.name(),
             "who": c.who.name(),
             "runs": c.runs.iter().map(|(round, wall, cpu)| json!({
                 "round": round, "wall_ns_per_call": wall, "cpu_ns_per_call": cpu,
@@ -213,6 +305,49 @@ pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
         "checks": bench.checks,
         "problems": bench.problems,
     }))
+}
+
+impl Rounds for Bench {
+    type State = State;
+    type Error = anyhow::Error;
+
+    fn enter(&mut self, state: State, round: usize) -> anyhow::Result<()> {
+        match state {
+            State::Off => self.stop_agent(),
+            State::On(flavour) => {
+                self.start_agent(flavour)?;
+                if round == 0 {
+                    self.sanity(flavour)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn states(&self) -> Vec<State> {
+        self.configs.iter().map(|c| c.state).collect()
+    }
+
+    fn measure(&mut self, i: usize, round: usize) -> anyhow::Result<()> {
+        let (op, who) = (self.configs[i].op, self.configs[i].who);
+        let (r, cpu) = self.helper(op, self.cgroup(who), self.count(op));
+        if let Some(why) = failed_calls(r.attempted, r.ok, &r.errors) {
+            bail!("{}: {why}", self.configs[i].key);
+        }
+        let wall = r.ns_per_call();
+        let cfg = &mut self.configs[i];
+        cfg.runs.push((round, wall, cpu));
+        self.progress.say(&format!(
+            "  {:<18} {wall:>8.0} ns/call wall {cpu:>8.0} CPU",
+            cfg.key
+        ));
+        Ok(())
+    }
+
+    fn round_done(&mut self, round: usize, rounds: usize) {
+        self.progress
+            .say(&format!("round {}/{rounds} done", round + 1));
+    }
 }
 
 impl Bench {
@@ -243,77 +378,46 @@ impl Bench {
         (r, cpu_ns)
     }
 
-    fn measure_all(&mut self) -> anyhow::Result<()> {
-        for round in 0..self.opts.schedule.rounds {
-            let order = if round % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for agent in order {
-                if agent {
-                    self.start_agent()?;
-                    if round == 0 {
-                        self.sanity()?;
-                    }
-                } else {
-                    self.stop_agent();
-                }
-                let members = (0..self.configs.len())
-                    .filter(|&i| self.configs[i].agent == agent)
-                    .collect();
-                for i in round_order(members, round, self.opts.schedule.reps) {
-                    self.measure(i, round)?;
-                }
-            }
-            self.progress.say(&format!(
-                "round {}/{} done",
-                round + 1,
-                self.opts.schedule.rounds
-            ));
-        }
-        Ok(())
-    }
-
-    fn measure(&mut self, i: usize, round: usize) -> anyhow::Result<()> {
-        let (op, who) = (self.configs[i].op, self.configs[i].who);
-        let (r, cpu) = self.helper(op, self.cgroup(who), self.count(op));
-        ensure!(
-            r.ok == r.attempted && r.errors.is_empty(),
-            "{}: {} of {} calls succeeded, errors {:?}",
-            self.configs[i].key,
-            r.ok,
-            r.attempted,
-            r.errors
-        );
-        let wall = r.ns_per_call();
-        let cfg = &mut self.configs[i];
-        cfg.runs.push((round, wall, cpu));
-        self.progress.say(&format!(
-            "  {:<8} {wall:>8.0} ns/call wall {cpu:>8.0} CPU",
-            cfg.key
-        ));
-        Ok(())
-    }
-
-    fn start_agent(&mut self) -> anyhow::Result<()> {
-        if self.agent.is_some() {
+    /// Starts the agent with `flavour`'s config and the faults of every
+    /// configuration, unless it already runs so; an agent of the other
+    /// flavour is stopped first (the config is read at start only).
+    fn start_agent(&mut self, flavour: Flavour) -> anyhow::Result<()> {
+        if self
+            .agent
+            .as_ref()
+            .is_some_and(|(running, ..)| *running == flavour)
+        {
             return Ok(());
         }
-        let mut agent = AgentGuard::start(AgentOptions::default());
+        self.stop_agent();
+        let mut agent = AgentGuard::start(AgentOptions {
+            config_toml: Some(flavour.config_toml().to_owned()),
+            ..AgentOptions::default()
+        });
         agent.wait_ready();
         let mut client = self.rt.block_on(agent.client());
         let caps = self
             .rt
             .block_on(client.get_capabilities(pb::GetCapabilitiesRequest {}))?
             .into_inner();
+        let first = !self.features.iter().any(|(f, ..)| *f == flavour);
+        for name in ["bpf_lsm", "lsm_cgroup"] {
+            let feature = caps.features.iter().find(|f| f.name == name);
+            if first {
+                self.features.push((
+                    flavour,
+                    name.to_owned(),
+                    feature.is_some_and(|f| f.available),
+                    feature.map_or_else(|| "not reported".to_owned(), |f| f.detail.clone()),
+                ));
+            }
+        }
         let lsm = caps.features.iter().find(|f| f.name == "bpf_lsm");
         ensure!(
             lsm.is_some_and(|f| f.available),
             "BPF LSM unavailable on this kernel: {}",
             lsm.map_or("not reported", |f| f.detail.as_str())
         );
-        let mut backends = Vec::new();
         for (cgroup, ops, prefix, tag) in [
             (&self.other_open, &[Op::Open][..], "", "other"),
             (&self.other_rw, &[Op::Read, Op::Write][..], "", "other"),
@@ -332,38 +436,50 @@ impl Bench {
                     .into_inner()
                     .fault
                     .with_context(|| format!("ApplyFault {id} returned no fault"))?;
-                backends.push((id, fault.backend));
+                // A fault on the other backend would measure the other
+                // flavour under this one's name: stop rather than report it.
+                ensure!(
+                    fault.backend == flavour.backend(),
+                    "{id}: the agent with lsm_attach for {} chose backend {:?}, not {:?}",
+                    flavour.name(),
+                    fault.backend,
+                    flavour.backend()
+                );
+                if first {
+                    self.backends.push((flavour, id, fault.backend));
+                }
             }
         }
-        if self.backends.is_empty() {
-            self.backends = backends;
-        }
-        self.agent = Some((agent, client));
-        self.progress
-            .say("agent started: open, read and write faults on other cgroups and on the target");
+        self.agent = Some((flavour, agent, client));
+        self.progress.say(&format!(
+            "agent started ({}): open, read and write faults on other cgroups and on the target",
+            flavour.name()
+        ));
         Ok(())
     }
 
     fn stop_agent(&mut self) {
-        let Some((agent, client)) = self.agent.take() else {
+        let Some((flavour, agent, client)) = self.agent.take() else {
             return;
         };
         drop(client);
         self.problems.extend(agent.stop_and_review(&self.rt));
-        self.progress.say("agent stopped");
+        self.progress
+            .say(&format!("agent stopped ({})", flavour.name()));
     }
 
     /// A handle on the agent's channel (clones share the connection).
     fn client(&self) -> anyhow::Result<AgentClient<Channel>> {
-        Ok(self.agent.as_ref().context("no agent")?.1.clone())
+        Ok(self.agent.as_ref().context("no agent")?.2.clone())
     }
 
     /// The faults work (the other cgroup's opens fail), the target's filters
     /// never match, and the calls measured from the target succeed.
-    fn sanity(&mut self) -> anyhow::Result<()> {
+    fn sanity(&mut self, flavour: Flavour) -> anyhow::Result<()> {
+        let f = flavour.name();
         let (r, _) = self.helper(Op::Open, &self.other_open, 200);
         let what = format!(
-            "open fault on the other cgroup: {} of {} opens failed with {ERRNO}",
+            "{f}: open fault on the other cgroup: {} of {} opens failed with {ERRNO}",
             r.errors_of(ERRNO),
             r.attempted
         );
@@ -384,8 +500,8 @@ impl Bench {
                 .into_inner();
             let matched = fault.counters.map_or(0, |c| c.matched);
             let what = format!(
-                "{id}: matched {matched} calls after 200 {} calls from the target (its path \
-                 prefix never matches)",
+                "{f}: {id}: matched {matched} calls after 200 {} calls from the target (its \
+                 path prefix never matches)",
                 op.name()
             );
             if matched != 0 {
@@ -397,22 +513,26 @@ impl Bench {
     }
 
     /// The LSM programs' own run time from the kernel's BPF statistics,
-    /// switched on only around one run per (program, op, caller).
-    fn program_stats(&mut self) -> anyhow::Result<Vec<Value>> {
-        self.start_agent()?;
+    /// switched on only around one run per (program, op, caller), with the
+    /// agent in `flavour`. For `lsm_cgroup` the bystander's count is the
+    /// evidence that it runs no faultd code, so a nonzero one is a problem.
+    fn program_stats(&mut self, flavour: Flavour) -> anyhow::Result<Vec<Value>> {
+        self.start_agent(flavour)?;
         let mut client = self.client()?;
         let caps = self
             .rt
             .block_on(client.get_capabilities(pb::GetCapabilitiesRequest {}))?
             .into_inner();
         let mut out = Vec::new();
-        for (name, ops) in PROGRAMS {
-            let Some(id) = caps.programs.iter().find(|p| p.name == *name).map(|p| p.id) else {
-                self.problems
-                    .push(format!("GetCapabilities lists no program {name}"));
+        for (name, ops) in flavour.programs() {
+            let Some(id) = caps.programs.iter().find(|p| p.name == name).map(|p| p.id) else {
+                self.problems.push(format!(
+                    "{}: GetCapabilities lists no program {name}",
+                    flavour.name()
+                ));
                 continue;
             };
-            for &op in *ops {
+            for &op in ops {
                 for who in [Who::Bystander, Who::Target] {
                     let calls = self.count(op);
                     let mut failed = 0;
@@ -421,14 +541,21 @@ impl Bench {
                         failed = r.attempted - r.ok;
                     });
                     ensure!(failed == 0, "{name} stats run: {failed} calls failed");
-                    self.progress.say(&format!(
-                        "{name}: {} {}: {runs} runs for {calls} calls, {ns_per_run:.0} ns per \
-                         run (bpf_stats)",
+                    let what = format!(
+                        "{}: {name}: {} {}: {runs} runs for {calls} calls, {ns_per_run:.0} ns \
+                         per run (bpf_stats)",
+                        flavour.name(),
                         who.name(),
                         op.name()
-                    ));
+                    );
+                    self.progress.say(&what);
+                    if flavour == Flavour::LsmCgroup && who == Who::Bystander && runs != 0 {
+                        self.problems.push(format!("{what}: expected 0 runs"));
+                    }
                     out.push(json!({
+                        "flavour": flavour.name(),
                         "program": name,
+                        "program_id": id,
                         "op": op.name(),
                         "who": who.name(),
                         "calls": calls,

@@ -393,6 +393,9 @@ fn markdown(env: &Environment, command: &str, qemu: &str, kernels: &[Kernel]) ->
          the kernel's receive stamp (SO_TIMESTAMPNS); sender and sink read the same clock. \
          Only the probes cross the delaying device, so the added one-way delay is what a \
          tool adds.\n\
+         - Each requested delay's probes are split into 5 blocks per tool, alternating \
+         faultd and netem (faultd, netem | netem, faultd | ...), so load bursts on the \
+         shared host fall on both tools.\n\
          - faultd: a latency fault on the target cgroup (egress); the agent installs fq on \
          the namespace's devices and restores them on revert (checked: `tc qdisc show` \
          equal before and after the run). netem: `tc qdisc add dev fdv0 root netem delay \

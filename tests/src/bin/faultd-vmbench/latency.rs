@@ -67,8 +67,10 @@ pub struct Options {
     /// Seconds of UDP stream per CPU measurement.
     #[arg(long, default_value_t = 3)]
     pub cpu_secs: u64,
-    /// Rounds of the throughput and CPU measurements (each visits no fault,
-    /// faultd and netem).
+    /// Rounds: each requested delay's probes are split into this many
+    /// blocks per tool, alternating the tools; the throughput and CPU
+    /// measurements repeat this often (each visits no fault, faultd and
+    /// netem).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
 }
@@ -86,8 +88,8 @@ const QUANTILES: [f64; 11] = [
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tool {
-    Faultd,
-    Netem,
+    Faultd = 0,
+    Netem = 1,
 }
 
 impl Tool {
@@ -165,7 +167,9 @@ pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
         problems: Vec::new(),
     };
 
-    let baseline = b.probe()?;
+    let rounds = u64::try_from(opts.rounds.max(1)).context("rounds")?;
+    let probes_per_round = opts.probes.div_ceil(rounds);
+    let baseline = b.probe(opts.probes)?;
     let base_median = quantile(&baseline, 0.5);
     progress.say(&format!(
         "no fault: one-way delay median {:.1} µs, p99 {:.1} µs",
@@ -185,17 +189,27 @@ pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
         jitter_ms: opts.jitter_ms,
     });
     let mut results = Vec::new();
-    for (i, case) in cases.iter().enumerate() {
-        // Alternate which tool goes first, so slow drift of the machine
-        // does not favour one.
-        let order = if i % 2 == 0 {
-            [Tool::Faultd, Tool::Netem]
-        } else {
-            [Tool::Netem, Tool::Faultd]
-        };
-        for tool in order {
-            let owd = b.with_delay(tool, *case, |b| b.probe())?;
-            let added: Vec<f64> = owd.iter().map(|v| v - base_median).collect();
+    for case in &cases {
+        // Each tool's probes are split over `rounds` blocks that alternate
+        // with the other tool's (faultd, netem | netem, faultd | ...), so a
+        // burst of load on this shared machine lands on both, not on one.
+        let mut samples = [Vec::new(), Vec::new()];
+        for round in 0..opts.rounds {
+            let order = if round % 2 == 0 {
+                [Tool::Faultd, Tool::Netem]
+            } else {
+                [Tool::Netem, Tool::Faultd]
+            };
+            for tool in order {
+                let owd = b.with_delay(tool, *case, |b| b.probe(probes_per_round))?;
+                samples[tool as usize].extend(owd);
+            }
+        }
+        for tool in [Tool::Faultd, Tool::Netem] {
+            let added: Vec<f64> = samples[tool as usize]
+                .iter()
+                .map(|v| v - base_median)
+                .collect();
             let q: Vec<Value> = QUANTILES
                 .iter()
                 .map(|&p| {
@@ -375,25 +389,23 @@ struct Bench {
 
 impl Bench {
     /// One-way delays (ms) of `probes` probes from the target.
-    fn probe(&mut self) -> anyhow::Result<Vec<f64>> {
+    fn probe(&mut self, probes: u64) -> anyhow::Result<Vec<f64>> {
         let interval = Duration::from_micros(self.opts.interval_us);
         #[expect(clippy::cast_possible_truncation, reason = "probes * interval fits")]
-        let span = interval * self.opts.probes as u32;
+        let span = interval * probes as u32;
         let mut sink = owd_sink(
             Some(Path::new(NETNS_FILE)),
             &format!("{PEER}:0"),
-            self.opts.probes,
+            probes,
             span + Duration::from_secs(30),
         );
         let dst = SocketAddr::new(PEER.parse()?, sink.port());
-        let sent = owd_send(Some(&self.target), dst, self.opts.probes, interval, true);
-        ensure!(sent.sent == self.opts.probes, "probes not sent: {sent:?}");
+        let sent = owd_send(Some(&self.target), dst, probes, interval, true);
+        ensure!(sent.sent == probes, "probes not sent: {sent:?}");
         let report: OwdReport = sink.process().finish_as();
-        if report.received < self.opts.probes {
-            self.problems.push(format!(
-                "{} of {} probes arrived",
-                report.received, self.opts.probes
-            ));
+        if report.received < probes {
+            self.problems
+                .push(format!("{} of {probes} probes arrived", report.received));
         }
         ensure!(report.received > 0, "no probe arrived");
         #[expect(clippy::cast_precision_loss, reason = "nanoseconds to ms")]

@@ -384,15 +384,22 @@ fn load_lsm(
     // they hook are only called from the hooks the bpf LSM registered at
     // boot (security/security.c, `lsm_order`; security/bpf/hooks.c). A fault
     // would silently do nothing, so check the active list first.
-    let list = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    let list = match std::fs::read_to_string("/sys/kernel/security/lsm") {
+        Ok(list) => list,
+        Err(e) => {
+            // Without securityfs there is no telling whether the programs
+            // would run: refuse rather than risk faults that do nothing.
+            let why = format!(
+                "cannot tell whether the bpf LSM is active: reading /sys/kernel/security/lsm: \
+                 {e} (mount securityfs there)"
+            );
+            return (None, Some(why.clone()), Some(why));
+        }
+    };
     if !list.split(',').any(|l| l.trim() == "bpf") {
         let why = format!(
             "\"bpf\" is not in /sys/kernel/security/lsm ({}); boot with lsm=...,bpf",
-            if list.trim().is_empty() {
-                "unreadable"
-            } else {
-                list.trim()
-            }
+            list.trim()
         );
         return (None, Some(why.clone()), Some(why));
     }

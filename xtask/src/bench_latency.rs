@@ -16,7 +16,7 @@ use crate::{
     bench::{Environment, loadavg, median},
     plot::{Panel, Series, write_png},
     util::workspace_root,
-    vm::bench::{BenchRun, run as run_in_vms},
+    vm::bench::{BenchRun, run_as},
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -137,15 +137,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         format!("--probes={}", opts.probes),
         format!("--interval-us={}", opts.interval_us),
     ];
-    let runs = run_in_vms("latency", &args)?;
-    let kernels: Vec<Kernel> = runs
+    let kernels: Vec<Kernel> = run_as::<Guest>("latency", &args)?
         .into_iter()
-        .map(|run| {
-            let guest: Guest = serde_json::from_value(run.result.clone())
-                .with_context(|| format!("{}: unexpected result JSON", run.kernel))?;
-            Ok(Kernel { run, guest })
-        })
-        .collect::<anyhow::Result<_>>()?;
+        .map(|(run, guest)| Kernel { run, guest })
+        .collect();
     let qemu = crate::vm::qemu_version();
     let dir = workspace_root().join("docs/benchmarks");
     fs::create_dir_all(&dir)?;

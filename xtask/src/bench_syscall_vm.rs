@@ -24,7 +24,7 @@ use crate::{
     },
     bench_syscall::Options,
     util::workspace_root,
-    vm::bench::{BenchRun, run as run_in_vms},
+    vm::bench::{BenchRun, run_as},
 };
 
 /// The guest's result, as far as the report reads it.
@@ -215,15 +215,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     .iter()
     .map(|(k, v)| format!("{k}={v}"))
     .collect();
-    let runs = run_in_vms("syscall", &args)?;
-    let kernels: Vec<Kernel> = runs
+    let kernels: Vec<Kernel> = run_as::<Guest>("syscall", &args)?
         .into_iter()
-        .map(|run| {
-            let guest: Guest = serde_json::from_value(run.result.clone())
-                .with_context(|| format!("{}: unexpected result JSON", run.kernel))?;
-            Ok(Kernel { run, guest })
-        })
-        .collect::<anyhow::Result<_>>()?;
+        .map(|(run, guest)| Kernel { run, guest })
+        .collect();
     let qemu = crate::vm::qemu_version();
     let command = as_a_user_types_it(&env.command);
 

@@ -37,16 +37,21 @@ enum Link {
     Kprobe(Vec<KProbeLink>),
 }
 
-/// The BPF LSM programs and their hooks.
-const LSM_PROGRAMS: [(&str, &str); 8] = [
-    (names::FILE_OPEN_PROG, "file_open"),
-    (names::FILE_PERM_PROG, "file_permission"),
-    (names::MKDIR_PROG, "inode_mkdir"),
-    (names::UNLINK_PROG, "inode_unlink"),
-    (names::RENAME_PROG, "inode_rename"),
-    (names::EXEC_PROG, "bprm_check_security"),
-    (names::ACCEPT_PROG, "socket_accept"),
-    (names::RECVMSG_PROG, "socket_recvmsg"),
+/// The BPF LSM hooks: ours, the node-wide program, the kernel hook; the
+/// `lsm_cgroup` flavour is `names::LSM_CGROUP_PROGS` in the same order.
+const LSM_PROGRAMS: [(Hook, &str, &str); 8] = [
+    (Hook::FileOpen, names::FILE_OPEN_PROG, "file_open"),
+    (
+        Hook::FilePermission,
+        names::FILE_PERM_PROG,
+        "file_permission",
+    ),
+    (Hook::Mkdir, names::MKDIR_PROG, "inode_mkdir"),
+    (Hook::Unlink, names::UNLINK_PROG, "inode_unlink"),
+    (Hook::Rename, names::RENAME_PROG, "inode_rename"),
+    (Hook::Exec, names::EXEC_PROG, "bprm_check_security"),
+    (Hook::Accept, names::ACCEPT_PROG, "socket_accept"),
+    (Hook::Recvmsg, names::RECVMSG_PROG, "socket_recvmsg"),
 ];
 
 /// The syscall entry points each kprobe program attaches to, without the
@@ -428,7 +433,7 @@ fn load_lsm(
 }
 
 fn load_lsm_programs(ebpf: &mut Ebpf, btf: &aya::Btf, scope: LsmScope) -> Result<(), String> {
-    for (i, (node_name, hook)) in LSM_PROGRAMS.into_iter().enumerate() {
+    for (i, (_, node_name, hook)) in LSM_PROGRAMS.into_iter().enumerate() {
         let name = match scope {
             LsmScope::Node => node_name,
             LsmScope::Cgroup => names::LSM_CGROUP_PROGS[i],
@@ -524,7 +529,7 @@ fn map_err(
 
 fn prog_name(hook: Hook, lsm: Option<LsmScope>) -> &'static str {
     if lsm == Some(LsmScope::Cgroup)
-        && let Some(i) = LSM_HOOKS.iter().position(|h| *h == hook)
+        && let Some(i) = LSM_PROGRAMS.iter().position(|(h, ..)| *h == hook)
     {
         return names::LSM_CGROUP_PROGS[i];
     }
@@ -549,18 +554,6 @@ fn prog_name(hook: Hook, lsm: Option<LsmScope>) -> &'static str {
         Hook::Kprobe(op) => kprobe_prog(op),
     }
 }
-
-/// The LSM hooks in `LSM_PROGRAMS` order.
-const LSM_HOOKS: [Hook; 8] = [
-    Hook::FileOpen,
-    Hook::FilePermission,
-    Hook::Mkdir,
-    Hook::Unlink,
-    Hook::Rename,
-    Hook::Exec,
-    Hook::Accept,
-    Hook::Recvmsg,
-];
 
 impl Datapath for EbpfDatapath {
     fn set_rules(&mut self, cgroup_id: u64, rules: &TableRules) -> Result<(), DatapathError> {

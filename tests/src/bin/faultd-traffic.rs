@@ -685,12 +685,7 @@ fn udp_send(
             Err(e) => *errors.entry(errno_name(&e)).or_default() += 1,
         }
     }
-    emit(json!({
-        "attempted": count,
-        "sent": sent,
-        "errors": errors,
-        "elapsed_ns": elapsed_ns(start),
-    }))
+    emit_send_report(count, sent, &errors, start)
 }
 
 fn udp_echo(bind: SocketAddr, duration: Duration) -> Result<()> {
@@ -922,12 +917,7 @@ fn owd_send(dst: SocketAddr, count: u64, interval: Duration, fresh_socket: bool)
             Err(e) => *errors.entry(errno_name(&e)).or_default() += 1,
         }
     }
-    emit(json!({
-        "attempted": count,
-        "sent": sent,
-        "errors": errors,
-        "elapsed_ns": elapsed_ns(start),
-    }))
+    emit_send_report(count, sent, &errors, start)
 }
 
 fn owd_sink(bind: SocketAddr, expect: u64, duration: Duration) -> Result<()> {
@@ -983,5 +973,20 @@ fn owd_sink(bind: SocketAddr, expect: u64, duration: Duration) -> Result<()> {
         "received": seqs.len(),
         "owd_ns": owd_ns,
         "seq": seqs,
+    }))
+}
+
+/// The report of the sending modes (udp-send, owd-send).
+fn emit_send_report(
+    count: u64,
+    sent: u64,
+    errors: &BTreeMap<String, u64>,
+    start: Instant,
+) -> Result<()> {
+    emit(json!({
+        "attempted": count,
+        "sent": sent,
+        "errors": errors,
+        "elapsed_ns": elapsed_ns(start),
     }))
 }

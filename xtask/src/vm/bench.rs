@@ -49,6 +49,22 @@ pub struct BenchRun {
     pub result: Value,
 }
 
+/// [`run`], with each kernel's result read as the benchmark's own result
+/// type `G` (the fields its report uses).
+pub fn run_as<G: serde::de::DeserializeOwned>(
+    name: &str,
+    args: &[String],
+) -> anyhow::Result<Vec<(BenchRun, G)>> {
+    run(name, args)?
+        .into_iter()
+        .map(|run| {
+            let guest = serde_json::from_value(run.result.clone())
+                .with_context(|| format!("{}: unexpected result JSON", run.kernel))?;
+            Ok((run, guest))
+        })
+        .collect()
+}
+
 /// Runs benchmark `name` of `faultd-vmbench` with `args` on every kernel of
 /// the matrix (or of FAULTD_VM_KERNELS), one VM after the other, from the
 /// release build (`cargo xtask build --release` first). Fails on the first

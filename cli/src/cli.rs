@@ -318,23 +318,23 @@ pub enum OperationArg {
     Sendmsg,
     /// socket(2).
     Socket,
-    /// open/openat/openat2/creat (needs BPF LSM).
+    /// open/openat/openat2/creat (BPF LSM, or a kernel with bpf_override_return).
     Open,
-    /// read and friends, sockets and pipes included (needs BPF LSM).
+    /// read and friends, sockets and pipes included (BPF LSM, or a kernel with bpf_override_return).
     Read,
-    /// write and friends, sockets and pipes included (needs BPF LSM).
+    /// write and friends, sockets and pipes included (BPF LSM, or a kernel with bpf_override_return).
     Write,
-    /// mkdir/mkdirat (needs BPF LSM).
+    /// mkdir/mkdirat (BPF LSM, or a kernel with bpf_override_return).
     Mkdir,
-    /// unlink/unlinkat of files (needs BPF LSM).
+    /// unlink/unlinkat of files (BPF LSM, or a kernel with bpf_override_return).
     Unlink,
-    /// rename/renameat/renameat2 (needs BPF LSM).
+    /// rename/renameat/renameat2 (BPF LSM, or a kernel with bpf_override_return).
     Rename,
-    /// execve/execveat (needs BPF LSM).
+    /// execve/execveat (BPF LSM, or a kernel with bpf_override_return).
     Execve,
-    /// accept/accept4 (needs BPF LSM).
+    /// accept/accept4 (BPF LSM, or a kernel with bpf_override_return).
     Accept,
-    /// recv/recvfrom/recvmsg/recvmmsg (needs BPF LSM).
+    /// recv/recvfrom/recvmsg/recvmmsg (BPF LSM, or a kernel with bpf_override_return).
     Recvmsg,
 }
 

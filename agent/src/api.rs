@@ -580,6 +580,8 @@ pub fn status(err: &ManagerError) -> Status {
         ManagerError::Kernel(DatapathError::Qdisc(QdiscError::Refused { .. })) => {
             Code::FailedPrecondition
         }
+        // The tc ingress program did not load on this kernel.
+        ManagerError::Kernel(DatapathError::Ingress(_)) => Code::FailedPrecondition,
         ManagerError::Kernel(_) => Code::Internal,
         ManagerError::ShuttingDown => Code::Unavailable,
     };

@@ -98,7 +98,10 @@ pub fn probe() -> Capabilities {
         feature(
             "tcx",
             at_least(6, 6),
-            format!("TCX link-based tc attachment needs kernel >= 6.6 (running {version_text})"),
+            format!(
+                "TCX link-based tc attachment needs kernel >= 6.6 (running {version_text}); \
+                 ingress latency attaches its tc ingress program with it"
+            ),
         ),
         feature(
             "btf",

@@ -43,6 +43,15 @@ pub enum DatapathError {
     /// bandwidth fault needs, or changing them failed.
     #[error(transparent)]
     Qdisc(#[from] crate::qdisc::QdiscError),
+    #[error("attaching the tc ingress program to {device} (netns {netns}): {source}")]
+    AttachTc {
+        device: String,
+        netns: u64,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("ingress latency: {0}")]
+    Ingress(String),
     #[error("attaching the {hook} program to cgroup {path}: {source}")]
     Attach {
         hook: Hook,
@@ -141,6 +150,19 @@ pub trait Datapath: Send + 'static {
     fn release_fq(&mut self, fault_id: &str) {
         let _ = fault_id;
     }
+    /// Makes packets delivered to the cgroup at `path` (absolute) go
+    /// through the tc ingress program and faultd's ifb in its network
+    /// namespace, shared by fault `fault_id` (ingress latency). On error
+    /// nothing changed.
+    fn acquire_ingress(&mut self, fault_id: &str, path: &Path) -> Result<(), DatapathError> {
+        let _ = (fault_id, path);
+        Ok(())
+    }
+    /// Drops `fault_id`'s use of ingress delay; the last user of a
+    /// namespace detaches the tc programs and deletes the ifb.
+    fn release_ingress(&mut self, fault_id: &str) {
+        let _ = fault_id;
+    }
     /// What the agent changed on devices, for GetCapabilities.
     fn qdisc_changes(&self) -> Vec<crate::qdisc::QdiscChange> {
         Vec::new()
@@ -165,6 +187,8 @@ pub struct FakeDatapath {
     pub fq_users: HashMap<String, String>,
     /// Makes the next acquire_fq fail as a refused qdisc.
     pub refuse_next_fq: bool,
+    /// Fault ids using ingress delay, with the cgroup path.
+    pub ingress_users: HashMap<String, String>,
 }
 
 impl Default for FakeDatapath {
@@ -181,6 +205,7 @@ impl Default for FakeDatapath {
             fail_next_attach: false,
             fq_users: HashMap::new(),
             refuse_next_fq: false,
+            ingress_users: HashMap::new(),
             backends: SysBackends {
                 cgroup_hooks: true,
                 lsm: Some(LsmScope::Node),
@@ -291,5 +316,15 @@ impl Datapath for FakeDatapath {
 
     fn release_fq(&mut self, fault_id: &str) {
         self.fq_users.remove(fault_id);
+    }
+
+    fn acquire_ingress(&mut self, fault_id: &str, path: &Path) -> Result<(), DatapathError> {
+        self.ingress_users
+            .insert(fault_id.to_owned(), path.display().to_string());
+        Ok(())
+    }
+
+    fn release_ingress(&mut self, fault_id: &str) {
+        self.ingress_users.remove(fault_id);
     }
 }

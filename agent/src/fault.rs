@@ -48,19 +48,32 @@ impl FaultKind {
     /// / 8192); pacing stamps at most `BANDWIDTH_HORIZON_NS` ahead.
     pub fn fq_horizon(&self) -> Option<Duration> {
         match self {
+            // Ingress delay uses the fq of faultd's ifb (`ingress_delay`).
+            Self::Latency(l) if l.direction.bits() & DIR_EGRESS == 0 => None,
             Self::Latency(l) => Some(l.delay + l.jitter * 4),
             Self::Bandwidth(_) => Some(Duration::from_nanos(faultd_common::BANDWIDTH_HORIZON_NS)),
             Self::Loss(_) | Self::Syscall(_) => None,
         }
     }
 
+    /// Whether this fault delays packets delivered to the target (tc
+    /// ingress program and ifb, see `qdisc::QdiscManager::acquire_ifb`).
+    pub fn ingress_delay(&self) -> bool {
+        matches!(self, Self::Latency(l) if l.direction.bits() & DIR_INGRESS != 0)
+    }
+
     /// Whether this fault needs the program on `hook`, given the syscall
     /// backends this node offers (ignored for packet faults).
     pub fn uses(&self, hook: Hook, backends: &SysBackends) -> bool {
         match self {
-            Self::Loss(LossSpec { direction, .. })
-            | Self::Latency(LatencySpec { direction, .. })
-            | Self::Bandwidth(BandwidthSpec { direction, .. }) => match hook {
+            // Delay and pacing act before the qdiscs: on egress in the
+            // cgroup program, on ingress in the tc program (not a cgroup
+            // hook), so they never need the cgroup ingress program.
+            Self::Latency(LatencySpec { direction, .. })
+            | Self::Bandwidth(BandwidthSpec { direction, .. }) => {
+                hook == Hook::Egress && direction.bits() & DIR_EGRESS != 0
+            }
+            Self::Loss(LossSpec { direction, .. }) => match hook {
                 Hook::Egress | Hook::Ingress => direction.bits() & hook.dir_bit() != 0,
                 _ => false,
             },

@@ -295,6 +295,24 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
                 return Err(e.into());
             }
         }
+        // Likewise the ifb and tc ingress programs before an ingress rule.
+        let ingress = new.spec.kind.ingress_delay();
+        let had_ingress = self
+            .faults
+            .get(&id)
+            .is_some_and(|a| a.spec.kind.ingress_delay());
+        if ingress {
+            let abs = self.resolver.absolute(&new_path);
+            if let Err(e) = self.dp.acquire_ingress(&id, &abs) {
+                if fq_horizon.is_some() && !had_fq {
+                    self.dp.release_fq(&id);
+                }
+                if fresh_slot {
+                    self.free_slots.push(slot);
+                }
+                return Err(e.into());
+            }
+        }
 
         let old = self.remove_from_model(&id);
         self.insert_into_model(new);
@@ -305,6 +323,9 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
         let undo = |this: &mut Self| {
             if fq_horizon.is_some() && !had_fq {
                 this.dp.release_fq(&id);
+            }
+            if ingress && !had_ingress {
+                this.dp.release_ingress(&id);
             }
             this.remove_from_model(&id);
             if let Some(old) = old.clone() {
@@ -333,6 +354,9 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
         }
         if fq_horizon.is_none() && had_fq {
             self.dp.release_fq(&id);
+        }
+        if !ingress && had_ingress {
+            self.dp.release_ingress(&id);
         }
         let view = self
             .view_active(&id)
@@ -436,6 +460,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
         }
         // After the rule is gone: nothing is stamped any more.
         self.dp.release_fq(id);
+        self.dp.release_ingress(id);
         self.free_slots.push(old.slot);
         view.state = state;
         info!(
@@ -479,6 +504,12 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     fn backend_name(&self, kind: &FaultKind) -> &'static str {
         match kind {
             FaultKind::Loss(_) => "cgroup_skb",
+            FaultKind::Latency(l) if l.direction == crate::fault::Direction::Ingress => {
+                "tc_ingress+ifb+fq"
+            }
+            FaultKind::Latency(l) if l.direction == crate::fault::Direction::Both => {
+                "cgroup_skb+tc_ingress+ifb+fq"
+            }
             FaultKind::Latency(_) | FaultKind::Bandwidth(_) => "cgroup_skb+fq",
             FaultKind::Syscall(s) => self.backends.pick(s).map_or("none", |b| b.name()),
         }

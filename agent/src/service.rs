@@ -176,15 +176,21 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
         {
             missing.push(e.0);
         }
-        if let FaultKind::Latency(crate::fault::LatencySpec { direction, .. })
-        | FaultKind::Bandwidth(crate::fault::BandwidthSpec { direction, .. }) = &spec.kind
+        if let FaultKind::Bandwidth(crate::fault::BandwidthSpec { direction, .. }) = &spec.kind
             && *direction != crate::fault::Direction::Egress
         {
+            return Err(Status::failed_precondition(
+                "bandwidth faults on ingress are not implemented yet (ingress latency is; \
+                 see docs/latency.md); use direction egress",
+            ));
+        }
+        if spec.kind.ingress_delay() && !self.shared.caps.has("tcx") {
             return Err(Status::failed_precondition(format!(
-                "{} faults on ingress are not implemented yet (they need a tc ingress \
-                 program redirecting to an ifb with fq; see docs/latency.md); use direction \
-                 egress",
-                spec.kind.name()
+                "latency faults on ingress need tcx (TCX link-based tc attachment, kernel >= \
+                 6.6; this kernel is {}): the tc ingress program must be a bpf link that \
+                 detaches when the agent dies, which netlink tc filters on older kernels do \
+                 not; use direction egress here",
+                self.shared.caps.kernel_release
             )));
         }
         if !missing.is_empty() {

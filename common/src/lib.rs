@@ -218,6 +218,17 @@ pub struct FaultCounters {
     pub dropped: u64,
 }
 
+/// The ifindex faultd gives its ifb device in every network namespace where
+/// it delays ingress. Interface indexes are per namespace
+/// (net/core/dev.c, `dev_index_reserve`) and RTM_NEWLINK may ask for one
+/// (`ifi_index`), so one fixed number serves every namespace and the tc
+/// program, attached in many namespaces, needs no per-namespace lookup
+/// (tc programs cannot read their netns cookie before 6.x). Chosen far above
+/// what the kernel allocates sequentially.
+pub const IFB_IFINDEX: u32 = 0x0fa1_7000;
+/// Index 0 of `FAULTD_IFB`: the ifb ifindex, 0 while no ifb exists.
+pub const IFB_INDEX: u32 = 0;
+
 /// Index 0 of the `LEVELS` array: a bitmask of cgroup levels (bit n = level n)
 /// at which some targeted cgroup sits, so the ancestor walk skips levels that
 /// cannot hold an entry.
@@ -232,9 +243,12 @@ pub mod names {
     pub const DIST_MAP: &str = "FAULTD_DIST";
     pub const RULE_STATE_MAP: &str = "FAULTD_RSTATE";
     pub const FLOW_MAP: &str = "FAULTD_FLOWS";
+    pub const IFB_MAP: &str = "FAULTD_IFB";
     /// Program names are what `bpftool prog` shows (the kernel keeps 15 bytes).
     pub const EGRESS_PROG: &str = "faultd_egress";
     pub const INGRESS_PROG: &str = "faultd_ingress";
+    /// tc (TCX) ingress program of ingress latency.
+    pub const TC_INGRESS_PROG: &str = "faultd_tc_in";
     pub const CONNECT4_PROG: &str = "faultd_connect4";
     pub const CONNECT6_PROG: &str = "faultd_connect6";
     pub const BIND4_PROG: &str = "faultd_bind4";
@@ -291,9 +305,10 @@ pub mod names {
         KPROBE_RECVMSG_PROG,
     ];
     /// Every program, for checks that must cover them all.
-    pub const ALL_PROGS: [&str; 38] = [
+    pub const ALL_PROGS: [&str; 39] = [
         EGRESS_PROG,
         INGRESS_PROG,
+        TC_INGRESS_PROG,
         CONNECT4_PROG,
         CONNECT6_PROG,
         BIND4_PROG,

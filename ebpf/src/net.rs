@@ -10,21 +10,31 @@
 //! CAP_BPF (`cg_skb_is_valid_access`).
 
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext,
     bindings::__sk_buff,
+    bindings::{
+        BPF_F_CURRENT_NETNS,
+        bpf_hdr_start_off::BPF_HDR_START_NET,
+        bpf_sock, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
+        tcx_action_base::{TCX_NEXT, TCX_REDIRECT},
+    },
     helpers::generated::{
         bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
-        bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
+        bpf_redirect, bpf_sk_ancestor_cgroup_id, bpf_sk_cgroup_id, bpf_sk_lookup_tcp,
+        bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
+        bpf_skb_load_bytes_relative, bpf_skb_set_tstamp,
     },
-    macros::{cgroup_skb, map},
+    macros::{cgroup_skb, classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
-    programs::SkBuffContext,
+    programs::{SkBuffContext, TcContext},
 };
 use aya_log_ebpf::error;
 use faultd_common::{
     ACTION_BANDWIDTH, ACTION_LATENCY, ACTION_LOSS, BANDWIDTH_HORIZON_NS, CgroupRules, DIR_EGRESS,
-    DIR_INGRESS, DIST_SIZE, DIST_TABLES, DIST_UNIFORM, FaultCounters, MAX_RULES_PER_CGROUP,
-    NetRule, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RuleState,
+    DIR_INGRESS, DIST_SIZE, DIST_TABLES, DIST_UNIFORM, FaultCounters, IFB_INDEX,
+    MAX_RULES_PER_CGROUP, NetRule, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    RuleState,
 };
 
 use crate::lookup::{address_matches, deepest_rules};
@@ -57,6 +67,12 @@ static RULE_STATE: Array<RuleState> = Array::with_max_entries(1, 0);
 #[map(name = "FAULTD_FLOWS")]
 static FLOWS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
+/// Index `IFB_INDEX`: the ifindex of faultd's ifb in the namespaces where
+/// ingress latency is active (the same number in each, see `IFB_IFINDEX`);
+/// 0 while there is none, and then nothing is redirected.
+#[map(name = "FAULTD_IFB")]
+static IFB: Array<u32> = Array::with_max_entries(1, 0);
+
 /// cgroup_skb verdicts. On egress, 2 ("drop and congestion notification")
 /// becomes NET_XMIT_DROP in `__cgroup_bpf_run_filter_skb` (kernel/bpf/cgroup.c),
 /// which UDP reports as success unless IP_RECVERR is set (`udp_send_skb`) and
@@ -80,12 +96,14 @@ pub fn faultd_egress(ctx: SkBuffContext) -> i32 {
     // `skb->tstamp = tp->tcp_wstamp_ns`); never send earlier than that.
     d.base_ns = if tstamp > now { tstamp } else { now };
     d.len = len;
-    handle(&ctx, DIR_EGRESS, &mut d);
+    handle(&ctx, DIR_EGRESS, ALL_ACTIONS, &mut d);
     if d.drop != 0 {
         return EGRESS_DROP;
     }
     if d.paced != 0 || d.delayed != 0 {
-        let t = departure(skb, &d);
+        // SAFETY: context pointer; 0 for an skb without a socket.
+        let cookie = unsafe { bpf_get_socket_cookie(skb.cast()) };
+        let t = departure(&d, cookie);
         if t > d.base_ns || t > tstamp {
             // SAFETY: as above; the verifier checks this store is allowed
             // for the program (`cg_skb_is_valid_access`, needs CAP_BPF).
@@ -98,7 +116,8 @@ pub fn faultd_egress(ctx: SkBuffContext) -> i32 {
 #[cgroup_skb(ingress)]
 pub fn faultd_ingress(ctx: SkBuffContext) -> i32 {
     let mut d = Decision::default();
-    handle(&ctx, DIR_INGRESS, &mut d);
+    // Only loss here: delay on ingress is the tc program's.
+    handle(&ctx, DIR_INGRESS, 1 << ACTION_LOSS, &mut d);
     if d.drop != 0 { INGRESS_DROP } else { PASS }
 }
 
@@ -123,10 +142,10 @@ struct Decision {
     paced_ns: u64,
 }
 
-/// The departure time: paced, then delayed, never before the flow's
-/// previous packet.
+/// The departure time: paced, then delayed, never before the previous
+/// packet of flow `flow` (0: unknown flow, no ordering).
 #[inline(always)]
-fn departure(skb: *mut __sk_buff, d: &Decision) -> u64 {
+fn departure(d: &Decision, flow: u64) -> u64 {
     let start = if d.paced_ns > d.base_ns {
         d.paced_ns
     } else {
@@ -134,40 +153,51 @@ fn departure(skb: *mut __sk_buff, d: &Decision) -> u64 {
     };
     let delay = if d.delay_ns > 0 { d.delay_ns as u64 } else { 0 };
     let mut t = start + delay;
-    if d.delayed == 0 {
-        return t;
-    }
-    // SAFETY: context pointer; 0 for an skb without a socket.
-    let cookie = unsafe { bpf_get_socket_cookie(skb.cast()) };
-    if cookie == 0 {
+    if d.delayed == 0 || flow == 0 {
         return t;
     }
     // SAFETY: map values stay valid for the program's run (RCU).
-    if let Some(last) = unsafe { FLOWS.get(&cookie) } {
+    if let Some(last) = unsafe { FLOWS.get(&flow) } {
         if *last > t {
             t = *last;
         }
     }
     // A full map evicts the least recently used flow; failure only loses
     // ordering for this packet's successor, so it is ignored (fail open).
-    let _ = FLOWS.insert(&cookie, &t, 0);
+    let _ = FLOWS.insert(&flow, &t, 0);
     t
 }
 
 /// Applies the matching rules to `d`. Every error path leaves the packet
 /// alone.
 #[inline(always)]
-fn handle(ctx: &SkBuffContext, direction: u8, d: &mut Decision) {
+fn handle(ctx: &SkBuffContext, direction: u8, actions: u32, d: &mut Decision) {
     let skb = ctx.as_ptr().cast::<__sk_buff>();
     let Some(rules) = find_rules(skb) else {
         return;
     };
+    let pkt = Packet::parse(ctx, direction == DIR_INGRESS);
+    apply_rules(ctx, rules, pkt.as_ref(), direction, actions, d);
+}
+
+/// Bit n: rules with action n apply.
+const ALL_ACTIONS: u32 = (1 << ACTION_LOSS) | (1 << ACTION_LATENCY) | (1 << ACTION_BANDWIDTH);
+
+/// Applies `rules` to the packet `pkt` (None: not parseable).
+#[inline(always)]
+fn apply_rules<C: EbpfContext>(
+    ctx: &C,
+    rules: &CgroupRules,
+    pkt: Option<&Packet>,
+    direction: u8,
+    actions: u32,
+    d: &mut Decision,
+) {
     let count = rules.count as usize;
     if count > MAX_RULES_PER_CGROUP {
         error!(ctx, "faultd: rules entry holds {} rules", count);
         return;
     }
-    let pkt = Packet::parse(ctx, direction == DIR_INGRESS);
     // SAFETY: helper with no arguments and no preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     for i in 0..MAX_RULES_PER_CGROUP {
@@ -175,10 +205,13 @@ fn handle(ctx: &SkBuffContext, direction: u8, d: &mut Decision) {
             break;
         }
         let rule = &rules.rules[i];
-        if rule.directions & direction == 0 || now >= rule.deadline_ns {
+        if rule.directions & direction == 0
+            || now >= rule.deadline_ns
+            || actions & (1u32 << (rule.action & 31)) == 0
+        {
             continue;
         }
-        let matched = match pkt.as_ref() {
+        let matched = match pkt {
             // Unparseable (not IP, truncated): only rules without filters match.
             None => rule_is_unfiltered(rule),
             Some(pkt) => pkt.matches(rule),
@@ -215,7 +248,9 @@ fn apply(rule: &NetRule, d: &mut Decision) {
                 d.drop = 1;
             }
         }
-        // Delay and pacing exist on egress only (base_ns is 0 on ingress).
+        // Delay and pacing need a departure base: the egress program and
+        // the tc ingress program set one, cgroup_skb ingress (after the
+        // qdiscs, too late to hold a packet) leaves it 0.
         ACTION_LATENCY if d.base_ns != 0 => {
             let Some(state) = RULE_STATE.get_ptr_mut(rule.slot) else {
                 return;
@@ -321,7 +356,7 @@ fn find_rules(skb: *mut __sk_buff) -> Option<&'static CgroupRules> {
     })
 }
 
-/// What the rules filter on.
+/// What the rules filter on, and the tuple a socket lookup needs.
 struct Packet {
     family: u8,
     protocol: u8,
@@ -329,16 +364,56 @@ struct Packet {
     remote: [u32; 4],
     /// Remote port for TCP and UDP first fragments; None otherwise.
     remote_port: Option<u16>,
+    /// The local address and port (host order), as `remote`.
+    local: [u32; 4],
+    local_port: u16,
+}
+
+/// Reads packet bytes at an offset from the IP header.
+trait Load {
+    fn at<T>(&self, offset: usize) -> Option<T>;
+}
+
+/// `cgroup_skb` sees the packet from its network header
+/// (`__cgroup_bpf_run_filter_skb` pulls data to `skb_network_header`), so
+/// offset 0 is the IP header. `bpf_skb_load_bytes` also works on
+/// non-linear skbs.
+impl Load for SkBuffContext {
+    #[inline(always)]
+    fn at<T>(&self, offset: usize) -> Option<T> {
+        self.load(offset).ok()
+    }
+}
+
+/// tc sees the packet from its link-layer header, whose length depends on
+/// the device (Ethernet, none on an L3 tunnel); loading relative to the
+/// network header (`BPF_HDR_START_NET`, net/core/filter.c
+/// `bpf_skb_load_bytes_relative`) works on both.
+struct TcNet<'a>(&'a TcContext);
+
+impl Load for TcNet<'_> {
+    #[inline(always)]
+    fn at<T>(&self, offset: usize) -> Option<T> {
+        let mut data = core::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: context pointer and a writable buffer of the given size.
+        let ret = unsafe {
+            bpf_skb_load_bytes_relative(
+                self.0.as_ptr(),
+                offset as u32,
+                data.as_mut_ptr().cast(),
+                size_of::<T>() as u32,
+                BPF_HDR_START_NET,
+            )
+        };
+        // SAFETY: the helper filled every byte when it returned 0.
+        (ret == 0).then(|| unsafe { data.assume_init() })
+    }
 }
 
 impl Packet {
-    /// `cgroup_skb` sees the packet from its network header
-    /// (`__cgroup_bpf_run_filter_skb` pulls data to `skb_network_header`), so
-    /// offset 0 is the IP header. Loads go through `bpf_skb_load_bytes`, which
-    /// also works on non-linear skbs.
     #[inline(always)]
-    fn parse(ctx: &SkBuffContext, ingress: bool) -> Option<Self> {
-        let first: u8 = ctx.load(0).ok()?;
+    fn parse<L: Load>(ctx: &L, ingress: bool) -> Option<Self> {
+        let first: u8 = ctx.at(0)?;
         match first >> 4 {
             4 => Self::parse_v4(ctx, first, ingress),
             6 => Self::parse_v6(ctx, ingress),
@@ -347,33 +422,38 @@ impl Packet {
     }
 
     #[inline(always)]
-    fn parse_v4(ctx: &SkBuffContext, first: u8, ingress: bool) -> Option<Self> {
+    fn parse_v4<L: Load>(ctx: &L, first: u8, ingress: bool) -> Option<Self> {
         let ihl = usize::from(first & 0x0f) * 4;
         if ihl < 20 {
             return None;
         }
-        let frag: u16 = u16::from_be(ctx.load(6).ok()?);
-        let protocol: u8 = ctx.load(9).ok()?;
-        let addr: u32 = ctx.load(if ingress { 12 } else { 16 }).ok()?;
+        let frag: u16 = u16::from_be(ctx.at(6)?);
+        let protocol: u8 = ctx.at(9)?;
+        let (r, l) = if ingress { (12, 16) } else { (16, 12) };
+        let addr: u32 = ctx.at(r)?;
+        let local: u32 = ctx.at(l)?;
         // Only the first fragment carries the transport header.
-        let remote_port = if frag & 0x1fff == 0 {
-            load_port(ctx, protocol, ihl, ingress)
+        let (remote_port, local_port) = if frag & 0x1fff == 0 {
+            load_ports(ctx, protocol, ihl, ingress)
         } else {
-            None
+            (None, 0)
         };
         Some(Self {
             family: 4,
             protocol,
             remote: [addr, 0, 0, 0],
             remote_port,
+            local: [local, 0, 0, 0],
+            local_port,
         })
     }
 
     #[inline(always)]
-    fn parse_v6(ctx: &SkBuffContext, ingress: bool) -> Option<Self> {
-        let mut next: u8 = ctx.load(6).ok()?;
-        let base = if ingress { 8 } else { 24 };
-        let remote: [u32; 4] = ctx.load(base).ok()?;
+    fn parse_v6<L: Load>(ctx: &L, ingress: bool) -> Option<Self> {
+        let mut next: u8 = ctx.at(6)?;
+        let (r, l) = if ingress { (8, 24) } else { (24, 8) };
+        let remote: [u32; 4] = ctx.at(r)?;
+        let local: [u32; 4] = ctx.at(l)?;
         let mut offset = 40usize;
         let mut first_fragment = true;
         // Walk the extension headers a socket commonly sees; anything longer
@@ -384,13 +464,13 @@ impl Packet {
             match next {
                 // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
                 0 | 43 | 60 => {
-                    let hdr: [u8; 2] = ctx.load(offset).ok()?;
+                    let hdr: [u8; 2] = ctx.at(offset)?;
                     next = hdr[0];
                     offset += (usize::from(hdr[1]) + 1) * 8;
                 }
                 // Fragment header: 8 bytes; offset in the upper 13 bits.
                 44 => {
-                    let hdr: [u8; 4] = ctx.load(offset).ok()?;
+                    let hdr: [u8; 4] = ctx.at(offset)?;
                     next = hdr[0];
                     if u16::from_be_bytes([hdr[2], hdr[3]]) >> 3 != 0 {
                         first_fragment = false;
@@ -400,16 +480,18 @@ impl Packet {
                 _ => break,
             }
         }
-        let remote_port = if first_fragment {
-            load_port(ctx, next, offset, ingress)
+        let (remote_port, local_port) = if first_fragment {
+            load_ports(ctx, next, offset, ingress)
         } else {
-            None
+            (None, 0)
         };
         Some(Self {
             family: 6,
             protocol: next,
             remote,
             remote_port,
+            local,
+            local_port,
         })
     }
 
@@ -441,14 +523,145 @@ impl Packet {
             rule.port_hi,
         )
     }
+
+    /// A flow key for ingress, where the skb has no socket cookie yet: a
+    /// hash of the 5-tuple, top bit set so it never equals a cookie (which
+    /// counts up from 1, net/core/sock_diag.c `__sock_gen_cookie`).
+    #[inline(always)]
+    fn flow_key(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |v: u64| {
+            h ^= v;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        };
+        let mut w = 0;
+        while w < 4 {
+            mix(u64::from(self.remote[w]) << 32 | u64::from(self.local[w]));
+            w += 1;
+        }
+        mix(u64::from(self.remote_port.unwrap_or(0)) << 24
+            | u64::from(self.local_port) << 8
+            | u64::from(self.protocol));
+        h | 1 << 63
+    }
+}
+
+/// (remote port, local port) in host order, for TCP and UDP.
+#[inline(always)]
+fn load_ports<L: Load>(ctx: &L, protocol: u8, l4: usize, ingress: bool) -> (Option<u16>, u16) {
+    if protocol != PROTO_TCP && protocol != PROTO_UDP {
+        return (None, 0);
+    }
+    // Source port at 0, destination port at 2, for both TCP and UDP.
+    let Some(ports) = ctx.at::<[u16; 2]>(l4) else {
+        return (None, 0);
+    };
+    let (src, dst) = (u16::from_be(ports[0]), u16::from_be(ports[1]));
+    if ingress {
+        (Some(src), dst)
+    } else {
+        (Some(dst), src)
+    }
+}
+
+/// tc ingress: delays packets for sockets of targeted cgroups (ingress
+/// latency). The owning socket is looked up by the packet's tuple; its
+/// cgroup selects the rules as on egress. A delayed packet gets a mono
+/// delivery time and goes to faultd's ifb, whose fq holds it until then;
+/// the ifb hands it back to this device's receive path
+/// (drivers/net/ifb.c, `ifb_ri_tasklet`, with `tc_skip_classify` set so
+/// this program does not see it twice).
+///
+/// Returns TCX_NEXT rather than TC_ACT_OK for everything else, so programs
+/// attached after ours still run (kernel/bpf/tcx.c).
+#[classifier]
+pub fn faultd_tc_in(ctx: TcContext) -> i32 {
+    try_tc_ingress(&ctx).unwrap_or(TCX_NEXT)
 }
 
 #[inline(always)]
-fn load_port(ctx: &SkBuffContext, protocol: u8, l4: usize, ingress: bool) -> Option<u16> {
-    if protocol != PROTO_TCP && protocol != PROTO_UDP {
+fn try_tc_ingress(ctx: &TcContext) -> Option<i32> {
+    let ifb = *IFB.get(IFB_INDEX)?;
+    if ifb == 0 {
         return None;
     }
-    // Source port at 0, destination port at 2, for both TCP and UDP.
-    let port: u16 = ctx.load(l4 + if ingress { 0 } else { 2 }).ok()?;
-    Some(u16::from_be(port))
+    let pkt = Packet::parse(&TcNet(ctx), true)?;
+    let rules = socket_rules(ctx, &pkt)?;
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    let mut d = Decision::default();
+    // SAFETY: helper with no arguments.
+    d.base_ns = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: context field read, rewritten by the verifier.
+    d.len = unsafe { (*skb).len };
+    apply_rules(
+        ctx,
+        rules,
+        Some(&pkt),
+        DIR_INGRESS,
+        1 << ACTION_LATENCY,
+        &mut d,
+    );
+    if d.delayed == 0 || d.drop != 0 {
+        return None;
+    }
+    let t = departure(&d, pkt.flow_key());
+    // The mono flag keeps the time through the redirect: `__bpf_tx_skb`
+    // (net/core/filter.c) calls `skb_clear_tstamp`, which leaves
+    // mono-clock delivery times alone; fq on the ifb then reads it
+    // (`fq_enqueue`) as on egress.
+    // SAFETY: context pointer.
+    if unsafe { bpf_skb_set_tstamp(skb, t, 1) } != 0 {
+        return None;
+    }
+    // SAFETY: plain helper; returns TC_ACT_REDIRECT on success.
+    let ret = unsafe { bpf_redirect(ifb, 0) };
+    (ret == i64::from(TCX_REDIRECT)).then_some(TCX_REDIRECT)
+}
+
+/// The rules of the cgroup owning the local socket the packet is for.
+#[inline(always)]
+fn socket_rules(ctx: &TcContext, pkt: &Packet) -> Option<&'static CgroupRules> {
+    let remote_port = pkt.remote_port?;
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    let size = if pkt.family == 4 {
+        tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+            saddr: pkt.remote[0],
+            daddr: pkt.local[0],
+            sport: remote_port.to_be(),
+            dport: pkt.local_port.to_be(),
+        };
+        size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>()
+    } else {
+        tuple.__bindgen_anon_1.ipv6 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
+            saddr: pkt.remote,
+            daddr: pkt.local,
+            sport: remote_port.to_be(),
+            dport: pkt.local_port.to_be(),
+        };
+        size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2>()
+    } as u32;
+    let ptr = ctx.as_ptr();
+    let netns = BPF_F_CURRENT_NETNS as u64;
+    // SAFETY: context pointer and a tuple of the size given; the returned
+    // socket holds a reference released below on every path.
+    let sk: *mut bpf_sock = unsafe {
+        if pkt.protocol == PROTO_TCP {
+            bpf_sk_lookup_tcp(ptr, &mut tuple, size, netns, 0)
+        } else {
+            bpf_sk_lookup_udp(ptr, &mut tuple, size, netns, 0)
+        }
+    };
+    if sk.is_null() {
+        return None;
+    }
+    let s = sk.cast();
+    // SAFETY: `s` is a referenced socket from the lookup.
+    let leaf = unsafe { bpf_sk_cgroup_id(s) };
+    // SAFETY: as above.
+    let rules = deepest_rules(&RULES, leaf, |level| unsafe {
+        bpf_sk_ancestor_cgroup_id(s, level)
+    });
+    // SAFETY: releases the lookup's reference; map values stay valid.
+    unsafe { bpf_sk_release(s) };
+    rules
 }

@@ -105,6 +105,72 @@ fn rtt(from: &CgroupGuard, port: u16, n: u64) -> Vec<f64> {
     rtts_ms(&report)
 }
 
+/// Checks that `delayed` RTTs carry 100 ms more than `base`, within a
+/// bound derived from this machine's noise, and that the bystander's did
+/// not move. `one`: RTTs under a 1 ms delay, measuring fq's release cost.
+fn assert_added_100ms(
+    label: &str,
+    base: &[f64],
+    one: &[f64],
+    delayed: &[f64],
+    base_by: &[f64],
+    by: &[f64],
+) {
+    // Bound: fq never releases a packet before its stamp (`fq_dequeue`), so
+    // every delayed RTT is at least 100 ms. Above, the added delay (median
+    // against median) may exceed 100 ms by the baseline's spread (p99 -
+    // p50, the machine's own scheduling noise, large under emulation), the
+    // uncertainty of the three medians (distribution-free 99.9% intervals),
+    // and the lateness of this machine's timers (sleeping threads), once
+    // fq's constant release cost (measured with a 1 ms delay) is taken off.
+    let (b_lo, b_mid, b_hi) = median_interval(base, CONFIDENCE);
+    let (d_lo, d_mid, d_hi) = median_interval(delayed, CONFIDENCE);
+    let noise = quantile(base, 0.99) - b_mid;
+    let (o_lo, o_mid, o_hi) = median_interval(one, CONFIDENCE);
+    let release = (o_mid - b_mid - 1.0).max(0.0);
+    let added = d_mid - b_mid - release;
+    let timer = timer_lateness_ms();
+    let slack = noise + (b_hi - b_lo) + (d_hi - d_lo) + (o_hi - o_lo) + timer;
+    println!(
+        "{label} 100ms: baseline median {b_mid:.3} ms (p99 {:.3}), delayed median {d_mid:.3} ms \
+         (min {:.3}, p99 {:.3}), fq release cost {release:.3} ms (from a 1 ms delay), added \
+         beyond it {added:.3} ms, allowed 100..={:.3}; bystander median \
+         {:.3} ms (baseline {:.3}); timer lateness p90 {timer:.3} ms",
+        quantile(base, 0.99),
+        quantile(delayed, 0.0),
+        quantile(delayed, 0.99),
+        100.0 + slack,
+        quantile(by, 0.5),
+        quantile(base_by, 0.5),
+    );
+    assert!(
+        quantile(delayed, 0.0) >= 100.0,
+        "no probe returned before 100 ms"
+    );
+    // The release cost itself is machine noise, not a second delay: it must
+    // fit the same bound.
+    assert!(
+        release <= slack,
+        "fq releases packets {release:.3} ms late, beyond this machine's noise bound \
+         {slack:.3} ms"
+    );
+    assert!(
+        added >= 100.0 - (b_hi - b_lo) - (o_hi - o_lo) && added <= 100.0 + slack,
+        "added delay {added:.3} ms is outside 100 ms +- the bound {slack:.3} ms"
+    );
+    // The bystander shares the device and its fq, and is not delayed: its
+    // median stays within its own baseline's spread, the uncertainty of both
+    // medians and the machine's timer lateness (far below the 100 ms a
+    // delayed bystander would show).
+    let (bb_lo, bb_mid, bb_hi) = median_interval(base_by, CONFIDENCE);
+    let (y_lo, y_mid, y_hi) = median_interval(by, CONFIDENCE);
+    let by_bound = (quantile(base_by, 0.99) - bb_mid) + (bb_hi - bb_lo) + (y_hi - y_lo) + timer;
+    assert!(
+        y_mid <= bb_mid + by_bound,
+        "bystander median {y_mid:.3} ms vs baseline {bb_mid:.3} ms (bound +{by_bound:.3} ms)"
+    );
+}
+
 #[tokio::test]
 async fn delay_adds_100ms_to_the_target_only_and_revert_restores_the_qdisc() {
     if !require_root() {
@@ -145,59 +211,7 @@ async fn delay_adds_100ms_to_the_target_only_and_revert_restores_the_qdisc() {
     let delayed = rtt(&target, echo.port(), n);
     let by = rtt(&bystander, echo.port(), n);
 
-    // Bound: fq never releases a packet before its stamp (`fq_dequeue`), so
-    // every delayed RTT is at least 100 ms. Above, the added delay (median
-    // against median) may exceed 100 ms by the baseline's spread (p99 -
-    // p50, the machine's own scheduling noise, large under emulation), the
-    // uncertainty of the three medians (distribution-free 99.9% intervals),
-    // and the lateness of this machine's timers (sleeping threads), once
-    // fq's constant release cost (measured with a 1 ms delay) is taken off.
-    let (b_lo, b_mid, b_hi) = median_interval(&base, CONFIDENCE);
-    let (d_lo, d_mid, d_hi) = median_interval(&delayed, CONFIDENCE);
-    let noise = quantile(&base, 0.99) - b_mid;
-    let (o_lo, o_mid, o_hi) = median_interval(&one, CONFIDENCE);
-    let release = (o_mid - b_mid - 1.0).max(0.0);
-    let added = d_mid - b_mid - release;
-    let timer = timer_lateness_ms();
-    let slack = noise + (b_hi - b_lo) + (d_hi - d_lo) + (o_hi - o_lo) + timer;
-    println!(
-        "latency 100ms: baseline median {b_mid:.3} ms (p99 {:.3}), delayed median {d_mid:.3} ms \
-         (min {:.3}, p99 {:.3}), fq release cost {release:.3} ms (from a 1 ms delay), added \
-         beyond it {added:.3} ms, allowed 100..={:.3}; bystander median \
-         {:.3} ms (baseline {:.3}); timer lateness p90 {timer:.3} ms",
-        quantile(&base, 0.99),
-        quantile(&delayed, 0.0),
-        quantile(&delayed, 0.99),
-        100.0 + slack,
-        quantile(&by, 0.5),
-        quantile(&base_by, 0.5),
-    );
-    assert!(
-        quantile(&delayed, 0.0) >= 100.0,
-        "no probe returned before 100 ms"
-    );
-    // The release cost itself is machine noise, not a second delay: it must
-    // fit the same bound.
-    assert!(
-        release <= slack,
-        "fq releases packets {release:.3} ms late, beyond this machine's noise bound \
-         {slack:.3} ms"
-    );
-    assert!(
-        added >= 100.0 - (b_hi - b_lo) - (o_hi - o_lo) && added <= 100.0 + slack,
-        "added delay {added:.3} ms is outside 100 ms +- the bound {slack:.3} ms"
-    );
-    // The bystander shares the device and its fq, and is not delayed: its
-    // median stays within its own baseline's spread, the uncertainty of both
-    // medians and the machine's timer lateness (far below the 100 ms a
-    // delayed bystander would show).
-    let (bb_lo, bb_mid, bb_hi) = median_interval(&base_by, CONFIDENCE);
-    let (y_lo, y_mid, y_hi) = median_interval(&by, CONFIDENCE);
-    let by_bound = (quantile(&base_by, 0.99) - bb_mid) + (bb_hi - bb_lo) + (y_hi - y_lo) + timer;
-    assert!(
-        y_mid <= bb_mid + by_bound,
-        "bystander median {y_mid:.3} ms vs baseline {bb_mid:.3} ms (bound +{by_bound:.3} ms)"
-    );
+    assert_added_100ms("latency", &base, &one, &delayed, &base_by, &by);
 
     let fault = client
         .get_fault(pb::GetFaultRequest { id: "lat".into() })
@@ -392,21 +406,116 @@ async fn kill_9_leaves_no_delay_and_the_next_start_restores_the_qdisc() {
     drop(echo);
 }
 
+/// `ip link show` of the test's network namespace.
+fn ip_link_show() -> String {
+    let out = Command::new("ip")
+        .args(["link", "show"])
+        .output()
+        .expect("running ip link show");
+    assert!(out.status.success(), "ip link show: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Ingress: the reply from the echo server is what the target receives, so
+/// an ingress delay d on the target adds d to each RTT, exactly like the
+/// egress delay on the request does. Where the kernel has no TCX (before
+/// 6.6) or no fq, ApplyFault must refuse with the reason.
 #[tokio::test]
-async fn ingress_latency_is_refused_with_the_reason() {
+async fn ingress_delay_adds_100ms_to_the_target_only_and_revert_removes_the_ifb() {
     if !require_root() {
         return;
     }
     let (_agent, mut client) = AgentGuard::start_default().await;
     let target = CgroupGuard::new("lat-ingress");
-    let err = client
-        .apply_fault(
-            Latency::new("in", target.relative_str(), Duration::from_millis(10))
-                .direction(pb::Direction::Ingress)
-                .request(),
-        )
+    let bystander = CgroupGuard::new("lat-in-bystander");
+    let ingress = |delay_ms: u64| {
+        Latency::new("in", target.relative_str(), Duration::from_millis(delay_ms))
+            .direction(pb::Direction::Ingress)
+            .request()
+    };
+    let caps = client
+        .get_capabilities(pb::GetCapabilitiesRequest {})
         .await
-        .expect_err("ingress latency is not implemented");
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("ingress"), "{}", err.message());
+        .expect("GetCapabilities")
+        .into_inner();
+    let has = |name: &str| {
+        caps.features
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("{name} is reported"))
+            .available
+    };
+    if !has("tcx") || !has("fq_qdisc") {
+        let err = client
+            .apply_fault(ingress(10))
+            .await
+            .expect_err("ingress latency without TCX or fq is refused");
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        let needs = if has("tcx") { "fq_qdisc" } else { "tcx" };
+        assert!(
+            err.message().contains(needs),
+            "names the missing {needs}: {}",
+            err.message()
+        );
+        if !has("tcx") {
+            assert!(err.message().contains("6.6"), "{}", err.message());
+        }
+        skip(&format!(
+            "ingress latency refused as expected: {}",
+            err.message()
+        ));
+        return;
+    }
+    let echo = udp_echo(None, "127.0.0.1:0", Duration::from_secs(170));
+    let n = 100;
+    let qdiscs_before = tc_qdisc_show();
+    let links_before = ip_link_show();
+    let base = rtt(&target, echo.port(), n);
+    let base_by = rtt(&bystander, echo.port(), n);
+
+    client
+        .apply_fault(ingress(1))
+        .await
+        .expect("ApplyFault ingress latency 1ms");
+    let one = rtt(&target, echo.port(), 50);
+    client
+        .apply_fault(ingress(100))
+        .await
+        .expect("ApplyFault ingress latency");
+    let links = ip_link_show();
+    assert!(links.contains("fdifb0"), "faultd's ifb exists:\n{links}");
+    let qdiscs = tc_qdisc_show();
+    assert!(
+        qdiscs.contains("qdisc fq fa17: dev fdifb0"),
+        "the ifb has faultd's fq:\n{qdiscs}"
+    );
+    let delayed = rtt(&target, echo.port(), n);
+    let by = rtt(&bystander, echo.port(), n);
+    assert_added_100ms("ingress latency", &base, &one, &delayed, &base_by, &by);
+
+    let fault = client
+        .get_fault(pb::GetFaultRequest { id: "in".into() })
+        .await
+        .expect("GetFault")
+        .into_inner();
+    assert_eq!(fault.backend, "tc_ingress+ifb+fq");
+    let c = fault.counters.expect("counters");
+    assert!(c.matched >= n && c.injected >= n, "{c:?}");
+
+    client
+        .revert_fault(pb::RevertFaultRequest { id: "in".into() })
+        .await
+        .expect("RevertFault");
+    assert_eq!(
+        qdiscs_before,
+        tc_qdisc_show(),
+        "revert restores the qdiscs exactly"
+    );
+    assert_eq!(links_before, ip_link_show(), "revert deletes the ifb");
+    let reverted = rtt(&target, echo.port(), 20);
+    assert!(
+        quantile(&reverted, 1.0) < 100.0,
+        "no delay after revert: {reverted:?}"
+    );
+    drop(echo);
 }

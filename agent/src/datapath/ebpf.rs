@@ -6,15 +6,16 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Program, ProgramError,
-        cgroup_skb::CgroupSkbLink, cgroup_sock::CgroupSockLink,
-        cgroup_sock_addr::CgroupSockAddrLink, kprobe::KProbeLink, lsm::LsmLink,
-        lsm_cgroup::LsmLink as LsmCgroupLink,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, LinkOrder, Program, ProgramError,
+        SchedClassifier, TcAttach, TcAttachType, cgroup_skb::CgroupSkbLink,
+        cgroup_sock::CgroupSockLink, cgroup_sock_addr::CgroupSockAddrLink, kprobe::KProbeLink,
+        lsm::LsmLink, lsm_cgroup::LsmLink as LsmCgroupLink, tc::SchedClassifierLink,
     },
     util::nr_cpus,
 };
 use faultd_common::{
-    CgroupRules, FaultCounters, LEVELS_INDEX, RuleState, SysRules, names, offsets,
+    CgroupRules, FaultCounters, IFB_IFINDEX, IFB_INDEX, LEVELS_INDEX, RuleState, SysRules, names,
+    offsets,
 };
 use tracing::{debug, info, warn};
 
@@ -144,6 +145,11 @@ pub struct EbpfDatapath {
     rule_state: Array<MapData, RuleState>,
     /// fq installations for latency and bandwidth faults.
     qdiscs: Option<crate::qdisc::QdiscManager>,
+    /// Why the tc ingress program (ingress latency) could not be loaded.
+    tc_unavailable: Option<String>,
+    /// TCX links of the tc ingress program, by network namespace inode.
+    /// bpf links: they detach when the agent dies.
+    tc_links: HashMap<u64, Vec<SchedClassifierLink>>,
     // Keeps the aya-log ring buffer alive: dropping it closes the map fd the
     // programs reference.
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -212,6 +218,11 @@ impl EbpfDatapath {
                 break;
             }
         }
+        // Ingress latency only; everything else works without it.
+        let tc_unavailable = load_tc(&mut ebpf).err();
+        if let Some(why) = &tc_unavailable {
+            info!(reason = %why, "ingress latency unavailable");
+        }
         let (lsm_scope, lsm_cgroup_unavailable, lsm_unavailable) = load_lsm(&mut ebpf, lsm_attach);
         if let Some(why) = &lsm_unavailable {
             info!(reason = %why, "file syscall faults unavailable (BPF LSM)");
@@ -274,6 +285,8 @@ impl EbpfDatapath {
             levels,
             rule_state,
             qdiscs: None,
+            tc_unavailable,
+            tc_links: HashMap::new(),
             links: HashMap::new(),
             nr_cpus: nr_cpus.get() as usize,
             map_ids,
@@ -320,6 +333,72 @@ impl EbpfDatapath {
             logger.flush();
         }
     }
+}
+
+/// Loads the tc ingress program and tells it the ifb's index.
+fn load_tc(ebpf: &mut Ebpf) -> Result<(), String> {
+    let name = names::TC_INGRESS_PROG;
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("no program {name}"))?
+        .try_into()
+        .map_err(|e: ProgramError| format!("{name}: {e}"))?;
+    prog.load()
+        .map_err(|e| format!("loading {name}: {}", crate::api::error_chain(&e)))?;
+    let mut ifb: Array<_, u32> = Array::try_from(
+        ebpf.map_mut(names::IFB_MAP)
+            .ok_or_else(|| format!("no map {}", names::IFB_MAP))?,
+    )
+    .map_err(|e| format!("{}: {e}", names::IFB_MAP))?;
+    ifb.set(IFB_INDEX, &IFB_IFINDEX, 0)
+        .map_err(|e| format!("{}: {e}", names::IFB_MAP))
+}
+
+/// Attaches `prog` with TCX on ingress of every device in `devices` of the
+/// namespace `netns`. TCX takes the ifindex in the caller's namespace
+/// (kernel/bpf/tcx.c, `tcx_link_attach`), so a short-lived thread enters it;
+/// the links are fds and stay valid wherever they are used from. On error
+/// the links made so far are dropped (detached).
+fn attach_tc_in(
+    prog: &mut SchedClassifier,
+    netns: &File,
+    netns_ino: u64,
+    devices: &[(i32, String)],
+) -> Result<Vec<SchedClassifierLink>, DatapathError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    DatapathError::Ingress(format!("setns(CLONE_NEWNET) into {netns_ino}: {e}"))
+                })?;
+                let mut links = Vec::new();
+                for (ifindex, name) in devices {
+                    let index = u32::try_from(*ifindex).unwrap_or(0);
+                    let attached = prog
+                        .attach(
+                            index,
+                            TcAttach::Tcx {
+                                attach_type: TcAttachType::Ingress,
+                                order: LinkOrder::default(),
+                            },
+                        )
+                        .and_then(|id| prog.take_link(id));
+                    match attached {
+                        Ok(link) => links.push(link),
+                        Err(source) => {
+                            return Err(DatapathError::AttachTc {
+                                device: name.clone(),
+                                netns: netns_ino,
+                                source: Box::new(source),
+                            });
+                        }
+                    }
+                }
+                Ok(links)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(DatapathError::Ingress("attach thread panicked".into())))
+    })
 }
 
 /// Writes the jitter tables (`jitter::kernel_tables`) into `FAULTD_DIST`.
@@ -742,6 +821,69 @@ impl Datapath for EbpfDatapath {
         if let Some(q) = self.qdiscs.as_mut() {
             q.release(fault_id);
         }
+    }
+
+    fn acquire_ingress(&mut self, fault_id: &str, path: &Path) -> Result<(), DatapathError> {
+        if let Some(why) = &self.tc_unavailable {
+            return Err(DatapathError::Ingress(format!(
+                "the tc ingress program is not loaded ({why})"
+            )));
+        }
+        let Some(q) = self.qdiscs.as_mut() else {
+            return Err(DatapathError::Ingress(
+                "no qdisc manager (fq unavailable)".into(),
+            ));
+        };
+        let ifindex = i32::try_from(IFB_IFINDEX).unwrap_or(i32::MAX);
+        let Some(ns) = q.acquire_ifb(fault_id, path, ifindex)? else {
+            return Ok(());
+        };
+        let devices: Vec<(i32, String)> = ns
+            .devices
+            .into_iter()
+            .filter(|(i, _)| *i != ifindex)
+            .collect();
+        let prog: &mut SchedClassifier = match self
+            .ebpf
+            .program_mut(names::TC_INGRESS_PROG)
+            .map(TryInto::try_into)
+        {
+            Some(Ok(p)) => p,
+            _ => {
+                q.release_ifb(fault_id, |_| {});
+                return Err(DatapathError::Missing {
+                    kind: "program",
+                    name: names::TC_INGRESS_PROG,
+                });
+            }
+        };
+        match attach_tc_in(prog, &ns.netns, ns.netns_ino, &devices) {
+            Ok(links) => {
+                info!(
+                    netns = ns.netns_ino,
+                    devices = %devices.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(","),
+                    "attached the tc ingress program (TCX) for ingress latency"
+                );
+                self.tc_links.insert(ns.netns_ino, links);
+                Ok(())
+            }
+            Err(e) => {
+                q.release_ifb(fault_id, |_| {});
+                Err(e)
+            }
+        }
+    }
+
+    fn release_ingress(&mut self, fault_id: &str) {
+        let Some(q) = self.qdiscs.as_mut() else {
+            return;
+        };
+        let links = &mut self.tc_links;
+        // Detach before the ifb goes, so no packet is redirected to a
+        // device that no longer exists.
+        q.release_ifb(fault_id, |ino| {
+            links.remove(&ino);
+        });
     }
 
     fn qdisc_changes(&self) -> Vec<crate::qdisc::QdiscChange> {

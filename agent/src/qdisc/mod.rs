@@ -178,9 +178,43 @@ pub struct Record {
     pub installed_kind: String,
 }
 
+/// An ifb device faultd created for ingress latency, as persisted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfbRecord {
+    pub netns_ino: u64,
+    pub netns_dev: u64,
+    pub pid_hint: u32,
+    pub ifindex: i32,
+    pub ifname: String,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct RecordsFile {
     devices: Vec<Record>,
+    /// Absent in files written before ingress latency existed.
+    #[serde(default)]
+    ifbs: Vec<IfbRecord>,
+}
+
+/// The name of faultd's ifb in every namespace (`ip link` shows it).
+pub const IFB_NAME: &str = "fdifb0";
+
+#[derive(Debug)]
+struct IfbState {
+    record: IfbRecord,
+    faults: BTreeSet<String>,
+}
+
+/// A namespace where ingress latency is active: where to attach the tc
+/// programs.
+#[derive(Debug)]
+pub struct IngressNetns {
+    pub netns_ino: u64,
+    /// The namespace, to attach in (TCX resolves the ifindex in the
+    /// caller's namespace, kernel/bpf/tcx.c `tcx_link_attach`).
+    pub netns: File,
+    /// Every up device but the ifb: (ifindex, name).
+    pub devices: Vec<(i32, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -213,6 +247,9 @@ pub struct QdiscManager {
     records: PathBuf,
     devices: BTreeMap<DevKey, DevState>,
     by_fault: BTreeMap<String, BTreeSet<DevKey>>,
+    /// ifb devices by namespace inode.
+    ifbs: BTreeMap<u64, IfbState>,
+    ifb_by_fault: BTreeMap<String, u64>,
 }
 
 /// A namespace, opened.
@@ -229,6 +266,134 @@ impl QdiscManager {
             records,
             devices: BTreeMap::new(),
             by_fault: BTreeMap::new(),
+            ifbs: BTreeMap::new(),
+            ifb_by_fault: BTreeMap::new(),
+        }
+    }
+
+    /// Makes the target's namespace hold faultd's ifb (fq root, up),
+    /// shared by fault `fault_id`. Returns the namespace and its devices
+    /// when this call created the ifb (the caller attaches the tc
+    /// programs there), None when the namespace already had it. On error
+    /// nothing changed.
+    pub fn acquire_ifb(
+        &mut self,
+        fault_id: &str,
+        cgroup: &Path,
+        ifindex: i32,
+    ) -> Result<Option<IngressNetns>, QdiscError> {
+        let ns = target_netns(cgroup)?;
+        if let Some(old) = self.ifb_by_fault.get(fault_id).copied() {
+            if old == ns.ino {
+                return Ok(None);
+            }
+            return Err(QdiscError::Refused {
+                device: IFB_NAME.into(),
+                reason: "the target's network namespace changed since the fault was applied;                          revert it and apply again"
+                    .into(),
+            });
+        }
+        if let Some(state) = self.ifbs.get_mut(&ns.ino) {
+            state.faults.insert(fault_id.to_owned());
+            self.ifb_by_fault.insert(fault_id.to_owned(), ns.ino);
+            return Ok(None);
+        }
+        let nl = |device: &str| {
+            let device = device.to_owned();
+            move |source| QdiscError::Netlink { device, source }
+        };
+        let mut rtnl = Rtnl::open_in(&ns.file).map_err(nl("(netns)"))?;
+        let links = rtnl.links().map_err(nl("(links)"))?;
+        if let Some(taken) = links
+            .iter()
+            .find(|l| l.ifindex == ifindex || l.name == IFB_NAME)
+        {
+            return Err(QdiscError::Refused {
+                device: taken.name.clone(),
+                reason: format!(
+                    "faultd needs the name {IFB_NAME} and interface index {ifindex} for its ifb                      in this network namespace, and {} (index {}) holds one of them; a previous                      faultd's leftover is deleted on the agent's start",
+                    taken.name, taken.ifindex
+                ),
+            });
+        }
+        let devices: Vec<(i32, String)> = links
+            .iter()
+            .filter(|l| l.flags & IFF_UP != 0)
+            .map(|l| (l.ifindex, l.name.clone()))
+            .collect();
+        let record = IfbRecord {
+            netns_ino: ns.ino,
+            netns_dev: ns.dev,
+            pid_hint: ns.pid,
+            ifindex,
+            ifname: IFB_NAME.into(),
+        };
+        self.ifbs.insert(
+            ns.ino,
+            IfbState {
+                record,
+                faults: BTreeSet::from([fault_id.to_owned()]),
+            },
+        );
+        // Persist before changing anything.
+        if let Err(e) = self.persist() {
+            self.ifbs.remove(&ns.ino);
+            return Err(e);
+        }
+        let created = rtnl.new_ifb(IFB_NAME, ifindex).and_then(|()| {
+            install_fq(&mut rtnl, ifindex).inspect_err(|_| {
+                let _ = rtnl.del_link(ifindex);
+            })
+        });
+        if let Err(source) = created {
+            self.ifbs.remove(&ns.ino);
+            let _ = self.persist();
+            return Err(QdiscError::Netlink {
+                device: IFB_NAME.into(),
+                source,
+            });
+        }
+        warn!(
+            device = IFB_NAME,
+            netns = ns.ino,
+            "created faultd's ifb with an fq root for ingress latency; deleted when the last such fault ends"
+        );
+        self.ifb_by_fault.insert(fault_id.to_owned(), ns.ino);
+        Ok(Some(IngressNetns {
+            netns_ino: ns.ino,
+            netns: ns.file,
+            devices,
+        }))
+    }
+
+    /// Drops `fault_id`'s use of its namespace's ifb. When it was the last
+    /// user, `before_delete(netns_ino)` runs (to detach the tc programs
+    /// that redirect to it) and the ifb is deleted.
+    pub fn release_ifb(&mut self, fault_id: &str, before_delete: impl FnOnce(u64)) {
+        let Some(ino) = self.ifb_by_fault.remove(fault_id) else {
+            return;
+        };
+        let Some(state) = self.ifbs.get_mut(&ino) else {
+            return;
+        };
+        state.faults.remove(fault_id);
+        if !state.faults.is_empty() {
+            return;
+        }
+        before_delete(ino);
+        if let Some(state) = self.ifbs.remove(&ino) {
+            match delete_ifb(&state.record) {
+                Ok(()) => info!(device = IFB_NAME, netns = ino, "deleted faultd's ifb"),
+                Err(e) => warn!(
+                    device = IFB_NAME,
+                    netns = ino,
+                    error = %crate::api::error_chain(&e),
+                    "deleting faultd's ifb"
+                ),
+            }
+        }
+        if let Err(e) = self.persist() {
+            warn!(error = %crate::api::error_chain(&e), "writing qdisc records");
         }
     }
 
@@ -457,6 +622,7 @@ impl QdiscManager {
                 .filter(|d| d.ours)
                 .map(|d| d.record.clone())
                 .collect(),
+            ifbs: self.ifbs.values().map(|i| i.record.clone()).collect(),
         };
         write_records(&self.records, &file)
     }
@@ -529,8 +695,30 @@ fn restore_device(rtnl: &mut Rtnl, ifindex: i32) -> Result<bool, NetlinkError> {
     Ok(true)
 }
 
+/// Deletes a recorded ifb if the namespace still has a device of that
+/// index and name (so nobody else's device is ever deleted).
+fn delete_ifb(r: &IfbRecord) -> Result<(), QdiscError> {
+    let Some(ns) = find_netns(r.netns_ino, r.netns_dev, r.pid_hint) else {
+        return Ok(());
+    };
+    let nl = |source| QdiscError::Netlink {
+        device: r.ifname.clone(),
+        source,
+    };
+    let mut rtnl = Rtnl::open_in(&ns).map_err(nl)?;
+    let present = rtnl
+        .links()
+        .map_err(nl)?
+        .into_iter()
+        .any(|l| l.ifindex == r.ifindex && l.name == r.ifname);
+    if present {
+        rtnl.del_link(r.ifindex).map_err(nl)?;
+    }
+    Ok(())
+}
+
 fn restore_record(r: &Record) -> Result<(), QdiscError> {
-    let Some(ns) = find_netns(r) else {
+    let Some(ns) = find_netns(r.netns_ino, r.netns_dev, r.pid_hint) else {
         // The namespace is gone, and its devices with it.
         return Ok(());
     };
@@ -565,6 +753,23 @@ pub fn restore_leftovers(records: &Path) -> Result<usize, QdiscError> {
     })?;
     let mut restored = 0;
     let mut kept = Vec::new();
+    let mut kept_ifbs = Vec::new();
+    for r in file.ifbs {
+        match delete_ifb(&r) {
+            Ok(()) => {
+                restored += 1;
+                warn!(
+                    device = %r.ifname,
+                    netns = r.netns_ino,
+                    "deleted the ifb a previous faultd created"
+                );
+            }
+            Err(e) => {
+                warn!(device = %r.ifname, error = %crate::api::error_chain(&e), "deleting a previous faultd's ifb; kept in the records");
+                kept_ifbs.push(r);
+            }
+        }
+    }
     for r in file.devices {
         match restore_record(&r) {
             Ok(()) => {
@@ -581,7 +786,13 @@ pub fn restore_leftovers(records: &Path) -> Result<usize, QdiscError> {
             }
         }
     }
-    write_records(records, &RecordsFile { devices: kept })?;
+    write_records(
+        records,
+        &RecordsFile {
+            devices: kept,
+            ifbs: kept_ifbs,
+        },
+    )?;
     Ok(restored)
 }
 
@@ -637,13 +848,13 @@ fn first_pid(cgroup: &Path, budget: usize) -> Option<u32> {
 
 /// Finds a recorded namespace again: through the recorded pid if it is
 /// still there, else any process or /run/netns mount with that identity.
-fn find_netns(r: &Record) -> Option<File> {
+fn find_netns(ino: u64, dev: u64, pid_hint: u32) -> Option<File> {
     let matches = |path: &Path| -> Option<File> {
         let f = File::open(path).ok()?;
         let m = f.metadata().ok()?;
-        (m.ino() == r.netns_ino && m.dev() == r.netns_dev).then_some(f)
+        (m.ino() == ino && m.dev() == dev).then_some(f)
     };
-    if let Some(f) = matches(&PathBuf::from(format!("/proc/{}/ns/net", r.pid_hint))) {
+    if let Some(f) = matches(&PathBuf::from(format!("/proc/{pid_hint}/ns/net"))) {
         return Some(f);
     }
     if let Some(f) = matches(Path::new("/proc/self/ns/net")) {
@@ -784,15 +995,31 @@ mod tests {
             replaced_handle: 0,
             installed_kind: "fq".into(),
         };
+        let ifb = IfbRecord {
+            netns_ino: 4026531840,
+            netns_dev: 4,
+            pid_hint: 1,
+            ifindex: faultd_common::IFB_IFINDEX as i32,
+            ifname: IFB_NAME.into(),
+        };
         write_records(
             &path,
             &RecordsFile {
                 devices: vec![r.clone()],
+                ifbs: vec![ifb.clone()],
             },
         )
         .expect("write");
         let back: RecordsFile =
             serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");
         assert_eq!(back.devices, vec![r]);
+        assert_eq!(back.ifbs, vec![ifb]);
+    }
+
+    #[test]
+    fn records_without_ifbs_still_parse() {
+        // Files written before ingress latency existed.
+        let back: RecordsFile = serde_json::from_str(r#"{"devices":[]}"#).expect("parse");
+        assert!(back.devices.is_empty() && back.ifbs.is_empty());
     }
 }

@@ -14,6 +14,7 @@ use std::{
 
 pub const RTM_GETLINK: u16 = 18;
 pub const RTM_NEWLINK: u16 = 16;
+pub const RTM_DELLINK: u16 = 17;
 pub const RTM_NEWQDISC: u16 = 36;
 pub const RTM_DELQDISC: u16 = 37;
 pub const RTM_GETQDISC: u16 = 38;
@@ -37,6 +38,10 @@ const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_NUM_TX_QUEUES: u16 = 31;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+/// Set on nested attributes (include/uapi/linux/netlink.h).
+const NLA_F_NESTED: u16 = 0x8000;
 /// NLA_F_NESTED: iproute2 sets it on TCA_OPTIONS; the kernel accepts both.
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
@@ -260,6 +265,27 @@ impl Rtnl {
         self.transact("RTM_DELQDISC", &msg, false, |_, _| {})
     }
 
+    /// Creates an ifb device named `name` with interface index `ifindex`,
+    /// up (iproute2's `ip link add NAME index N up type ifb`). Fails with
+    /// EEXIST/EBUSY when the name or index is taken.
+    pub fn new_ifb(&mut self, name: &str, ifindex: i32) -> Result<(), NetlinkError> {
+        let msg = encode_new_ifb(self.next_seq(), name, ifindex);
+        self.transact("RTM_NEWLINK", &msg, false, |_, _| {})
+    }
+
+    /// Deletes the device `ifindex`.
+    pub fn del_link(&mut self, ifindex: i32) -> Result<(), NetlinkError> {
+        let msg = encode(
+            RTM_DELLINK,
+            NLM_F_REQUEST | NLM_F_ACK,
+            self.next_seq(),
+            |b| {
+                push_ifinfo(b, ifindex, 0, 0);
+            },
+        );
+        self.transact("RTM_DELLINK", &msg, false, |_, _| {})
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
@@ -445,6 +471,34 @@ pub fn encode_qdisc(
     })
 }
 
+/// ifinfomsg: family, pad, type, index, flags, change.
+fn push_ifinfo(b: &mut Vec<u8>, ifindex: i32, flags: u32, change: u32) {
+    b.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    b.extend_from_slice(&ifindex.to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&change.to_ne_bytes());
+}
+
+/// RTM_NEWLINK for an ifb: the index in `ifinfomsg` is the one to give it
+/// (net/core/rtnetlink.c, `rtnl_create_link` takes `ifi_index`), IFF_UP in
+/// flags and change brings it up (`rtnl_configure_link`).
+pub fn encode_new_ifb(seq: u32, name: &str, ifindex: i32) -> Vec<u8> {
+    encode(
+        RTM_NEWLINK,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        seq,
+        |b| {
+            push_ifinfo(b, ifindex, IFF_UP, IFF_UP);
+            let mut n = name.as_bytes().to_vec();
+            n.push(0);
+            push_attr(b, IFLA_IFNAME, &n);
+            let mut info = Vec::new();
+            push_attr(&mut info, IFLA_INFO_KIND, b"ifb");
+            push_attr(b, IFLA_LINKINFO | NLA_F_NESTED, &info);
+        },
+    )
+}
+
 fn u32_of(v: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?))
 }
@@ -585,6 +639,28 @@ mod tests {
         );
         let (errno, text) = decode_error(0, &0i32.to_ne_bytes()).expect("ack");
         assert_eq!((errno, text), (0, None));
+    }
+
+    #[test]
+    fn ifb_message_has_index_name_and_kind() {
+        let msg = encode_new_ifb(9, "fdifb0", 0x0fa1_7000);
+        assert_eq!(msg.len() % 4, 0);
+        let parsed = messages(&msg);
+        let (ty, flags, seq, payload) = parsed[0];
+        assert_eq!(ty, RTM_NEWLINK);
+        assert_eq!(seq, 9);
+        assert_eq!(flags, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
+        let link = decode_link(payload).expect("decodes");
+        assert_eq!(link.ifindex, 0x0fa1_7000);
+        assert_eq!(link.name, "fdifb0");
+        assert_eq!(link.flags, IFF_UP);
+        // change mask: IFF_UP only.
+        assert_eq!(u32_of(&payload[12..16]), Some(IFF_UP));
+        let linkinfo = attrs(&payload[IFINFOMSG..])
+            .into_iter()
+            .find(|(t, _)| *t == IFLA_LINKINFO)
+            .expect("IFLA_LINKINFO");
+        assert_eq!(attrs(linkinfo.1), vec![(IFLA_INFO_KIND, &b"ifb"[..])]);
     }
 
     #[test]

@@ -267,7 +267,7 @@ fi
         let _ = write!(
             s,
             r#"echo "{MARKER} begin {name}"
-timeout {timeout} /tests/{name} --test-threads=1 --nocapture
+timeout {timeout} /tests/{name} --test-threads=1 --nocapture{filter}
 rc=$?
 if [ $rc -eq 143 ]; then
     echo "{MARKER} timeout {name} after {timeout} s"
@@ -279,6 +279,11 @@ echo "{MARKER} end {name} rc=$rc"
 "#,
             name = test.name,
             timeout = payload.test_timeout_secs,
+            filter = test
+                .filter
+                .as_deref()
+                .map(|f| format!(" '{}'", f.replace('\'', "")))
+                .unwrap_or_default(),
         );
     }
     let _ = write!(

@@ -26,7 +26,10 @@
 //! - `FAULTD_VM_TEST_TIMEOUT`: seconds per executable inside the VM, default
 //!   180 (the slowest, loss, takes ~45 s under emulation);
 //! - `FAULTD_VM_ACCEL`: `kvm` or `tcg`, skipping the KVM probe;
-//! - `FAULTD_VM_QUIET=1`: do not echo the consoles.
+//! - `FAULTD_VM_QUIET=1`: do not echo the consoles;
+//! - `FAULTD_VM_ONLY=NAME[:FILTER]`: run only the test executable NAME of
+//!   [`VM_TESTS`], and within it only the tests whose names contain FILTER
+//!   (libtest's filter), to iterate on one test without the whole suite.
 
 pub mod bench;
 mod cpio;
@@ -70,6 +73,8 @@ pub struct TestBinary {
     /// The test target's name, e.g. `loss`.
     pub name: String,
     pub path: PathBuf,
+    /// libtest name filter for the VM run (`FAULTD_VM_ONLY`).
+    pub filter: Option<String>,
 }
 
 /// Builds the faultd-tests integration tests and returns their executables,
@@ -104,6 +109,7 @@ pub fn integration_tests() -> anyhow::Result<Vec<TestBinary>> {
             msg["target"]["name"].as_str(),
         ) {
             tests.push(TestBinary {
+                filter: None,
                 name: name.to_owned(),
                 path: PathBuf::from(exe),
             });
@@ -152,12 +158,30 @@ fn vm_tests(all: &[TestBinary]) -> anyhow::Result<Vec<TestBinary>> {
             );
         }
     }
+    let only = std::env::var("FAULTD_VM_ONLY").ok();
+    let (only_name, only_filter) = match only.as_deref() {
+        Some(o) => match o.split_once(':') {
+            Some((n, f)) => (Some(n), Some(f)),
+            None => (Some(o), None),
+        },
+        None => (None, None),
+    };
+    if let Some(n) = only_name
+        && !VM_TESTS.contains(&n)
+    {
+        bail!("FAULTD_VM_ONLY={n:?} is not one of VM_TESTS {VM_TESTS:?}");
+    }
     VM_TESTS
         .iter()
+        .filter(|name| only_name.is_none_or(|n| n == **name))
         .map(|name| {
             all.iter()
                 .find(|t| t.name == *name)
                 .cloned()
+                .map(|mut t| {
+                    t.filter = only_filter.map(str::to_owned);
+                    t
+                })
                 .with_context(|| format!("VM_TESTS names `{name}`, but cargo built no such test"))
         })
         .collect()

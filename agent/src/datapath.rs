@@ -189,6 +189,9 @@ pub struct FakeDatapath {
     pub refuse_next_fq: bool,
     /// Fault ids using ingress delay, with the cgroup path.
     pub ingress_users: HashMap<String, String>,
+    /// Makes the next acquire_ingress fail as on a kernel without the
+    /// tc program.
+    pub refuse_next_ingress: bool,
 }
 
 impl Default for FakeDatapath {
@@ -206,6 +209,7 @@ impl Default for FakeDatapath {
             fq_users: HashMap::new(),
             refuse_next_fq: false,
             ingress_users: HashMap::new(),
+            refuse_next_ingress: false,
             backends: SysBackends {
                 cgroup_hooks: true,
                 lsm: Some(LsmScope::Node),
@@ -319,6 +323,11 @@ impl Datapath for FakeDatapath {
     }
 
     fn acquire_ingress(&mut self, fault_id: &str, path: &Path) -> Result<(), DatapathError> {
+        if std::mem::take(&mut self.refuse_next_ingress) {
+            return Err(DatapathError::Ingress(
+                "the tc ingress program is not loaded".into(),
+            ));
+        }
         self.ingress_users
             .insert(fault_id.to_owned(), path.display().to_string());
         Ok(())

@@ -176,19 +176,27 @@ fn handle(ctx: &SkBuffContext, direction: u8, actions: u32, d: &mut Decision) {
     let Some(rules) = find_rules(skb) else {
         return;
     };
-    let pkt = Packet::parse(ctx, direction == DIR_INGRESS);
-    apply_rules(ctx, rules, pkt.as_ref(), direction, actions, d);
+    // A fully defined packet plus a flag rather than an Option: with an
+    // Option, LLVM may read the fields of the None path (undefined, so any
+    // register, even the context pointer), which the verifier rejects
+    // ("bitwise operator &= on pointer prohibited").
+    let (parsed, pkt) = match Packet::parse(ctx, direction == DIR_INGRESS) {
+        Some(p) => (true, p),
+        None => (false, Packet::UNPARSED),
+    };
+    apply_rules(ctx, rules, &pkt, parsed, direction, actions, d);
 }
 
 /// Bit n: rules with action n apply.
 const ALL_ACTIONS: u32 = (1 << ACTION_LOSS) | (1 << ACTION_LATENCY) | (1 << ACTION_BANDWIDTH);
 
-/// Applies `rules` to the packet `pkt` (None: not parseable).
+/// Applies `rules` to the packet `pkt` (`parsed` false: not IP, truncated).
 #[inline(always)]
 fn apply_rules<C: EbpfContext>(
     ctx: &C,
     rules: &CgroupRules,
-    pkt: Option<&Packet>,
+    pkt: &Packet,
+    parsed: bool,
     direction: u8,
     actions: u32,
     d: &mut Decision,
@@ -211,10 +219,11 @@ fn apply_rules<C: EbpfContext>(
         {
             continue;
         }
-        let matched = match pkt {
-            // Unparseable (not IP, truncated): only rules without filters match.
-            None => rule_is_unfiltered(rule),
-            Some(pkt) => pkt.matches(rule),
+        // Unparseable (not IP, truncated): only rules without filters match.
+        let matched = if parsed {
+            pkt.matches(rule)
+        } else {
+            rule_is_unfiltered(rule)
         };
         if !matched {
             continue;
@@ -411,6 +420,15 @@ impl Load for TcNet<'_> {
 }
 
 impl Packet {
+    const UNPARSED: Self = Self {
+        family: 0,
+        protocol: 0,
+        remote: [0; 4],
+        remote_port: None,
+        local: [0; 4],
+        local_port: 0,
+    };
+
     #[inline(always)]
     fn parse<L: Load>(ctx: &L, ingress: bool) -> Option<Self> {
         let first: u8 = ctx.at(0)?;
@@ -596,7 +614,8 @@ fn try_tc_ingress(ctx: &TcContext) -> Option<i32> {
     apply_rules(
         ctx,
         rules,
-        Some(&pkt),
+        &pkt,
+        true,
         DIR_INGRESS,
         1 << ACTION_LATENCY,
         &mut d,
@@ -622,6 +641,7 @@ fn try_tc_ingress(ctx: &TcContext) -> Option<i32> {
 #[inline(always)]
 fn socket_rules(ctx: &TcContext, pkt: &Packet) -> Option<&'static CgroupRules> {
     let remote_port = pkt.remote_port?;
+    // SAFETY: a plain-integer C union; all zeroes is a valid value.
     let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
     let size = if pkt.family == 4 {
         tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {

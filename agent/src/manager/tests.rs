@@ -769,3 +769,57 @@ fn a_refused_qdisc_leaves_nothing_behind() {
     m.apply(latency("slow", "app", 100)).expect("apply");
     assert_eq!(rule_slots(&m, "app"), vec![0]);
 }
+
+fn ingress_latency(id: &str, path: &str, direction: Direction) -> FaultSpec {
+    let mut spec = latency(id, path, 100);
+    if let FaultKind::Latency(l) = &mut spec.kind {
+        l.direction = direction;
+    }
+    spec
+}
+
+#[test]
+fn ingress_latency_holds_the_ifb_but_no_fq_and_no_cgroup_program() {
+    let (mut m, _) = manager();
+    m.apply(ingress_latency("in", "app", Direction::Ingress))
+        .expect("apply");
+    assert_eq!(
+        m.datapath().ingress_users.get("in").map(String::as_str),
+        Some("/cg/app")
+    );
+    // Ingress delay is the tc program's: no device fq, no cgroup program.
+    assert!(m.datapath().fq_users.is_empty());
+    assert!(m.datapath().links.is_empty(), "{:?}", m.datapath().links);
+    assert_eq!(rule_slots(&m, "app").len(), 1);
+    // Both directions: fq and the egress program as well.
+    m.apply(ingress_latency("in", "app", Direction::Both))
+        .expect("update");
+    assert!(m.datapath().fq_users.contains_key("in"));
+    assert!(m.datapath().ingress_users.contains_key("in"));
+    assert_eq!(m.datapath().links.len(), 1);
+    // Egress only releases the ingress side; revert releases everything.
+    m.apply(ingress_latency("in", "app", Direction::Egress))
+        .expect("update");
+    assert!(m.datapath().ingress_users.is_empty());
+    m.apply(ingress_latency("in", "app", Direction::Ingress))
+        .expect("update");
+    m.revert("in").expect("revert");
+    assert!(m.datapath().ingress_users.is_empty() && m.datapath().fq_users.is_empty());
+}
+
+#[test]
+fn a_failed_ingress_setup_leaves_nothing_behind() {
+    let (mut m, _) = manager();
+    m.datapath_mut().refuse_next_ingress = true;
+    let err = m
+        .apply(ingress_latency("in", "app", Direction::Both))
+        .expect_err("refused");
+    assert_eq!(
+        crate::api::status(&err).code(),
+        tonic::Code::FailedPrecondition,
+        "{err}"
+    );
+    assert!(m.is_empty());
+    assert!(m.datapath().fq_users.is_empty() && m.datapath().ingress_users.is_empty());
+    assert!(m.datapath().rules.is_empty() && m.datapath().links.is_empty());
+}

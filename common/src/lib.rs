@@ -193,6 +193,14 @@ pub mod offsets {
     pub const INODE_INO: &str = "FAULTD_OFF_INODE_INO";
     pub const INODE_SB: &str = "FAULTD_OFF_INODE_SB";
     pub const SB_DEV: &str = "FAULTD_OFF_SB_DEV";
+    /// For ingress latency's cgroup of a looked-up socket (tc programs may
+    /// not call `bpf_sk_cgroup_id`): `sock.sk_cgrp_data.cgroup`,
+    /// `cgroup.kn`, `kernfs_node.id`, `cgroup.level`, `cgroup.ancestors`.
+    pub const SK_CGROUP: &str = "FAULTD_OFF_SK_CGROUP";
+    pub const CGROUP_KN: &str = "FAULTD_OFF_CGROUP_KN";
+    pub const KN_ID: &str = "FAULTD_OFF_KN_ID";
+    pub const CGROUP_LEVEL: &str = "FAULTD_OFF_CGROUP_LEVEL";
+    pub const CGROUP_ANCESTORS: &str = "FAULTD_OFF_CGROUP_ANCESTORS";
     /// 1 arms `bpf_override_return` in the kprobe programs (see
     /// ebpf/src/kprobe.rs); 0 loads them only to verify the rest.
     pub const KPROBE_OVERRIDE: &str = "FAULTD_KPROBE_OVERRIDE";

@@ -21,9 +21,9 @@ use aya_ebpf::{
     },
     helpers::generated::{
         bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
-        bpf_redirect, bpf_sk_ancestor_cgroup_id, bpf_sk_cgroup_id, bpf_sk_lookup_tcp,
-        bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
-        bpf_skb_load_bytes_relative, bpf_skb_set_tstamp,
+        bpf_redirect, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release,
+        bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id, bpf_skb_load_bytes_relative,
+        bpf_skb_set_tstamp,
     },
     macros::{cgroup_skb, classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
@@ -37,7 +37,10 @@ use faultd_common::{
     RuleState,
 };
 
-use crate::lookup::{address_matches, deepest_rules};
+use crate::{
+    lookup::{address_matches, deepest_rules},
+    sys::{global, kread},
+};
 
 /// Sizes are placeholders: the agent sets them from its config before load
 /// (`EbpfLoader::set_max_entries`).
@@ -365,6 +368,61 @@ fn find_rules(skb: *mut __sk_buff) -> Option<&'static CgroupRules> {
     })
 }
 
+// Kernel struct offsets from the kernel's BTF, written by the agent before
+// load (faultd_common::offsets); zero when unknown, and then nothing is
+// delayed. tc programs may not call `bpf_sk_cgroup_id` (net/core/filter.c,
+// `tc_cls_act_func_proto` does not offer it), so the socket's cgroup is read
+// the way `sock_cgroup_ptr` and `cgroup_ancestor` do, with
+// `bpf_probe_read_kernel`.
+#[unsafe(no_mangle)]
+static FAULTD_OFF_SK_CGROUP: u32 = 0;
+#[unsafe(no_mangle)]
+static FAULTD_OFF_CGROUP_KN: u32 = 0;
+#[unsafe(no_mangle)]
+static FAULTD_OFF_KN_ID: u32 = 0;
+#[unsafe(no_mangle)]
+static FAULTD_OFF_CGROUP_LEVEL: u32 = 0;
+#[unsafe(no_mangle)]
+static FAULTD_OFF_CGROUP_ANCESTORS: u32 = 0;
+
+/// The rules of the cgroup of socket `sk` (a referenced lookup result).
+#[inline(always)]
+fn sock_rules(sk: *mut bpf_sock) -> Option<&'static CgroupRules> {
+    let off_cg = global(&FAULTD_OFF_SK_CGROUP);
+    let off_kn = global(&FAULTD_OFF_CGROUP_KN);
+    let off_id = global(&FAULTD_OFF_KN_ID);
+    let off_level = global(&FAULTD_OFF_CGROUP_LEVEL);
+    let off_anc = global(&FAULTD_OFF_CGROUP_ANCESTORS);
+    if off_cg == 0 || off_kn == 0 || off_id == 0 || off_level == 0 || off_anc == 0 {
+        return None;
+    }
+    // The socket's address as a number: the verifier forbids arithmetic on
+    // a socket pointer, so it is copied out of the stack slot holding it.
+    let holder = sk;
+    let addr: u64 = kread(core::ptr::from_ref(&holder) as u64)?;
+    let cgroup: u64 = kread(addr + off_cg)?;
+    if cgroup == 0 {
+        return None;
+    }
+    let id_of = |cg: u64| -> u64 {
+        let Some(kn) = kread::<u64>(cg + off_kn) else {
+            return 0;
+        };
+        kread::<u64>(kn + off_id).unwrap_or(0)
+    };
+    let leaf = id_of(cgroup);
+    let level: i32 = kread(cgroup + off_level)?;
+    deepest_rules(&RULES, leaf, |l| {
+        if l > level || l < 0 {
+            return 0;
+        }
+        match kread::<u64>(cgroup + off_anc + 8 * l as u64) {
+            Some(anc) if anc != 0 => id_of(anc),
+            _ => 0,
+        }
+    })
+}
+
 /// What the rules filter on, and the tuple a socket lookup needs.
 struct Packet {
     family: u8,
@@ -674,14 +732,8 @@ fn socket_rules(ctx: &TcContext, pkt: &Packet) -> Option<&'static CgroupRules> {
     if sk.is_null() {
         return None;
     }
-    let s = sk.cast();
-    // SAFETY: `s` is a referenced socket from the lookup.
-    let leaf = unsafe { bpf_sk_cgroup_id(s) };
-    // SAFETY: as above.
-    let rules = deepest_rules(&RULES, leaf, |level| unsafe {
-        bpf_sk_ancestor_cgroup_id(s, level)
-    });
+    let rules = sock_rules(sk);
     // SAFETY: releases the lookup's reference; map values stay valid.
-    unsafe { bpf_sk_release(s) };
+    unsafe { bpf_sk_release(sk.cast()) };
     rules
 }

@@ -66,13 +66,13 @@ static FAULTD_OFF_SB_DEV: u32 = 0;
 const MAX_PATH_DEPTH: u32 = 32;
 
 #[inline(always)]
-fn global(value: &u32) -> u64 {
+pub(crate) fn global(value: &u32) -> u64 {
     // SAFETY: reads a static; volatile so the agent's load-time value is used.
     u64::from(unsafe { core::ptr::read_volatile(value) })
 }
 
 #[inline(always)]
-fn kread<T>(addr: u64) -> Option<T> {
+pub(crate) fn kread<T>(addr: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel copies safely from any kernel address and
     // fails (rather than faults) on a bad one.
     unsafe { bpf_probe_read_kernel(addr as *const T).ok() }

@@ -147,6 +147,8 @@ pub struct EbpfDatapath {
     qdiscs: Option<crate::qdisc::QdiscManager>,
     /// Why the tc ingress program (ingress latency) could not be loaded.
     tc_unavailable: Option<String>,
+    /// Whether the tc ingress program is loaded (on first use).
+    tc_loaded: bool,
     /// TCX links of the tc ingress program, by network namespace inode.
     /// bpf links: they detach when the agent dies.
     tc_links: HashMap<u64, Vec<SchedClassifierLink>>,
@@ -171,6 +173,10 @@ impl EbpfDatapath {
         // such faults up front.
         let path_offsets = crate::btf::kernel_file_offsets();
         let o = path_offsets.as_ref().ok();
+        // Zeros make the tc ingress program delay nothing; ingress latency
+        // is refused then (see `acquire_ingress`).
+        let cgroup_offsets = crate::btf::kernel_cgroup_offsets();
+        let c = cgroup_offsets.as_ref().ok();
         let globals = [
             (offsets::FILE_DENTRY, o.map_or(0, |o| o.file_dentry)),
             (offsets::DENTRY_PARENT, o.map_or(0, |o| o.dentry_parent)),
@@ -178,6 +184,14 @@ impl EbpfDatapath {
             (offsets::INODE_INO, o.map_or(0, |o| o.inode_ino)),
             (offsets::INODE_SB, o.map_or(0, |o| o.inode_sb)),
             (offsets::SB_DEV, o.map_or(0, |o| o.sb_dev)),
+            (offsets::SK_CGROUP, c.map_or(0, |c| c.sk_cgroup)),
+            (offsets::CGROUP_KN, c.map_or(0, |c| c.cgroup_kn)),
+            (offsets::KN_ID, c.map_or(0, |c| c.kn_id)),
+            (offsets::CGROUP_LEVEL, c.map_or(0, |c| c.cgroup_level)),
+            (
+                offsets::CGROUP_ANCESTORS,
+                c.map_or(0, |c| c.cgroup_ancestors),
+            ),
         ];
         let mut ebpf = load_object(max_faults, &globals, true)?;
         let path_filter_unavailable = path_offsets.err();
@@ -218,8 +232,13 @@ impl EbpfDatapath {
                 break;
             }
         }
-        // Ingress latency only; everything else works without it.
-        let tc_unavailable = load_tc(&mut ebpf).err();
+        // Ingress latency only, loaded by its first fault: verifying it
+        // costs as much as the egress program, which the agent's start
+        // should not pay on nodes that never delay ingress.
+        let tc_unavailable = cgroup_offsets
+            .as_ref()
+            .err()
+            .map(|why| format!("socket cgroup offsets from BTF: {why}"));
         if let Some(why) = &tc_unavailable {
             info!(reason = %why, "ingress latency unavailable");
         }
@@ -286,6 +305,7 @@ impl EbpfDatapath {
             rule_state,
             qdiscs: None,
             tc_unavailable,
+            tc_loaded: false,
             tc_links: HashMap::new(),
             links: HashMap::new(),
             nr_cpus: nr_cpus.get() as usize,
@@ -824,9 +844,21 @@ impl Datapath for EbpfDatapath {
     }
 
     fn acquire_ingress(&mut self, fault_id: &str, path: &Path) -> Result<(), DatapathError> {
+        if !self.tc_loaded && self.tc_unavailable.is_none() {
+            match load_tc(&mut self.ebpf) {
+                Ok(()) => self.tc_loaded = true,
+                Err(why) => {
+                    warn!(reason = %why, "ingress latency unavailable");
+                    self.tc_unavailable = Some(why);
+                }
+            }
+        }
         if let Some(why) = &self.tc_unavailable {
+            // The verifier log can be long; the first line says why (the
+            // agent's log holds the whole of it).
+            let first = why.lines().next().unwrap_or_default();
             return Err(DatapathError::Ingress(format!(
-                "the tc ingress program is not loaded ({why})"
+                "the tc ingress program is not loaded on this kernel ({first})"
             )));
         }
         let Some(q) = self.qdiscs.as_mut() else {

@@ -164,39 +164,6 @@ impl Structs {
     }
 }
 
-/// Byte offsets the tc ingress program reads a socket's cgroup with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CgroupOffsets {
-    /// `sock.sk_cgrp_data` + `sock_cgroup_data.cgroup`.
-    pub sk_cgroup: u32,
-    pub cgroup_kn: u32,
-    pub kn_id: u32,
-    pub cgroup_level: u32,
-    pub cgroup_ancestors: u32,
-}
-
-impl Structs {
-    pub fn cgroup_offsets(&self) -> Result<CgroupOffsets, BtfError> {
-        Ok(CgroupOffsets {
-            sk_cgroup: self.offset("sock", "sk_cgrp_data")?
-                + self.offset("sock_cgroup_data", "cgroup")?,
-            cgroup_kn: self.offset("cgroup", "kn")?,
-            kn_id: self.offset("kernfs_node", "id")?,
-            cgroup_level: self.offset("cgroup", "level")?,
-            cgroup_ancestors: self.offset("cgroup", "ancestors")?,
-        })
-    }
-}
-
-/// The running kernel's cgroup offsets, or why they are unknown.
-pub fn kernel_cgroup_offsets() -> Result<CgroupOffsets, String> {
-    let data = std::fs::read("/sys/kernel/btf/vmlinux")
-        .map_err(|e| format!("reading /sys/kernel/btf/vmlinux: {e}"))?;
-    Structs::parse(&data)
-        .and_then(|s| s.cgroup_offsets())
-        .map_err(|e| e.to_string())
-}
-
 /// The running kernel's offsets, or why they are unknown.
 pub fn kernel_file_offsets() -> Result<FileOffsets, String> {
     let data = std::fs::read("/sys/kernel/btf/vmlinux")
@@ -235,27 +202,6 @@ mod tests {
                 println!("{o:?}");
             }
             Err(e) => println!("SKIP: reads_this_kernels_offsets: {e}"),
-        }
-    }
-
-    /// The socket-cgroup members the tc ingress program reads exist in the
-    /// host's BTF, none at offset 0 (the program takes 0 as unknown).
-    #[test]
-    fn reads_this_kernels_cgroup_offsets() {
-        match kernel_cgroup_offsets() {
-            Ok(o) => {
-                for v in [
-                    o.sk_cgroup,
-                    o.cgroup_kn,
-                    o.kn_id,
-                    o.cgroup_level,
-                    o.cgroup_ancestors,
-                ] {
-                    assert!(v > 0 && v < 8192, "{o:?}");
-                }
-                println!("{o:?}");
-            }
-            Err(e) => println!("SKIP: reads_this_kernels_cgroup_offsets: {e}"),
         }
     }
 }

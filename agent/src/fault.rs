@@ -68,9 +68,15 @@ impl FaultKind {
         match self {
             // Delay and pacing act before the qdiscs: on egress in the
             // cgroup program, on ingress in the tc program (not a cgroup
-            // hook), so they never need the cgroup ingress program.
-            Self::Latency(LatencySpec { direction, .. })
-            | Self::Bandwidth(BandwidthSpec { direction, .. }) => {
+            // hook). Ingress delay still needs both cgroup programs: they
+            // record the target's sockets' cgroups on the sockets, where
+            // the tc program finds them (ebpf/src/net.rs, `tag_socket`).
+            Self::Latency(LatencySpec { direction, .. }) => match hook {
+                Hook::Egress => direction.bits() != 0,
+                Hook::Ingress => direction.bits() & DIR_INGRESS != 0,
+                _ => false,
+            },
+            Self::Bandwidth(BandwidthSpec { direction, .. }) => {
                 hook == Hook::Egress && direction.bits() & DIR_EGRESS != 0
             }
             Self::Loss(LossSpec { direction, .. }) => match hook {

@@ -504,10 +504,9 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     fn backend_name(&self, kind: &FaultKind) -> &'static str {
         match kind {
             FaultKind::Loss(_) => "cgroup_skb",
-            FaultKind::Latency(l) if l.direction == crate::fault::Direction::Ingress => {
-                "tc_ingress+ifb+fq"
-            }
-            FaultKind::Latency(l) if l.direction == crate::fault::Direction::Both => {
+            // Ingress delay: the cgroup programs tag the target's sockets,
+            // the tc programs pick and redirect their packets.
+            FaultKind::Latency(l) if l.direction != crate::fault::Direction::Egress => {
                 "cgroup_skb+tc_ingress+ifb+fq"
             }
             FaultKind::Latency(_) | FaultKind::Bandwidth(_) => "cgroup_skb+fq",

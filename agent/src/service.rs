@@ -184,25 +184,16 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
                  see docs/latency.md); use direction egress",
             ));
         }
-        if spec.kind.ingress_delay() {
-            // Needs TCX (its bpf links die with the agent); and even there
-            // the tc ingress program has not yet passed the VM tests (see
-            // docs/latency.md, "Ingress latency"), so it is refused.
-            let why = if self.shared.caps.has("tcx") {
-                "the tc ingress program and ifb path are built but not yet verified on a real \
-                 kernel"
-                    .to_owned()
-            } else {
-                format!(
-                    "they need tcx (TCX link-based tc attachment, kernel >= 6.6; this kernel is \
-                     {}): the tc ingress program must be a bpf link that detaches when the \
-                     agent dies, which netlink tc filters on older kernels do not",
-                    self.shared.caps.kernel_release
-                )
-            };
+        if spec.kind.ingress_delay() && !self.shared.caps.has("tcx") {
+            // The tc program that picks the packets must be a bpf link that
+            // detaches when the agent dies; netlink tc filters on older
+            // kernels stay (docs/latency.md, "Ingress latency").
             return Err(Status::failed_precondition(format!(
-                "latency faults on ingress are not available: {why}; see docs/latency.md; use \
-                 direction egress"
+                "latency faults on ingress need tcx (TCX link-based tc attachment, kernel >= \
+                 6.6; this kernel is {}): the tc ingress program must be a bpf link that \
+                 detaches when the agent dies, which netlink tc filters on older kernels do \
+                 not; see docs/latency.md; use direction egress here",
+                self.shared.caps.kernel_release
             )));
         }
         if !missing.is_empty() {

@@ -193,14 +193,6 @@ pub mod offsets {
     pub const INODE_INO: &str = "FAULTD_OFF_INODE_INO";
     pub const INODE_SB: &str = "FAULTD_OFF_INODE_SB";
     pub const SB_DEV: &str = "FAULTD_OFF_SB_DEV";
-    /// For ingress latency's cgroup of a looked-up socket (tc programs may
-    /// not call `bpf_sk_cgroup_id`): `sock.sk_cgrp_data.cgroup`,
-    /// `cgroup.kn`, `kernfs_node.id`, `cgroup.level`, `cgroup.ancestors`.
-    pub const SK_CGROUP: &str = "FAULTD_OFF_SK_CGROUP";
-    pub const CGROUP_KN: &str = "FAULTD_OFF_CGROUP_KN";
-    pub const KN_ID: &str = "FAULTD_OFF_KN_ID";
-    pub const CGROUP_LEVEL: &str = "FAULTD_OFF_CGROUP_LEVEL";
-    pub const CGROUP_ANCESTORS: &str = "FAULTD_OFF_CGROUP_ANCESTORS";
     /// 1 arms `bpf_override_return` in the kprobe programs (see
     /// ebpf/src/kprobe.rs); 0 loads them only to verify the rest.
     pub const KPROBE_OVERRIDE: &str = "FAULTD_KPROBE_OVERRIDE";
@@ -236,6 +228,11 @@ pub struct FaultCounters {
 pub const IFB_IFINDEX: u32 = 0x0fa1_7000;
 /// Index 0 of `FAULTD_IFB`: the ifb ifindex, 0 while no ifb exists.
 pub const IFB_INDEX: u32 = 0;
+/// The `skb->tc_index` with which the TCX program marks a packet for
+/// faultd's classic filter and mirred to the ifb (`tc_index` is 16 bits;
+/// nothing else on the ingress path reads it since the tcindex classifier
+/// and dsmark were removed in 6.3).
+pub const TC_INDEX_DELAY: u32 = 0xfa17;
 
 /// Index 0 of the `LEVELS` array: a bitmask of cgroup levels (bit n = level n)
 /// at which some targeted cgroup sits, so the ancestor walk skips levels that
@@ -257,6 +254,10 @@ pub mod names {
     pub const INGRESS_PROG: &str = "faultd_ingress";
     /// tc (TCX) ingress program of ingress latency.
     pub const TC_INGRESS_PROG: &str = "faultd_tc_in";
+    /// Classic cls_bpf filter under the mirred action to the ifb.
+    pub const TC_MARK_PROG: &str = "faultd_tc_mark";
+    /// Socket storage: each socket's cgroups, for the tc ingress program.
+    pub const SOCK_CG_MAP: &str = "FAULTD_SOCK_CG";
     pub const CONNECT4_PROG: &str = "faultd_connect4";
     pub const CONNECT6_PROG: &str = "faultd_connect6";
     pub const BIND4_PROG: &str = "faultd_bind4";
@@ -313,10 +314,11 @@ pub mod names {
         KPROBE_RECVMSG_PROG,
     ];
     /// Every program, for checks that must cover them all.
-    pub const ALL_PROGS: [&str; 39] = [
+    pub const ALL_PROGS: [&str; 40] = [
         EGRESS_PROG,
         INGRESS_PROG,
         TC_INGRESS_PROG,
+        TC_MARK_PROG,
         CONNECT4_PROG,
         CONNECT6_PROG,
         BIND4_PROG,

@@ -13,15 +13,14 @@ use aya_ebpf::{
     EbpfContext,
     bindings::__sk_buff,
     bindings::{
-        BPF_F_CURRENT_NETNS,
-        bpf_hdr_start_off::BPF_HDR_START_NET,
-        bpf_sock, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
-        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
-        tcx_action_base::{TCX_NEXT, TCX_REDIRECT},
+        BPF_F_CLONE, BPF_F_CURRENT_NETNS, BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE,
+        bpf_hdr_start_off::BPF_HDR_START_NET, bpf_map_type, bpf_sock, bpf_sock_tuple,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
+        tcx_action_base::TCX_NEXT,
     },
     helpers::generated::{
         bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
-        bpf_redirect, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release,
+        bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release, bpf_sk_storage_get,
         bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id, bpf_skb_load_bytes_relative,
         bpf_skb_set_tstamp,
     },
@@ -32,15 +31,12 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use faultd_common::{
     ACTION_BANDWIDTH, ACTION_LATENCY, ACTION_LOSS, BANDWIDTH_HORIZON_NS, CgroupRules, DIR_EGRESS,
-    DIR_INGRESS, DIST_SIZE, DIST_TABLES, DIST_UNIFORM, FaultCounters, IFB_INDEX,
+    DIR_INGRESS, DIST_SIZE, DIST_TABLES, DIST_UNIFORM, FaultCounters, IFB_INDEX, MAX_CGROUP_LEVEL,
     MAX_RULES_PER_CGROUP, NetRule, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
-    RuleState,
+    RuleState, TC_INDEX_DELAY,
 };
 
-use crate::{
-    lookup::{address_matches, deepest_rules},
-    sys::{global, kread},
-};
+use crate::lookup::{address_matches, deepest_rules};
 
 /// Sizes are placeholders: the agent sets them from its config before load
 /// (`EbpfLoader::set_max_entries`).
@@ -93,6 +89,7 @@ pub fn faultd_egress(ctx: SkBuffContext) -> i32 {
     // SAFETY: reading fields of the context the kernel passed in; the
     // verifier rewrites these loads (`bpf_convert_ctx_access`).
     let (tstamp, len) = unsafe { ((*skb).tstamp, (*skb).len) };
+    tag_socket(skb);
     // SAFETY: helper with no arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     // TCP stamps its own departure time (`tcp_transmit_skb` sets
@@ -118,6 +115,7 @@ pub fn faultd_egress(ctx: SkBuffContext) -> i32 {
 
 #[cgroup_skb(ingress)]
 pub fn faultd_ingress(ctx: SkBuffContext) -> i32 {
+    tag_socket(ctx.as_ptr().cast());
     let mut d = Decision::default();
     // Only loss here: delay on ingress is the tc program's.
     handle(&ctx, DIR_INGRESS, 1 << ACTION_LOSS, &mut d);
@@ -368,59 +366,131 @@ fn find_rules(skb: *mut __sk_buff) -> Option<&'static CgroupRules> {
     })
 }
 
-// Kernel struct offsets from the kernel's BTF, written by the agent before
-// load (faultd_common::offsets); zero when unknown, and then nothing is
-// delayed. tc programs may not call `bpf_sk_cgroup_id` (net/core/filter.c,
-// `tc_cls_act_func_proto` does not offer it), so the socket's cgroup is read
-// the way `sock_cgroup_ptr` and `cgroup_ancestor` do, with
-// `bpf_probe_read_kernel`.
-#[unsafe(no_mangle)]
-static FAULTD_OFF_SK_CGROUP: u32 = 0;
-#[unsafe(no_mangle)]
-static FAULTD_OFF_CGROUP_KN: u32 = 0;
-#[unsafe(no_mangle)]
-static FAULTD_OFF_KN_ID: u32 = 0;
-#[unsafe(no_mangle)]
-static FAULTD_OFF_CGROUP_LEVEL: u32 = 0;
-#[unsafe(no_mangle)]
-static FAULTD_OFF_CGROUP_ANCESTORS: u32 = 0;
+/// A socket's cgroup v2 and its ancestors, kept on the socket for the tc
+/// ingress program: tc programs can look a socket up by its tuple but may
+/// not ask for its cgroup (net/core/filter.c, `tc_cls_act_func_proto`
+/// offers neither `bpf_sk_cgroup_id` nor `bpf_sk_ancestor_cgroup_id`), while
+/// the cgroup programs can (`cg_skb_func_proto`). A socket's cgroup is fixed
+/// when it is created (`cgroup_sk_alloc`), so the copy never goes stale.
+#[repr(C)]
+pub struct SockCgroups {
+    /// The socket cgroup's level + 1; 0 while not filled in.
+    depth: u32,
+    _pad: u32,
+    /// `ids[l]`: the id of the ancestor at level l; `ids[depth - 1]` is the
+    /// socket's own cgroup.
+    ids: [u64; MAX_CGROUP_LEVEL as usize],
+}
 
-/// The rules of the cgroup of socket `sk` (a referenced lookup result).
+/// A BTF map definition (socket storage cannot be declared the legacy way:
+/// `bpf_local_storage_map_alloc_check` requires BTF for key and value).
+/// `BPF_F_CLONE` copies a listener's entry to the sockets it accepts
+/// (net/core/bpf_sk_storage.c, `bpf_sk_storage_clone`), so a server's
+/// connections carry the tag from their first packet.
+#[repr(C)]
+pub struct SockCgroupsMap {
+    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const SockCgroups,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; (BPF_F_NO_PREALLOC | BPF_F_CLONE) as usize],
+}
+
+// SAFETY: the members are placeholders the loader reads from BTF; they are
+// never dereferenced.
+unsafe impl Sync for SockCgroupsMap {}
+
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "FAULTD_SOCK_CG")]
+static SOCK_CG: SockCgroupsMap = SockCgroupsMap {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+};
+
+#[inline(always)]
+fn sock_cg_map() -> *mut core::ffi::c_void {
+    core::ptr::from_ref(&SOCK_CG).cast_mut().cast()
+}
+
+/// Records the packet's socket's cgroups on the socket, once, while some
+/// fault delays ingress (the ifb index is set). Failures leave the socket
+/// untagged: its packets are then not delayed on ingress (fail open).
+#[inline(always)]
+fn tag_socket(skb: *mut __sk_buff) {
+    match IFB.get(IFB_INDEX) {
+        Some(ifb) if *ifb != 0 => {}
+        _ => return,
+    }
+    // SAFETY: context field read, rewritten by the verifier; may be null.
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return;
+    }
+    // SAFETY: a socket from the context; the helper returns null for
+    // anything but a full socket.
+    let tag = unsafe {
+        bpf_sk_storage_get(
+            sock_cg_map(),
+            sk.cast(),
+            core::ptr::null_mut(),
+            BPF_SK_STORAGE_GET_F_CREATE.into(),
+        )
+    }
+    .cast::<SockCgroups>();
+    if tag.is_null() {
+        return;
+    }
+    // SAFETY: a map value of the declared type, valid during this run.
+    let tag = unsafe { &mut *tag };
+    if tag.depth != 0 {
+        return;
+    }
+    let mut level = 0;
+    while level < MAX_CGROUP_LEVEL as usize {
+        // SAFETY: context pointer; 0 past the socket cgroup's own level.
+        let id = unsafe { bpf_skb_ancestor_cgroup_id(skb, level as i32) };
+        if id == 0 {
+            break;
+        }
+        tag.ids[level & LEVEL_MASK as usize] = id;
+        level += 1;
+    }
+    tag.depth = level as u32;
+}
+
+const LEVEL_MASK: u32 = MAX_CGROUP_LEVEL - 1;
+const _: () = assert!(MAX_CGROUP_LEVEL.is_power_of_two());
+
+/// The rules of socket `sk`'s cgroup (a referenced lookup result), from
+/// the cgroups a cgroup program recorded on it (`tag_socket`).
 #[inline(always)]
 fn sock_rules(sk: *mut bpf_sock) -> Option<&'static CgroupRules> {
-    let off_cg = global(&FAULTD_OFF_SK_CGROUP);
-    let off_kn = global(&FAULTD_OFF_CGROUP_KN);
-    let off_id = global(&FAULTD_OFF_KN_ID);
-    let off_level = global(&FAULTD_OFF_CGROUP_LEVEL);
-    let off_anc = global(&FAULTD_OFF_CGROUP_ANCESTORS);
-    if off_cg == 0 || off_kn == 0 || off_id == 0 || off_level == 0 || off_anc == 0 {
+    // SAFETY: a referenced socket from a lookup; no creation, so no value.
+    let tag = unsafe { bpf_sk_storage_get(sock_cg_map(), sk.cast(), core::ptr::null_mut(), 0) }
+        .cast::<SockCgroups>();
+    if tag.is_null() {
         return None;
     }
-    // The socket's address as a number: the verifier forbids arithmetic on
-    // a socket pointer, so it is copied out of the stack slot holding it.
-    let holder = sk;
-    let addr: u64 = kread(core::ptr::from_ref(&holder) as u64)?;
-    let cgroup: u64 = kread(addr + off_cg)?;
-    if cgroup == 0 {
+    // SAFETY: a map value of the declared type, valid during this run.
+    let tag = unsafe { &*tag };
+    let depth = tag.depth;
+    if depth == 0 || depth > MAX_CGROUP_LEVEL {
         return None;
     }
-    let id_of = |cg: u64| -> u64 {
-        let Some(kn) = kread::<u64>(cg + off_kn) else {
-            return 0;
-        };
-        kread::<u64>(kn + off_id).unwrap_or(0)
-    };
-    let leaf = id_of(cgroup);
-    let level: i32 = kread(cgroup + off_level)?;
-    deepest_rules(&RULES, leaf, |l| {
-        if l > level || l < 0 {
-            return 0;
-        }
-        match kread::<u64>(cgroup + off_anc + 8 * l as u64) {
-            Some(anc) if anc != 0 => id_of(anc),
-            _ => 0,
-        }
-    })
+    // Indexes masked to the array (MAX_CGROUP_LEVEL is a power of two): the
+    // verifier bounds a masked register, while LLVM may test the bound on
+    // a copy it then does not use for the access ("unbounded memory
+    // access"), and no bounds-check panic path is left without an exit.
+    let leaf = tag.ids[((depth - 1) & LEVEL_MASK) as usize];
+    // Levels below the socket's cgroup hold 0 (the storage starts zeroed
+    // and `tag_socket` fills only levels up to the socket's own), which
+    // `deepest_rules` skips. No comparison with `depth` here: the verifier
+    // tracks its range, and splitting on it at every level of the walk
+    // exceeds the 1M-instruction budget.
+    deepest_rules(&RULES, leaf, |l| tag.ids[(l as u32 & LEVEL_MASK) as usize])
 }
 
 /// What the rules filter on, and the tuple a socket lookup needs.
@@ -640,23 +710,31 @@ fn load_ports<L: Load>(ctx: &L, protocol: u8, l4: usize, ingress: bool) -> (Opti
     }
 }
 
-/// tc ingress: delays packets for sockets of targeted cgroups (ingress
-/// latency). The owning socket is looked up by the packet's tuple; its
-/// cgroup selects the rules as on egress. A delayed packet gets a mono
-/// delivery time and goes to faultd's ifb, whose fq holds it until then;
-/// the ifb hands it back to this device's receive path
-/// (drivers/net/ifb.c, `ifb_ri_tasklet`, with `tc_skip_classify` set so
-/// this program does not see it twice).
+/// tc ingress (TCX): picks the packets to delay for sockets of targeted
+/// cgroups (ingress latency). The owning socket is looked up by the
+/// packet's tuple; the cgroups recorded on it (`tag_socket`) select the
+/// rules as on egress. A packet to delay gets a mono delivery time and the
+/// mark `TC_INDEX_DELAY` in `skb->tc_index`; faultd's classic filter on the
+/// same hook (`faultd_tc_mark`, run after TCX programs that say TCX_NEXT:
+/// net/core/dev.c, `sch_handle_ingress`) sends marked packets to faultd's
+/// ifb with mirred, whose fq holds them until then; the ifb hands them back
+/// to this device's receive path (drivers/net/ifb.c, `ifb_ri_tasklet`, with
+/// `tc_skip_classify` set so neither program sees them twice).
 ///
-/// Returns TCX_NEXT rather than TC_ACT_OK for everything else, so programs
-/// attached after ours still run (kernel/bpf/tcx.c).
+/// The redirect is mirred's, not `bpf_redirect`'s: ifb drops what was not
+/// redirected by mirred (`ifb_xmit` requires `skb->redirected`, which only
+/// `tcf_mirred_act` sets). The decision is this program's, a bpf link that
+/// detaches when the agent dies: with it gone nothing is marked and the
+/// classic filter, which outlives the agent until its next start, matches
+/// nothing.
 #[classifier]
 pub fn faultd_tc_in(ctx: TcContext) -> i32 {
-    try_tc_ingress(&ctx).unwrap_or(TCX_NEXT)
+    try_tc_ingress(&ctx);
+    TCX_NEXT
 }
 
 #[inline(always)]
-fn try_tc_ingress(ctx: &TcContext) -> Option<i32> {
+fn try_tc_ingress(ctx: &TcContext) -> Option<()> {
     let ifb = *IFB.get(IFB_INDEX)?;
     if ifb == 0 {
         return None;
@@ -682,17 +760,35 @@ fn try_tc_ingress(ctx: &TcContext) -> Option<i32> {
         return None;
     }
     let t = departure(&d, pkt.flow_key());
-    // The mono flag keeps the time through the redirect: `__bpf_tx_skb`
-    // (net/core/filter.c) calls `skb_clear_tstamp`, which leaves
-    // mono-clock delivery times alone; fq on the ifb then reads it
-    // (`fq_enqueue`) as on egress.
+    // The mono flag keeps the time through mirred: `skb_set_redirected`
+    // clears `tstamp` on packets from ingress (`skb_clear_tstamp`) unless it
+    // is a mono delivery time; fq on the ifb then reads it (`fq_enqueue`)
+    // as on egress.
     // SAFETY: context pointer.
     if unsafe { bpf_skb_set_tstamp(skb, t, 1) } != 0 {
         return None;
     }
-    // SAFETY: plain helper; returns TC_ACT_REDIRECT on success.
-    let ret = unsafe { bpf_redirect(ifb, 0) };
-    (ret == i64::from(TCX_REDIRECT)).then_some(TCX_REDIRECT)
+    // SAFETY: context field write, allowed for tc programs
+    // (`tc_cls_act_is_valid_access`).
+    unsafe { (*skb).tc_index = TC_INDEX_DELAY };
+    Some(())
+}
+
+/// The classic (netlink, not direct-action) cls_bpf filter under faultd's
+/// mirred action: matches the packets `faultd_tc_in` marked and clears the
+/// mark. Returning -1 selects the filter's own class and runs its actions
+/// (net/sched/cls_bpf.c, `cls_bpf_classify`); 0 is no match.
+#[classifier]
+pub fn faultd_tc_mark(ctx: TcContext) -> i32 {
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    // SAFETY: context field read and write (`tc_cls_act_is_valid_access`).
+    unsafe {
+        if (*skb).tc_index != TC_INDEX_DELAY {
+            return 0;
+        }
+        (*skb).tc_index = 0;
+    }
+    -1
 }
 
 /// The rules of the cgroup owning the local socket the packet is for.

@@ -425,7 +425,7 @@ async fn ingress_delay_adds_100ms_to_the_target_only_and_revert_removes_the_ifb(
     if !require_root() {
         return;
     }
-    let (agent, mut client) = AgentGuard::start_default().await;
+    let (mut agent, mut client) = AgentGuard::start_default().await;
     let target = CgroupGuard::new("lat-ingress");
     let bystander = CgroupGuard::new("lat-in-bystander");
     let ingress = |delay_ms: u64| {
@@ -445,23 +445,14 @@ async fn ingress_delay_adds_100ms_to_the_target_only_and_revert_removes_the_ifb(
             .unwrap_or_else(|| panic!("{name} is reported"))
             .available
     };
-    // Ingress latency is refused everywhere until its tc path passes here
-    // (docs/latency.md); the rest of this test is what it must then pass.
-    let enabled = false;
-    if !enabled || !has("tcx") || !has("fq_qdisc") {
+    if !has("tcx") || !has("fq_qdisc") {
         let err = client
             .apply_fault(ingress(10))
             .await
             .expect_err("ingress latency without TCX or fq is refused");
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
         assert!(err.message().contains("ingress"), "{}", err.message());
-        let needs = if !has("tcx") {
-            "tcx"
-        } else if !enabled {
-            "not yet verified"
-        } else {
-            "fq_qdisc"
-        };
+        let needs = if has("tcx") { "fq_qdisc" } else { "tcx" };
         assert!(
             err.message().contains(needs),
             "names the missing {needs}: {}",
@@ -515,6 +506,11 @@ async fn ingress_delay_adds_100ms_to_the_target_only_and_revert_removes_the_ifb(
         qdiscs.contains("qdisc fq fa17: dev fdifb0"),
         "the ifb has faultd's fq:\n{qdiscs}"
     );
+    let filters = tc_ingress_filters("lo");
+    assert!(
+        filters.contains("faultd_tc_mark") && filters.contains("mirred"),
+        "lo has faultd's redirect filter:\n{filters}"
+    );
     let delayed = rtt(&target, echo.port(), n);
     let by = rtt(&bystander, echo.port(), n);
     assert_added_100ms("ingress latency", &base, &one, &delayed, &base_by, &by);
@@ -524,7 +520,7 @@ async fn ingress_delay_adds_100ms_to_the_target_only_and_revert_removes_the_ifb(
         .await
         .expect("GetFault")
         .into_inner();
-    assert_eq!(fault.backend, "tc_ingress+ifb+fq");
+    assert_eq!(fault.backend, "cgroup_skb+tc_ingress+ifb+fq");
     let c = fault.counters.expect("counters");
     assert!(c.matched >= n && c.injected >= n, "{c:?}");
 
@@ -538,10 +534,57 @@ async fn ingress_delay_adds_100ms_to_the_target_only_and_revert_removes_the_ifb(
         "revert restores the qdiscs exactly"
     );
     assert_eq!(links_before, ip_link_show(), "revert deletes the ifb");
+    assert_eq!(tc_ingress_filters("lo"), "", "revert deletes the filter");
     let reverted = rtt(&target, echo.port(), 20);
     assert!(
         quantile(&reverted, 1.0) < 100.0,
         "no delay after revert: {reverted:?}"
     );
+
+    // kill -9: the TCX link that picks the packets dies with the agent, so
+    // nothing is marked any more; the filter and the ifb it leaves match
+    // nothing, and the next start deletes them.
+    client
+        .apply_fault(ingress(200))
+        .await
+        .expect("ApplyFault ingress latency 200ms");
+    let delayed = rtt(&target, echo.port(), 5);
+    assert!(quantile(&delayed, 0.0) >= 200.0, "delayed: {delayed:?}");
+    drop(client);
+    agent.kill();
+    let after_kill = rtt(&target, echo.port(), 20);
+    println!(
+        "ingress, after kill -9: median RTT {:.3} ms; left behind:\n{}{}",
+        quantile(&after_kill, 0.5),
+        tc_qdisc_show(),
+        tc_ingress_filters("lo")
+    );
+    // Delayed replies take at least 200 ms (fq never releases early).
+    assert!(
+        quantile(&after_kill, 1.0) < 200.0,
+        "no ingress delay after kill -9: {after_kill:?}"
+    );
+    agent.restart();
+    agent.wait_ready();
+    assert_eq!(
+        qdiscs_before,
+        tc_qdisc_show(),
+        "the next start deleted the clsact a killed agent left"
+    );
+    assert_eq!(
+        links_before,
+        ip_link_show(),
+        "the next start deleted the ifb a killed agent left"
+    );
+    assert_eq!(tc_ingress_filters("lo"), "", "and the filter");
     drop(echo);
+}
+
+/// `tc filter show dev DEV ingress` (empty without a clsact qdisc).
+fn tc_ingress_filters(dev: &str) -> String {
+    let out = Command::new("tc")
+        .args(["filter", "show", "dev", dev, "ingress"])
+        .output()
+        .expect("running tc filter show");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

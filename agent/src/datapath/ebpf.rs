@@ -1,6 +1,11 @@
 //! The real datapath: faultd's eBPF object loaded with aya.
 
-use std::{collections::HashMap, fs::File, path::Path};
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::Path,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -173,10 +178,6 @@ impl EbpfDatapath {
         // such faults up front.
         let path_offsets = crate::btf::kernel_file_offsets();
         let o = path_offsets.as_ref().ok();
-        // Zeros make the tc ingress program delay nothing; ingress latency
-        // is refused then (see `acquire_ingress`).
-        let cgroup_offsets = crate::btf::kernel_cgroup_offsets();
-        let c = cgroup_offsets.as_ref().ok();
         let globals = [
             (offsets::FILE_DENTRY, o.map_or(0, |o| o.file_dentry)),
             (offsets::DENTRY_PARENT, o.map_or(0, |o| o.dentry_parent)),
@@ -184,14 +185,6 @@ impl EbpfDatapath {
             (offsets::INODE_INO, o.map_or(0, |o| o.inode_ino)),
             (offsets::INODE_SB, o.map_or(0, |o| o.inode_sb)),
             (offsets::SB_DEV, o.map_or(0, |o| o.sb_dev)),
-            (offsets::SK_CGROUP, c.map_or(0, |c| c.sk_cgroup)),
-            (offsets::CGROUP_KN, c.map_or(0, |c| c.cgroup_kn)),
-            (offsets::KN_ID, c.map_or(0, |c| c.kn_id)),
-            (offsets::CGROUP_LEVEL, c.map_or(0, |c| c.cgroup_level)),
-            (
-                offsets::CGROUP_ANCESTORS,
-                c.map_or(0, |c| c.cgroup_ancestors),
-            ),
         ];
         let mut ebpf = load_object(max_faults, &globals, true)?;
         let path_filter_unavailable = path_offsets.err();
@@ -232,16 +225,11 @@ impl EbpfDatapath {
                 break;
             }
         }
-        // Ingress latency only, loaded by its first fault: verifying it
-        // costs as much as the egress program, which the agent's start
-        // should not pay on nodes that never delay ingress.
-        let tc_unavailable = cgroup_offsets
-            .as_ref()
-            .err()
-            .map(|why| format!("socket cgroup offsets from BTF: {why}"));
-        if let Some(why) = &tc_unavailable {
-            info!(reason = %why, "ingress latency unavailable");
-        }
+        // The tc programs (ingress latency only) are loaded by the first
+        // ingress fault: verifying them costs about as much as the egress
+        // program, which the agent's start should not pay on nodes that
+        // never delay ingress.
+        let tc_unavailable = None;
         let (lsm_scope, lsm_cgroup_unavailable, lsm_unavailable) = load_lsm(&mut ebpf, lsm_attach);
         if let Some(why) = &lsm_unavailable {
             info!(reason = %why, "file syscall faults unavailable (BPF LSM)");
@@ -355,22 +343,30 @@ impl EbpfDatapath {
     }
 }
 
-/// Loads the tc ingress program and tells it the ifb's index.
+/// Loads the two tc programs of ingress latency.
 fn load_tc(ebpf: &mut Ebpf) -> Result<(), String> {
-    let name = names::TC_INGRESS_PROG;
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("no program {name}"))?
-        .try_into()
-        .map_err(|e: ProgramError| format!("{name}: {e}"))?;
-    prog.load()
-        .map_err(|e| format!("loading {name}: {}", crate::api::error_chain(&e)))?;
+    for name in [names::TC_INGRESS_PROG, names::TC_MARK_PROG] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("no program {name}"))?
+            .try_into()
+            .map_err(|e: ProgramError| format!("{name}: {e}"))?;
+        prog.load()
+            .map_err(|e| format!("loading {name}: {}", crate::api::error_chain(&e)))?;
+    }
+    Ok(())
+}
+
+/// Turns socket tagging and the tc ingress program on (the ifb's index)
+/// or off (0): they cost nothing while no fault delays ingress.
+fn set_ifb(ebpf: &mut Ebpf, on: bool) -> Result<(), String> {
     let mut ifb: Array<_, u32> = Array::try_from(
         ebpf.map_mut(names::IFB_MAP)
             .ok_or_else(|| format!("no map {}", names::IFB_MAP))?,
     )
     .map_err(|e| format!("{}: {e}", names::IFB_MAP))?;
-    ifb.set(IFB_INDEX, &IFB_IFINDEX, 0)
+    let value = if on { IFB_IFINDEX } else { 0 };
+    ifb.set(IFB_INDEX, &value, 0)
         .map_err(|e| format!("{}: {e}", names::IFB_MAP))
 }
 
@@ -867,7 +863,25 @@ impl Datapath for EbpfDatapath {
             ));
         };
         let ifindex = i32::try_from(IFB_IFINDEX).unwrap_or(i32::MAX);
-        let Some(ns) = q.acquire_ifb(fault_id, path, ifindex)? else {
+        let mark_fd = match self
+            .ebpf
+            .program(names::TC_MARK_PROG)
+            .map(<&SchedClassifier>::try_from)
+        {
+            Some(Ok(p)) => p
+                .fd()
+                .map(|fd| fd.as_fd().as_raw_fd())
+                .map_err(|e| DatapathError::Ingress(format!("{}: {e}", names::TC_MARK_PROG)))?,
+            _ => {
+                return Err(DatapathError::Missing {
+                    kind: "program",
+                    name: names::TC_MARK_PROG,
+                });
+            }
+        };
+        let mark_fd = u32::try_from(mark_fd).unwrap_or(u32::MAX);
+        let Some(ns) = q.acquire_ifb(fault_id, path, ifindex, (mark_fd, names::TC_MARK_PROG))?
+        else {
             return Ok(());
         };
         let devices: Vec<(i32, String)> = ns
@@ -897,6 +911,10 @@ impl Datapath for EbpfDatapath {
                     "attached the tc ingress program (TCX) for ingress latency"
                 );
                 self.tc_links.insert(ns.netns_ino, links);
+                if let Err(why) = set_ifb(&mut self.ebpf, true) {
+                    self.release_ingress(fault_id);
+                    return Err(DatapathError::Ingress(why));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -916,6 +934,12 @@ impl Datapath for EbpfDatapath {
         q.release_ifb(fault_id, |ino| {
             links.remove(&ino);
         });
+        if self.tc_links.is_empty()
+            && self.tc_loaded
+            && let Err(why) = set_ifb(&mut self.ebpf, false)
+        {
+            warn!(reason = %why, "turning socket tagging off");
+        }
     }
 
     fn qdisc_changes(&self) -> Vec<crate::qdisc::QdiscChange> {

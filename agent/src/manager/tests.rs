@@ -779,7 +779,7 @@ fn ingress_latency(id: &str, path: &str, direction: Direction) -> FaultSpec {
 }
 
 #[test]
-fn ingress_latency_holds_the_ifb_but_no_fq_and_no_cgroup_program() {
+fn ingress_latency_holds_the_ifb_and_both_cgroup_programs_but_no_fq() {
     let (mut m, _) = manager();
     m.apply(ingress_latency("in", "app", Direction::Ingress))
         .expect("apply");
@@ -787,16 +787,23 @@ fn ingress_latency_holds_the_ifb_but_no_fq_and_no_cgroup_program() {
         m.datapath().ingress_users.get("in").map(String::as_str),
         Some("/cg/app")
     );
-    // Ingress delay is the tc program's: no device fq, no cgroup program.
+    // Ingress delay is the tc program's: no device fq. The cgroup programs
+    // tag the target's sockets for it, on both directions.
     assert!(m.datapath().fq_users.is_empty());
-    assert!(m.datapath().links.is_empty(), "{:?}", m.datapath().links);
+    assert_eq!(
+        links(&m),
+        vec![
+            ("/cg/app".into(), Hook::Egress),
+            ("/cg/app".into(), Hook::Ingress)
+        ]
+    );
     assert_eq!(rule_slots(&m, "app").len(), 1);
-    // Both directions: fq and the egress program as well.
+    // Both directions: fq as well.
     m.apply(ingress_latency("in", "app", Direction::Both))
         .expect("update");
     assert!(m.datapath().fq_users.contains_key("in"));
     assert!(m.datapath().ingress_users.contains_key("in"));
-    assert_eq!(m.datapath().links.len(), 1);
+    assert_eq!(m.datapath().links.len(), 2);
     // Egress only releases the ingress side; revert releases everything.
     m.apply(ingress_latency("in", "app", Direction::Egress))
         .expect("update");

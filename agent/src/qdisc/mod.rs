@@ -44,8 +44,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use netlink::{
-    FqOptions, IFF_UP, Link, NLM_F_CREATE, NLM_F_REPLACE, NetlinkError, Qdisc, Rtnl, TC_H_ROOT,
-    handle_text,
+    CLSACT_HANDLE, FqOptions, IFF_UP, Link, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NetlinkError,
+    Qdisc, Rtnl, TC_H_CLSACT, TC_H_ROOT, TC_PARENT_EGRESS, TC_PARENT_INGRESS, handle_text,
 };
 
 /// The major handle of every qdisc faultd installs ("fa17:"), so the agent
@@ -186,7 +186,20 @@ pub struct IfbRecord {
     pub pid_hint: u32,
     pub ifindex: i32,
     pub ifname: String,
+    /// Devices that may hold faultd's redirect filter (written before it
+    /// is added).
+    #[serde(default)]
+    pub filters: Vec<i32>,
+    /// Devices whose clsact qdisc faultd created for that filter.
+    #[serde(default)]
+    pub clsacts: Vec<i32>,
 }
+
+/// Preference and handle of faultd's redirect filter on each device
+/// (`tc filter show dev X ingress` shows "pref 64023 bpf ... handle 0xfa17
+/// faultd_tc_mark").
+pub const FILTER_PREF: u16 = 0xfa17;
+pub const FILTER_HANDLE: u32 = 0xfa17;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct RecordsFile {
@@ -276,11 +289,14 @@ impl QdiscManager {
     /// when this call created the ifb (the caller attaches the tc
     /// programs there), None when the namespace already had it. On error
     /// nothing changed.
+    /// `mark` is the loaded classic filter program (fd and name) that the
+    /// redirect filter on each device runs.
     pub fn acquire_ifb(
         &mut self,
         fault_id: &str,
         cgroup: &Path,
         ifindex: i32,
+        mark: (u32, &str),
     ) -> Result<Option<IngressNetns>, QdiscError> {
         let ns = target_netns(cgroup)?;
         if let Some(old) = self.ifb_by_fault.get(fault_id).copied() {
@@ -321,17 +337,46 @@ impl QdiscManager {
             .filter(|l| l.flags & IFF_UP != 0)
             .map(|l| (l.ifindex, l.name.clone()))
             .collect();
+        // Classic ingress filters run in preference order and the first
+        // verdict wins, so a device that already has some may never reach
+        // faultd's; refuse rather than promise a delay that may not happen.
+        let qdiscs = rtnl.qdiscs().map_err(nl("(qdiscs)"))?;
+        let mut clsacts = Vec::new();
+        for (index, name) in &devices {
+            match qdiscs
+                .iter()
+                .find(|q| q.ifindex == *index && q.parent == TC_H_CLSACT)
+            {
+                None => clsacts.push(*index),
+                Some(q) => {
+                    let others = rtnl.filters(*index, TC_PARENT_INGRESS).map_err(nl(name))?;
+                    if let Some((pref, _, kind)) = others.first() {
+                        return Err(QdiscError::Refused {
+                            device: name.clone(),
+                            reason: format!(
+                                "its {} qdisc has an ingress filter ({kind}, pref {pref}); \
+                                 classic filters stop at the first verdict, so faultd's \
+                                 redirect to the ifb could be skipped",
+                                q.kind
+                            ),
+                        });
+                    }
+                }
+            }
+        }
         let record = IfbRecord {
             netns_ino: ns.ino,
             netns_dev: ns.dev,
             pid_hint: ns.pid,
             ifindex,
             ifname: IFB_NAME.into(),
+            filters: devices.iter().map(|(i, _)| *i).collect(),
+            clsacts,
         };
         self.ifbs.insert(
             ns.ino,
             IfbState {
-                record,
+                record: record.clone(),
                 faults: BTreeSet::from([fault_id.to_owned()]),
             },
         );
@@ -340,18 +385,51 @@ impl QdiscManager {
             self.ifbs.remove(&ns.ino);
             return Err(e);
         }
-        let created = rtnl.new_ifb(IFB_NAME, ifindex).and_then(|()| {
-            install_fq(&mut rtnl, ifindex).inspect_err(|_| {
-                let _ = rtnl.del_link(ifindex);
-            })
-        });
-        if let Err(source) = created {
-            self.ifbs.remove(&ns.ino);
-            let _ = self.persist();
-            return Err(QdiscError::Netlink {
+        let created = rtnl
+            .new_ifb(IFB_NAME, ifindex)
+            .and_then(|()| install_fq(&mut rtnl, ifindex))
+            .map_err(|source| QdiscError::Netlink {
                 device: IFB_NAME.into(),
                 source,
+            })
+            .and_then(|()| {
+                for (index, name) in &devices {
+                    let added = if record.clsacts.contains(index) {
+                        rtnl.new_qdisc(
+                            *index,
+                            TC_H_CLSACT,
+                            CLSACT_HANDLE,
+                            "clsact",
+                            None,
+                            NLM_F_CREATE | NLM_F_EXCL,
+                        )
+                    } else {
+                        Ok(())
+                    }
+                    .and_then(|()| {
+                        rtnl.new_redirect_filter(
+                            *index,
+                            FILTER_PREF,
+                            FILTER_HANDLE,
+                            mark.0,
+                            mark.1,
+                            ifindex,
+                        )
+                    });
+                    added.map_err(|source| QdiscError::Netlink {
+                        device: name.clone(),
+                        source,
+                    })?;
+                }
+                Ok(())
             });
+        if let Err(e) = created {
+            if let Err(undo) = delete_ifb(&record) {
+                warn!(error = %crate::api::error_chain(&undo), "undoing a partial ifb set-up");
+            }
+            self.ifbs.remove(&ns.ino);
+            let _ = self.persist();
+            return Err(e);
         }
         warn!(
             device = IFB_NAME,
@@ -695,24 +773,73 @@ fn restore_device(rtnl: &mut Rtnl, ifindex: i32) -> Result<bool, NetlinkError> {
     Ok(true)
 }
 
-/// Deletes a recorded ifb if the namespace still has a device of that
-/// index and name (so nobody else's device is ever deleted).
+/// Deletes what a recorded ifb set-up added: faultd's redirect filters
+/// (found by preference, handle and kind), the clsact qdiscs faultd created
+/// when nothing else uses them, and the ifb if the namespace still has a
+/// device of that index and name (so nobody else's device is ever deleted).
 fn delete_ifb(r: &IfbRecord) -> Result<(), QdiscError> {
     let Some(ns) = find_netns(r.netns_ino, r.netns_dev, r.pid_hint) else {
         return Ok(());
     };
-    let nl = |source| QdiscError::Netlink {
-        device: r.ifname.clone(),
-        source,
+    let nl = |device: String| move |source| QdiscError::Netlink { device, source };
+    let mut rtnl = Rtnl::open_in(&ns).map_err(nl(r.ifname.clone()))?;
+    let links = rtnl.links().map_err(nl(r.ifname.clone()))?;
+    let name_of = |index: i32| {
+        links
+            .iter()
+            .find(|l| l.ifindex == index)
+            .map_or_else(|| format!("ifindex {index}"), |l| l.name.clone())
     };
-    let mut rtnl = Rtnl::open_in(&ns).map_err(nl)?;
-    let present = rtnl
-        .links()
-        .map_err(nl)?
-        .into_iter()
-        .any(|l| l.ifindex == r.ifindex && l.name == r.ifname);
-    if present {
-        rtnl.del_link(r.ifindex).map_err(nl)?;
+    for &index in &r.filters {
+        if !links.iter().any(|l| l.ifindex == index) {
+            continue;
+        }
+        let ours = rtnl
+            .filters(index, TC_PARENT_INGRESS)
+            .map_err(nl(name_of(index)))?
+            .into_iter()
+            .any(|(pref, handle, kind)| {
+                pref == FILTER_PREF && handle == FILTER_HANDLE && kind == "bpf"
+            });
+        if ours {
+            rtnl.del_filter(index, FILTER_PREF, FILTER_HANDLE)
+                .map_err(nl(name_of(index)))?;
+        }
+    }
+    for &index in &r.clsacts {
+        if !links.iter().any(|l| l.ifindex == index) {
+            continue;
+        }
+        let has_clsact = rtnl
+            .qdiscs()
+            .map_err(nl(name_of(index)))?
+            .iter()
+            .any(|q| q.ifindex == index && q.parent == TC_H_CLSACT && q.kind == "clsact");
+        if !has_clsact {
+            continue;
+        }
+        let mut used = false;
+        for parent in [TC_PARENT_INGRESS, TC_PARENT_EGRESS] {
+            used |= !rtnl
+                .filters(index, parent)
+                .map_err(nl(name_of(index)))?
+                .is_empty();
+        }
+        if used {
+            warn!(
+                device = %name_of(index),
+                "keeping the clsact qdisc faultd created: filters were added to it since"
+            );
+        } else {
+            rtnl.del_qdisc(index, TC_H_CLSACT, CLSACT_HANDLE)
+                .map_err(nl(name_of(index)))?;
+        }
+    }
+    if links
+        .iter()
+        .any(|l| l.ifindex == r.ifindex && l.name == r.ifname)
+    {
+        rtnl.del_link(r.ifindex).map_err(nl(r.ifname.clone()))?;
     }
     Ok(())
 }
@@ -1001,6 +1128,8 @@ mod tests {
             pid_hint: 1,
             ifindex: faultd_common::IFB_IFINDEX as i32,
             ifname: IFB_NAME.into(),
+            filters: vec![1, 2],
+            clsacts: vec![2],
         };
         write_records(
             &path,

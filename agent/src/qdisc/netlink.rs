@@ -18,6 +18,9 @@ pub const RTM_DELLINK: u16 = 17;
 pub const RTM_NEWQDISC: u16 = 36;
 pub const RTM_DELQDISC: u16 = 37;
 pub const RTM_GETQDISC: u16 = 38;
+pub const RTM_NEWTFILTER: u16 = 44;
+pub const RTM_DELTFILTER: u16 = 45;
+pub const RTM_GETTFILTER: u16 = 46;
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -52,6 +55,28 @@ pub const TCA_FQ_HORIZON_DROP: u16 = 15;
 
 /// `TC_H_ROOT`: the parent of a root qdisc.
 pub const TC_H_ROOT: u32 = 0xffff_ffff;
+/// `TC_H_CLSACT` (= `TC_H_INGRESS`): the parent of a clsact or ingress
+/// qdisc, whose handle is `ffff:`.
+pub const TC_H_CLSACT: u32 = 0xffff_fff1;
+pub const CLSACT_HANDLE: u32 = 0xffff_0000;
+/// `TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)` and `..._EGRESS`: where
+/// filters of a clsact qdisc hang (`tc filter add dev X ingress`; an
+/// ingress qdisc accepts the first as well, net/sched/sch_ingress.c).
+pub const TC_PARENT_INGRESS: u32 = 0xffff_fff2;
+pub const TC_PARENT_EGRESS: u32 = 0xffff_fff3;
+
+/// cls_bpf attributes (include/uapi/linux/pkt_cls.h).
+const TCA_BPF_ACT: u16 = 1;
+const TCA_BPF_FD: u16 = 6;
+const TCA_BPF_NAME: u16 = 7;
+/// Actions (include/uapi/linux/pkt_cls.h, tc_act/tc_mirred.h).
+const TCA_ACT_KIND: u16 = 1;
+const TCA_ACT_OPTIONS: u16 = 2;
+const TCA_MIRRED_PARMS: u16 = 2;
+const TCA_EGRESS_REDIR: i32 = 1;
+const TC_ACT_STOLEN: i32 = 4;
+/// `ETH_P_ALL`, network byte order in `tcm_info`'s low half.
+const ETH_P_ALL: u16 = 0x0003;
 pub const IFF_UP: u32 = 0x1;
 
 const NLMSG_HDR: usize = 16;
@@ -265,6 +290,76 @@ impl Rtnl {
         self.transact("RTM_DELQDISC", &msg, false, |_, _| {})
     }
 
+    /// Adds a classic (not direct-action) cls_bpf filter running program
+    /// `prog_fd` on the ingress hook of `ifindex`, at preference `prio` with
+    /// handle `handle`, whose match redirects the packet to the egress of
+    /// device `to_ifindex` (`tc filter add dev X ingress pref P handle H
+    /// bpf fd F action mirred egress redirect dev IFB`).
+    pub fn new_redirect_filter(
+        &mut self,
+        ifindex: i32,
+        prio: u16,
+        handle: u32,
+        prog_fd: u32,
+        prog_name: &str,
+        to_ifindex: i32,
+    ) -> Result<(), NetlinkError> {
+        let msg = encode_redirect_filter(
+            self.next_seq(),
+            ifindex,
+            prio,
+            handle,
+            prog_fd,
+            prog_name,
+            to_ifindex,
+        );
+        self.transact("RTM_NEWTFILTER", &msg, false, |_, _| {})
+    }
+
+    /// Deletes the cls_bpf filter `prio`/`handle` from the ingress hook of
+    /// `ifindex`.
+    pub fn del_filter(&mut self, ifindex: i32, prio: u16, handle: u32) -> Result<(), NetlinkError> {
+        let msg = encode_filter(
+            RTM_DELTFILTER,
+            NLM_F_REQUEST | NLM_F_ACK,
+            self.next_seq(),
+            ifindex,
+            TC_PARENT_INGRESS,
+            prio,
+            handle,
+            |b| push_attr(b, TCA_KIND, b"bpf\0"),
+        );
+        self.transact("RTM_DELTFILTER", &msg, false, |_, _| {})
+    }
+
+    /// The filters under `parent` of `ifindex`, as (preference, handle,
+    /// kind). A dump lists a chain head per preference with handle 0 too.
+    pub fn filters(
+        &mut self,
+        ifindex: i32,
+        parent: u32,
+    ) -> Result<Vec<(u16, u32, String)>, NetlinkError> {
+        let msg = encode_filter(
+            RTM_GETTFILTER,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            self.next_seq(),
+            ifindex,
+            parent,
+            0,
+            0,
+            |_| {},
+        );
+        let mut out = Vec::new();
+        self.transact("RTM_GETTFILTER", &msg, true, |ty, payload| {
+            if ty == RTM_NEWTFILTER
+                && let Some(f) = decode_filter(payload)
+            {
+                out.push(f);
+            }
+        })?;
+        Ok(out)
+    }
+
     /// Creates an ifb device named `name` with interface index `ifindex`,
     /// up (iproute2's `ip link add NAME index N up type ifb`). Fails with
     /// EEXIST/EBUSY when the name or index is taken.
@@ -471,6 +566,93 @@ pub fn encode_qdisc(
     })
 }
 
+/// A tcmsg for a filter: `tcm_info` holds the preference (high half) and
+/// the protocol (low half, network order), net/sched/cls_api.c
+/// `tc_new_tfilter`.
+#[expect(clippy::too_many_arguments, reason = "one field per tcmsg member")]
+fn encode_filter(
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    ifindex: i32,
+    parent: u32,
+    prio: u16,
+    handle: u32,
+    attrs: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
+    encode(ty, flags, seq, |b| {
+        b.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        b.extend_from_slice(&ifindex.to_ne_bytes());
+        b.extend_from_slice(&handle.to_ne_bytes());
+        b.extend_from_slice(&parent.to_ne_bytes());
+        let info = (u32::from(prio) << 16) | u32::from(ETH_P_ALL.to_be());
+        b.extend_from_slice(&info.to_ne_bytes());
+        attrs(b);
+    })
+}
+
+pub fn encode_redirect_filter(
+    seq: u32,
+    ifindex: i32,
+    prio: u16,
+    handle: u32,
+    prog_fd: u32,
+    prog_name: &str,
+    to_ifindex: i32,
+) -> Vec<u8> {
+    encode_filter(
+        RTM_NEWTFILTER,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        seq,
+        ifindex,
+        TC_PARENT_INGRESS,
+        prio,
+        handle,
+        |b| {
+            push_attr(b, TCA_KIND, b"bpf\0");
+            // struct tc_mirred: tc_gen (index, capab, action, refcnt,
+            // bindcnt), eaction, ifindex. Redirect: TC_ACT_STOLEN, as
+            // iproute2's m_mirred.c sets it.
+            let mut parms = Vec::with_capacity(28);
+            parms.extend_from_slice(&0u32.to_ne_bytes());
+            parms.extend_from_slice(&0u32.to_ne_bytes());
+            parms.extend_from_slice(&TC_ACT_STOLEN.to_ne_bytes());
+            parms.extend_from_slice(&0i32.to_ne_bytes());
+            parms.extend_from_slice(&0i32.to_ne_bytes());
+            parms.extend_from_slice(&TCA_EGRESS_REDIR.to_ne_bytes());
+            parms.extend_from_slice(&to_ifindex.to_ne_bytes());
+            let mut mirred = Vec::new();
+            push_attr(&mut mirred, TCA_MIRRED_PARMS, &parms);
+            let mut action = Vec::new();
+            push_attr(&mut action, TCA_ACT_KIND, b"mirred\0");
+            push_attr(&mut action, TCA_ACT_OPTIONS | NLA_F_NESTED, &mirred);
+            // Actions are numbered from 1 in the order they run.
+            let mut actions = Vec::new();
+            push_attr(&mut actions, 1 | NLA_F_NESTED, &action);
+            let mut name = prog_name.as_bytes().to_vec();
+            name.push(0);
+            let mut opts = Vec::new();
+            push_attr(&mut opts, TCA_BPF_FD, &prog_fd.to_ne_bytes());
+            push_attr(&mut opts, TCA_BPF_NAME, &name);
+            push_attr(&mut opts, TCA_BPF_ACT | NLA_F_NESTED, &actions);
+            push_attr(b, TCA_OPTIONS | NLA_F_NESTED, &opts);
+        },
+    )
+}
+
+/// (preference, handle, kind) of an RTM_NEWTFILTER.
+fn decode_filter(payload: &[u8]) -> Option<(u16, u32, String)> {
+    let tc = payload.get(..TCMSG)?;
+    let handle = u32_of(&tc[8..12])?;
+    let info = u32_of(&tc[16..20])?;
+    let kind = attrs(&payload[TCMSG..])
+        .into_iter()
+        .find(|(ty, _)| *ty == TCA_KIND)
+        .map(|(_, v)| cstr(v))
+        .unwrap_or_default();
+    Some(((info >> 16) as u16, handle, kind))
+}
+
 /// ifinfomsg: family, pad, type, index, flags, change.
 fn push_ifinfo(b: &mut Vec<u8>, ifindex: i32, flags: u32, change: u32) {
     b.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
@@ -661,6 +843,49 @@ mod tests {
             .find(|(t, _)| *t == IFLA_LINKINFO)
             .expect("IFLA_LINKINFO");
         assert_eq!(attrs(linkinfo.1), vec![(IFLA_INFO_KIND, &b"ifb"[..])]);
+    }
+
+    /// The layout `tc filter add dev lo ingress pref 64023 handle 0xfa17
+    /// bpf fd F name N action mirred egress redirect dev fdifb0` sends.
+    #[test]
+    fn redirect_filter_message_nests_the_mirred_action() {
+        let msg = encode_redirect_filter(3, 1, 0xfa17, 0xfa17, 42, "faultd_tc_mark", 0x0fa1_7000);
+        assert_eq!(msg.len() % 4, 0);
+        let (ty, flags, seq, payload) = messages(&msg)[0];
+        assert_eq!((ty, seq), (RTM_NEWTFILTER, 3));
+        assert_eq!(flags, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
+        assert_eq!(i32::from_ne_bytes(payload[4..8].try_into().unwrap()), 1);
+        assert_eq!(u32_of(&payload[8..12]), Some(0xfa17));
+        assert_eq!(u32_of(&payload[12..16]), Some(TC_PARENT_INGRESS));
+        // Preference high, ETH_P_ALL in network order low.
+        assert_eq!(
+            u32_of(&payload[16..20]),
+            Some((0xfa17 << 16) | u32::from(3u16.to_be()))
+        );
+        assert_eq!(decode_filter(payload), Some((0xfa17, 0xfa17, "bpf".into())));
+        let top = attrs(&payload[TCMSG..]);
+        let opts = top
+            .iter()
+            .find(|(t, _)| *t == TCA_OPTIONS)
+            .expect("options")
+            .1;
+        let opts = attrs(opts);
+        let get = |list: &[(u16, &[u8])], ty| {
+            list.iter().find(|(t, _)| *t == ty).map(|(_, v)| v.to_vec())
+        };
+        assert_eq!(get(&opts, TCA_BPF_FD), Some(42u32.to_ne_bytes().to_vec()));
+        assert_eq!(get(&opts, TCA_BPF_NAME), Some(b"faultd_tc_mark\0".to_vec()));
+        let acts = get(&opts, TCA_BPF_ACT).expect("actions");
+        let first = get(&attrs(&acts), 1).expect("action 1");
+        let action = attrs(&first);
+        assert_eq!(get(&action, TCA_ACT_KIND), Some(b"mirred\0".to_vec()));
+        let mirred = get(&action, TCA_ACT_OPTIONS).expect("mirred options");
+        let parms = get(&attrs(&mirred), TCA_MIRRED_PARMS).expect("tc_mirred");
+        assert_eq!(parms.len(), 28, "struct tc_mirred");
+        let word = |i: usize| i32::from_ne_bytes(parms[4 * i..4 * i + 4].try_into().unwrap());
+        assert_eq!(word(2), TC_ACT_STOLEN);
+        assert_eq!(word(5), TCA_EGRESS_REDIR);
+        assert_eq!(word(6), 0x0fa1_7000);
     }
 
     #[test]

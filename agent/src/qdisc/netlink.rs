@@ -854,7 +854,10 @@ mod tests {
         let (ty, flags, seq, payload) = messages(&msg)[0];
         assert_eq!((ty, seq), (RTM_NEWTFILTER, 3));
         assert_eq!(flags, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
-        assert_eq!(i32::from_ne_bytes(payload[4..8].try_into().unwrap()), 1);
+        assert_eq!(
+            i32::from_ne_bytes(payload[4..8].try_into().expect("4 bytes")),
+            1
+        );
         assert_eq!(u32_of(&payload[8..12]), Some(0xfa17));
         assert_eq!(u32_of(&payload[12..16]), Some(TC_PARENT_INGRESS));
         // Preference high, ETH_P_ALL in network order low.
@@ -882,7 +885,8 @@ mod tests {
         let mirred = get(&action, TCA_ACT_OPTIONS).expect("mirred options");
         let parms = get(&attrs(&mirred), TCA_MIRRED_PARMS).expect("tc_mirred");
         assert_eq!(parms.len(), 28, "struct tc_mirred");
-        let word = |i: usize| i32::from_ne_bytes(parms[4 * i..4 * i + 4].try_into().unwrap());
+        let word =
+            |i: usize| i32::from_ne_bytes(parms[4 * i..4 * i + 4].try_into().expect("4 bytes"));
         assert_eq!(word(2), TC_ACT_STOLEN);
         assert_eq!(word(5), TCA_EGRESS_REDIR);
         assert_eq!(word(6), 0x0fa1_7000);

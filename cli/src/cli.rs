@@ -217,11 +217,20 @@ pub struct LatencyArgs {
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub duration: Duration,
 
+    /// Delay outgoing packets (the default when --ingress is not given).
+    #[arg(long)]
+    pub egress: bool,
+
+    /// Delay incoming packets (kernel 6.6+, TCX); with --egress too, both
+    /// directions.
+    #[arg(long)]
+    pub ingress: bool,
+
     /// Only this protocol.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Any)]
     pub protocol: ProtocolArg,
 
-    /// Only packets to this CIDR; a bare address is one host.
+    /// Only packets to (egress) or from (ingress) this CIDR; a bare address is one host.
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     pub dst: Option<Cidr>,
 
@@ -534,7 +543,12 @@ impl LatencyArgs {
             }
             .into(),
             correlation_percent: self.correlation.unwrap_or(0.0),
-            direction: pb::Direction::Egress.into(),
+            direction: match (self.egress, self.ingress) {
+                (_, false) => pb::Direction::Egress,
+                (false, true) => pb::Direction::Ingress,
+                (true, true) => pb::Direction::Both,
+            }
+            .into(),
             filter: Some(packet_filter(self.protocol, self.dst, self.port)),
         });
         fault_request(
@@ -1026,6 +1040,30 @@ mod tests {
         assert_eq!(lat.distribution(), pb::Distribution::Normal);
         assert!((lat.correlation_percent - 25.0).abs() < 1e-9);
         assert_eq!(lat.direction(), pb::Direction::Egress);
+        let dir = |flags: &[&str]| {
+            let mut args = vec![
+                "latency",
+                "--cgroup",
+                "app",
+                "--delay",
+                "1ms",
+                "--duration",
+                "1m",
+            ];
+            args.extend_from_slice(flags);
+            let Command::Latency(l) = parse(&args).unwrap().command else {
+                panic!("latency")
+            };
+            let Some(pb::fault_spec::Kind::Latency(lat)) =
+                l.to_request().unwrap().spec.unwrap().kind
+            else {
+                panic!("latency kind")
+            };
+            lat.direction()
+        };
+        assert_eq!(dir(&["--egress"]), pb::Direction::Egress);
+        assert_eq!(dir(&["--ingress"]), pb::Direction::Ingress);
+        assert_eq!(dir(&["--egress", "--ingress"]), pb::Direction::Both);
 
         let cli = parse(&[
             "bandwidth",

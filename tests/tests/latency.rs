@@ -515,6 +515,40 @@ async fn ingress_delay_adds_100ms_to_the_target_only_and_revert_removes_the_ifb(
     let by = rtt(&bystander, echo.port(), n);
     assert_added_100ms("ingress latency", &base, &one, &delayed, &base_by, &by);
 
+    // A TCP server in the target, started under the fault: its listener is
+    // tagged by its first SYN-ACK and the socket it accepts inherits the
+    // tag (BPF_F_CLONE), so the client's data and FIN reach it one delay
+    // late, and the client sees the server's close no earlier (fq never
+    // releases early). The same transfer to a bystander's server is not
+    // held.
+    let tcp_ms = |server: &CgroupGuard| {
+        let sink = tcp_sink(Some(server), "127.0.0.1:0", Duration::from_secs(30));
+        let sent = tcp_send(
+            None,
+            format!("127.0.0.1:{}", sink.port()).parse().expect("addr"),
+            10_000,
+        );
+        let got = sink.finish();
+        assert_eq!(got.bytes, 10_000, "{got:?} {sent:?}");
+        #[expect(clippy::cast_precision_loss, reason = "durations")]
+        let ms = sent.elapsed_ns as f64 / 1e6;
+        ms
+    };
+    let to_target = tcp_ms(&target);
+    let to_bystander = tcp_ms(&bystander);
+    println!(
+        "ingress latency 100ms, TCP server in the target: 10 kB transfer {to_target:.3} ms \
+         (bystander's server {to_bystander:.3} ms)"
+    );
+    assert!(
+        to_target >= 100.0,
+        "the target's accepted socket is delayed: {to_target:.3} ms"
+    );
+    assert!(
+        to_bystander < 100.0,
+        "the bystander's server is not: {to_bystander:.3} ms"
+    );
+
     let fault = client
         .get_fault(pb::GetFaultRequest { id: "in".into() })
         .await

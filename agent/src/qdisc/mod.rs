@@ -861,6 +861,33 @@ fn restore_record(r: &Record) -> Result<(), QdiscError> {
         })
 }
 
+/// Runs `undo` on each record, logging each outcome; returns how many
+/// succeeded and the records that did not (kept for the next start).
+fn undo_each<R>(
+    records: Vec<R>,
+    undo: impl Fn(&R) -> Result<(), QdiscError>,
+    where_: impl Fn(&R) -> (&str, u64),
+    done: &str,
+    failed: &str,
+) -> (usize, Vec<R>) {
+    let mut ok = 0;
+    let mut kept = Vec::new();
+    for r in records {
+        let (device, netns) = where_(&r);
+        match undo(&r) {
+            Ok(()) => {
+                ok += 1;
+                warn!(device, netns, "{done}");
+            }
+            Err(e) => {
+                warn!(device, netns, error = %crate::api::error_chain(&e), "{failed}");
+                kept.push(r);
+            }
+        }
+    }
+    (ok, kept)
+}
+
 /// Restores every device a previous agent recorded (it died before its
 /// faults ended). Returns the number of devices restored.
 pub fn restore_leftovers(records: &Path) -> Result<usize, QdiscError> {
@@ -878,41 +905,21 @@ pub fn restore_leftovers(records: &Path) -> Result<usize, QdiscError> {
         path: records.display().to_string(),
         source: io::Error::other(e),
     })?;
-    let mut restored = 0;
-    let mut kept = Vec::new();
-    let mut kept_ifbs = Vec::new();
-    for r in file.ifbs {
-        match delete_ifb(&r) {
-            Ok(()) => {
-                restored += 1;
-                warn!(
-                    device = %r.ifname,
-                    netns = r.netns_ino,
-                    "deleted the ifb a previous faultd created"
-                );
-            }
-            Err(e) => {
-                warn!(device = %r.ifname, error = %crate::api::error_chain(&e), "deleting a previous faultd's ifb; kept in the records");
-                kept_ifbs.push(r);
-            }
-        }
-    }
-    for r in file.devices {
-        match restore_record(&r) {
-            Ok(()) => {
-                restored += 1;
-                warn!(
-                    device = %r.ifname,
-                    netns = r.netns_ino,
-                    "restored the root qdisc a previous faultd replaced"
-                );
-            }
-            Err(e) => {
-                warn!(device = %r.ifname, error = %crate::api::error_chain(&e), "restoring a previous faultd's qdisc; kept in the records");
-                kept.push(r);
-            }
-        }
-    }
+    let (ifbs_done, kept_ifbs) = undo_each(
+        file.ifbs,
+        delete_ifb,
+        |r| (&r.ifname, r.netns_ino),
+        "deleted the ifb a previous faultd created",
+        "deleting a previous faultd's ifb; kept in the records",
+    );
+    let (devices_done, kept) = undo_each(
+        file.devices,
+        restore_record,
+        |r| (&r.ifname, r.netns_ino),
+        "restored the root qdisc a previous faultd replaced",
+        "restoring a previous faultd's qdisc; kept in the records",
+    );
+    let restored = ifbs_done + devices_done;
     write_records(
         records,
         &RecordsFile {

@@ -51,15 +51,22 @@ impl FaultKind {
             // Ingress delay uses the fq of faultd's ifb (`ingress_delay`).
             Self::Latency(l) if l.direction.bits() & DIR_EGRESS == 0 => None,
             Self::Latency(l) => Some(l.delay + l.jitter * 4),
+            Self::Bandwidth(b) if b.direction.bits() & DIR_EGRESS == 0 => None,
             Self::Bandwidth(_) => Some(Duration::from_nanos(faultd_common::BANDWIDTH_HORIZON_NS)),
             Self::Loss(_) | Self::Syscall(_) => None,
         }
     }
 
-    /// Whether this fault delays packets delivered to the target (tc
-    /// ingress program and ifb, see `qdisc::QdiscManager::acquire_ifb`).
+    /// Whether this fault delays or paces packets delivered to the target
+    /// (tc ingress program and ifb, see `qdisc::QdiscManager::acquire_ifb`).
     pub fn ingress_delay(&self) -> bool {
-        matches!(self, Self::Latency(l) if l.direction.bits() & DIR_INGRESS != 0)
+        match self {
+            Self::Latency(LatencySpec { direction, .. })
+            | Self::Bandwidth(BandwidthSpec { direction, .. }) => {
+                direction.bits() & DIR_INGRESS != 0
+            }
+            Self::Loss(_) | Self::Syscall(_) => false,
+        }
     }
 
     /// Whether this fault needs the program on `hook`, given the syscall
@@ -68,17 +75,15 @@ impl FaultKind {
         match self {
             // Delay and pacing act before the qdiscs: on egress in the
             // cgroup program, on ingress in the tc program (not a cgroup
-            // hook). Ingress delay still needs both cgroup programs: they
+            // hook). On ingress they still need both cgroup programs: they
             // record the target's sockets' cgroups on the sockets, where
             // the tc program finds them (ebpf/src/net.rs, `tag_socket`).
-            Self::Latency(LatencySpec { direction, .. }) => match hook {
+            Self::Latency(LatencySpec { direction, .. })
+            | Self::Bandwidth(BandwidthSpec { direction, .. }) => match hook {
                 Hook::Egress => direction.bits() != 0,
                 Hook::Ingress => direction.bits() & DIR_INGRESS != 0,
                 _ => false,
             },
-            Self::Bandwidth(BandwidthSpec { direction, .. }) => {
-                hook == Hook::Egress && direction.bits() & DIR_EGRESS != 0
-            }
             Self::Loss(LossSpec { direction, .. }) => match hook {
                 Hook::Egress | Hook::Ingress => direction.bits() & hook.dir_bit() != 0,
                 _ => false,

@@ -506,9 +506,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             FaultKind::Loss(_) => "cgroup_skb",
             // Ingress delay: the cgroup programs tag the target's sockets,
             // the tc programs pick and redirect their packets.
-            FaultKind::Latency(l) if l.direction != crate::fault::Direction::Egress => {
-                "cgroup_skb+tc_ingress+ifb+fq"
-            }
+            kind if kind.ingress_delay() => "cgroup_skb+tc_ingress+ifb+fq",
             FaultKind::Latency(_) | FaultKind::Bandwidth(_) => "cgroup_skb+fq",
             FaultKind::Syscall(s) => self.backends.pick(s).map_or("none", |b| b.name()),
         }

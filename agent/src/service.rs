@@ -176,23 +176,16 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
         {
             missing.push(e.0);
         }
-        if let FaultKind::Bandwidth(crate::fault::BandwidthSpec { direction, .. }) = &spec.kind
-            && *direction != crate::fault::Direction::Egress
-        {
-            return Err(Status::failed_precondition(
-                "bandwidth faults on ingress are not implemented yet (ingress latency is; \
-                 see docs/latency.md); use direction egress",
-            ));
-        }
         if spec.kind.ingress_delay() && !self.shared.caps.has("tcx") {
             // The tc program that picks the packets must be a bpf link that
             // detaches when the agent dies; netlink tc filters on older
             // kernels stay (docs/latency.md, "Ingress latency").
             return Err(Status::failed_precondition(format!(
-                "latency faults on ingress need tcx (TCX link-based tc attachment, kernel >= \
+                "{} faults on ingress need tcx (TCX link-based tc attachment, kernel >= \
                  6.6; this kernel is {}): the tc ingress program must be a bpf link that \
                  detaches when the agent dies, which netlink tc filters on older kernels do \
                  not; see docs/latency.md; use direction egress here",
+                spec.kind.name(),
                 self.shared.caps.kernel_release
             )));
         }

@@ -136,9 +136,12 @@ pub struct NetRule {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleState {
+    /// Bandwidth: the aggregate's last departure, egress.
     pub last_departure_ns: u64,
     pub last_random: u32,
     pub _pad: u32,
+    /// The same on ingress: each direction is paced at the rate on its own.
+    pub last_departure_in_ns: u64,
 }
 
 /// The rules that apply to one cgroup: its own faults and those of every

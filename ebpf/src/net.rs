@@ -16,7 +16,7 @@ use aya_ebpf::{
         BPF_F_CLONE, BPF_F_CURRENT_NETNS, BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE,
         bpf_hdr_start_off::BPF_HDR_START_NET, bpf_map_type, bpf_sock, bpf_sock_tuple,
         bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
-        tcx_action_base::TCX_NEXT,
+        tcx_action_base::{TCX_DROP, TCX_NEXT},
     },
     helpers::generated::{
         bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
@@ -141,6 +141,9 @@ struct Decision {
     delay_ns: i64,
     /// The latest departure any bandwidth rule allows.
     paced_ns: u64,
+    /// Non-zero on ingress (the tc program): pacing uses that direction's
+    /// clock.
+    ingress: u32,
 }
 
 /// The departure time: paced, then delayed, never before the previous
@@ -294,9 +297,14 @@ fn apply(rule: &NetRule, d: &mut Decision) {
 fn pace(rule: &NetRule, state: &mut RuleState, d: &mut Decision) -> bool {
     let gap = u64::from(d.len) * 1_000_000_000 / rule.rate_bytes;
     let t = d.base_ns;
-    let next = state.last_departure_ns + gap;
+    let last = if d.ingress != 0 {
+        &mut state.last_departure_in_ns
+    } else {
+        &mut state.last_departure_ns
+    };
+    let next = *last + gap;
     if next <= t {
-        state.last_departure_ns = t;
+        *last = t;
         return false;
     }
     // Past the horizon the sender is faster than the rate: drop, as a
@@ -305,7 +313,7 @@ fn pace(rule: &NetRule, state: &mut RuleState, d: &mut Decision) -> bool {
         d.drop = 1;
         return true;
     }
-    state.last_departure_ns = next;
+    *last = next;
     if next > d.paced_ns {
         d.paced_ns = next;
     }
@@ -729,12 +737,13 @@ fn load_ports<L: Load>(ctx: &L, protocol: u8, l4: usize, ingress: bool) -> (Opti
 /// nothing.
 #[classifier]
 pub fn faultd_tc_in(ctx: TcContext) -> i32 {
-    try_tc_ingress(&ctx);
-    TCX_NEXT
+    try_tc_ingress(&ctx).unwrap_or(TCX_NEXT)
 }
 
+/// `Some(TCX_DROP)` for a packet a bandwidth rule drops (its aggregate is a
+/// horizon behind), else None after marking what to delay.
 #[inline(always)]
-fn try_tc_ingress(ctx: &TcContext) -> Option<()> {
+fn try_tc_ingress(ctx: &TcContext) -> Option<i32> {
     let ifb = *IFB.get(IFB_INDEX)?;
     if ifb == 0 {
         return None;
@@ -747,16 +756,20 @@ fn try_tc_ingress(ctx: &TcContext) -> Option<()> {
     d.base_ns = unsafe { bpf_ktime_get_ns() };
     // SAFETY: context field read, rewritten by the verifier.
     d.len = unsafe { (*skb).len };
+    d.ingress = 1;
     apply_rules(
         ctx,
         rules,
         &pkt,
         true,
         DIR_INGRESS,
-        1 << ACTION_LATENCY,
+        (1 << ACTION_LATENCY) | (1 << ACTION_BANDWIDTH),
         &mut d,
     );
-    if d.delayed == 0 || d.drop != 0 {
+    if d.drop != 0 {
+        return Some(TCX_DROP);
+    }
+    if d.delayed == 0 && d.paced == 0 {
         return None;
     }
     let t = departure(&d, pkt.flow_key());
@@ -771,7 +784,7 @@ fn try_tc_ingress(ctx: &TcContext) -> Option<()> {
     // SAFETY: context field write, allowed for tc programs
     // (`tc_cls_act_is_valid_access`).
     unsafe { (*skb).tc_index = TC_INDEX_DELAY };
-    Some(())
+    None
 }
 
 /// The classic (netlink, not direct-action) cls_bpf filter under faultd's

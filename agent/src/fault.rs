@@ -975,6 +975,35 @@ fn filter_rule(filter: &PacketFilter) -> NetRule {
 mod tests {
     use super::*;
 
+    /// Packet faults on ingress hold the ifb and tag sockets through both
+    /// cgroup programs; only an egress side needs fq on the devices.
+    #[test]
+    fn ingress_packet_faults_use_the_ifb_and_both_cgroup_programs() {
+        let none = SysBackends::default();
+        for direction in [Direction::Egress, Direction::Ingress, Direction::Both] {
+            let bw = FaultKind::Bandwidth(BandwidthSpec {
+                rate_bps: 8_000_000,
+                direction,
+                filter: PacketFilter::default(),
+            });
+            let ingress = direction != Direction::Egress;
+            assert_eq!(bw.ingress_delay(), ingress, "{direction:?}");
+            assert!(bw.uses(Hook::Egress, &none), "{direction:?}");
+            assert_eq!(bw.uses(Hook::Ingress, &none), ingress, "{direction:?}");
+            assert_eq!(
+                bw.fq_horizon().is_some(),
+                direction != Direction::Ingress,
+                "{direction:?}"
+            );
+        }
+        let loss_in = FaultKind::Loss(LossSpec {
+            probability_ppm: 100_000,
+            direction: Direction::Ingress,
+            filter: PacketFilter::default(),
+        });
+        assert!(!loss_in.ingress_delay() && !loss_in.uses(Hook::Egress, &none));
+    }
+
     #[test]
     fn cidr_clears_host_bits_and_defaults_to_a_host_prefix() {
         let c = IpCidr::parse("10.1.2.3/8").expect("valid");

@@ -426,7 +426,13 @@ fn sock_cg_map() -> *mut core::ffi::c_void {
 /// Records the packet's socket's cgroups on the socket, once, while some
 /// fault delays ingress (the ifb index is set). Failures leave the socket
 /// untagged: its packets are then not delayed on ingress (fail open).
-#[inline(always)]
+///
+/// A BPF subprogram, not inlined: the walk can end at any of 32 levels,
+/// and inlined, each end would carry its own verifier state into the rest
+/// of the caller. Across a call the caller's state is the same whichever
+/// way the callee returned (it only clobbers r0-r5), so those paths prune
+/// to one (kernel/bpf/verifier.c, `prepare_func_exit`, `states_equal`).
+#[inline(never)]
 fn tag_socket(skb: *mut __sk_buff) {
     match IFB.get(IFB_INDEX) {
         Some(ifb) if *ifb != 0 => {}

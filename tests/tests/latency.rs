@@ -392,6 +392,20 @@ async fn bandwidth_holds_tcp(direction: pb::Direction) {
         (0.95..=1.05).contains(&ratio),
         "measured {measured:.0} bit/s is not within 5% of {rate_bps}"
     );
+    // Revert, not just the agent's kill at the end: the records of what it
+    // changed live in this test's own state directory, so the next test's
+    // agent would not find the ifb to delete.
+    client
+        .revert_fault(pb::RevertFaultRequest { id: "bw".into() })
+        .await
+        .expect("RevertFault");
+    if ingress {
+        assert!(
+            !ip_link_show().contains("fdifb0"),
+            "revert deletes the ifb:\n{}",
+            ip_link_show()
+        );
+    }
 }
 
 #[tokio::test]

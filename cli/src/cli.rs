@@ -257,6 +257,15 @@ pub struct BandwidthArgs {
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub duration: Duration,
 
+    /// Pace outgoing packets (the default when --ingress is not given).
+    #[arg(long)]
+    pub egress: bool,
+
+    /// Pace incoming packets (kernel 6.6+, TCX); with --egress too, each
+    /// direction at the rate.
+    #[arg(long)]
+    pub ingress: bool,
+
     /// Only this protocol.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Any)]
     pub protocol: ProtocolArg,
@@ -543,12 +552,7 @@ impl LatencyArgs {
             }
             .into(),
             correlation_percent: self.correlation.unwrap_or(0.0),
-            direction: match (self.egress, self.ingress) {
-                (_, false) => pb::Direction::Egress,
-                (false, true) => pb::Direction::Ingress,
-                (true, true) => pb::Direction::Both,
-            }
-            .into(),
+            direction: delay_direction(self.egress, self.ingress).into(),
             filter: Some(packet_filter(self.protocol, self.dst, self.port)),
         });
         fault_request(
@@ -561,6 +565,15 @@ impl LatencyArgs {
     }
 }
 
+/// Latency and bandwidth: egress unless --ingress; both with both flags.
+fn delay_direction(egress: bool, ingress: bool) -> pb::Direction {
+    match (egress, ingress) {
+        (_, false) => pb::Direction::Egress,
+        (false, true) => pb::Direction::Ingress,
+        (true, true) => pb::Direction::Both,
+    }
+}
+
 impl BandwidthArgs {
     pub fn to_request(&self) -> Result<pb::ApplyFaultRequest, ArgsError> {
         if self.port.is_some() && self.protocol == ProtocolArg::Icmp {
@@ -568,7 +581,7 @@ impl BandwidthArgs {
         }
         let kind = pb::fault_spec::Kind::Bandwidth(pb::BandwidthFault {
             rate_bps: self.rate,
-            direction: pb::Direction::Egress.into(),
+            direction: delay_direction(self.egress, self.ingress).into(),
             filter: Some(packet_filter(self.protocol, self.dst, self.port)),
         });
         fault_request(

@@ -14,8 +14,9 @@ use aya_ebpf::{
     bindings::__sk_buff,
     bindings::{
         BPF_F_CLONE, BPF_F_CURRENT_NETNS, BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE,
-        bpf_hdr_start_off::BPF_HDR_START_NET, bpf_map_type, bpf_sock, bpf_sock_tuple,
-        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
+        bpf_hdr_start_off::BPF_HDR_START_NET,
+        bpf_map_type, bpf_sock, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
         tcx_action_base::{TCX_DROP, TCX_NEXT},
     },
     helpers::generated::{

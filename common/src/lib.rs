@@ -224,12 +224,12 @@ pub struct FaultCounters {
 /// The ifindex faultd gives its ifb device in every network namespace where
 /// it delays ingress. Interface indexes are per namespace
 /// (net/core/dev.c, `dev_index_reserve`) and RTM_NEWLINK may ask for one
-/// (`ifi_index`), so one fixed number serves every namespace and the tc
-/// program, attached in many namespaces, needs no per-namespace lookup
-/// (tc programs cannot read their netns cookie before 6.x). Chosen far above
-/// what the kernel allocates sequentially.
+/// (`ifi_index`), so one fixed number serves every namespace: the agent
+/// finds and deletes its ifb by name and index, even after a crash. Chosen
+/// far above what the kernel allocates sequentially.
 pub const IFB_IFINDEX: u32 = 0x0fa1_7000;
-/// Index 0 of `FAULTD_IFB`: the ifb ifindex, 0 while no ifb exists.
+/// Index 0 of `FAULTD_IFB`: `IFB_IFINDEX` while some fault delays ingress,
+/// else 0 (no socket tagging, no marking).
 pub const IFB_INDEX: u32 = 0;
 /// The `skb->tc_index` with which the TCX program marks a packet for
 /// faultd's classic filter and mirred to the ifb (`tc_index` is 16 bits;
@@ -394,7 +394,7 @@ mod tests {
             size_of::<NetRule>(),
             8 + 8 + 16 + 16 + 4 + 2 + 2 + 5 + 1 + 2 + 8 + 8 + 8 + 4 + 4
         );
-        assert_eq!(size_of::<RuleState>(), 16);
+        assert_eq!(size_of::<RuleState>(), 8 + 4 + 4 + 8);
         assert_eq!(size_of::<NetRule>() % 8, 0);
         assert_eq!(
             size_of::<CgroupRules>(),

@@ -67,9 +67,9 @@ static RULE_STATE: Array<RuleState> = Array::with_max_entries(1, 0);
 #[map(name = "FAULTD_FLOWS")]
 static FLOWS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
-/// Index `IFB_INDEX`: the ifindex of faultd's ifb in the namespaces where
-/// ingress latency is active (the same number in each, see `IFB_IFINDEX`);
-/// 0 while there is none, and then nothing is redirected.
+/// Index `IFB_INDEX`: non-zero (the ifb's index, `IFB_IFINDEX`) while some
+/// fault delays or paces ingress; 0 otherwise, and then the cgroup
+/// programs tag no socket and the tc program marks nothing.
 #[map(name = "FAULTD_IFB")]
 static IFB: Array<u32> = Array::with_max_entries(1, 0);
 

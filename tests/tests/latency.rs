@@ -171,6 +171,23 @@ fn assert_added_100ms(
     );
 }
 
+/// Fault `id` reports `backend` and counted at least `n` packets matched
+/// and delayed; then it is reverted.
+async fn check_and_revert(client: &mut AgentClient<Channel>, id: &str, backend: &str, n: u64) {
+    let fault = client
+        .get_fault(pb::GetFaultRequest { id: id.into() })
+        .await
+        .expect("GetFault")
+        .into_inner();
+    assert_eq!(fault.backend, backend);
+    let c = fault.counters.expect("counters");
+    assert!(c.matched >= n && c.injected >= n, "{c:?}");
+    client
+        .revert_fault(pb::RevertFaultRequest { id: id.into() })
+        .await
+        .expect("RevertFault");
+}
+
 #[tokio::test]
 async fn delay_adds_100ms_to_the_target_only_and_revert_restores_the_qdisc() {
     if !require_root() {
@@ -213,19 +230,7 @@ async fn delay_adds_100ms_to_the_target_only_and_revert_restores_the_qdisc() {
 
     assert_added_100ms("latency", &base, &one, &delayed, &base_by, &by);
 
-    let fault = client
-        .get_fault(pb::GetFaultRequest { id: "lat".into() })
-        .await
-        .expect("GetFault")
-        .into_inner();
-    assert_eq!(fault.backend, "cgroup_skb+fq");
-    let c = fault.counters.expect("counters");
-    assert!(c.matched >= n && c.injected >= n, "{c:?}");
-
-    client
-        .revert_fault(pb::RevertFaultRequest { id: "lat".into() })
-        .await
-        .expect("RevertFault");
+    check_and_revert(&mut client, "lat", "cgroup_skb+fq", n).await;
     let after = tc_qdisc_show();
     assert_eq!(before, after, "revert restores the qdiscs exactly");
     // A probe the fault still delayed could not return before 100 ms (fq
@@ -597,19 +602,7 @@ async fn ingress_delay_adds_100ms_to_the_target_only_and_revert_removes_the_ifb(
         "the bystander's server is not: {to_bystander:.3} ms"
     );
 
-    let fault = client
-        .get_fault(pb::GetFaultRequest { id: "in".into() })
-        .await
-        .expect("GetFault")
-        .into_inner();
-    assert_eq!(fault.backend, "cgroup_skb+tc_ingress+ifb+fq");
-    let c = fault.counters.expect("counters");
-    assert!(c.matched >= n && c.injected >= n, "{c:?}");
-
-    client
-        .revert_fault(pb::RevertFaultRequest { id: "in".into() })
-        .await
-        .expect("RevertFault");
+    check_and_revert(&mut client, "in", "cgroup_skb+tc_ingress+ifb+fq", n).await;
     assert_eq!(
         qdiscs_before,
         tc_qdisc_show(),

@@ -122,12 +122,19 @@ impl AgentGuard {
     /// With the agent's log, if it exits first or the time runs out.
     pub fn wait_ready(&mut self) {
         let socket = self.socket();
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let start = Instant::now();
+        let deadline = start + READY_TIMEOUT;
         loop {
             if let Some(status) = self.try_wait() {
                 self.fail(&format!("exited with {status} before it was ready"));
             }
             if socket.exists() && UnixStream::connect(&socket).is_ok() {
+                // A slow start (program verification under emulation) is
+                // worth seeing before it becomes a timeout.
+                let took = start.elapsed();
+                if took > READY_TIMEOUT / 2 {
+                    eprintln!("faultd ready after {took:.1?} (limit {READY_TIMEOUT:?})");
+                }
                 return;
             }
             if Instant::now() >= deadline {

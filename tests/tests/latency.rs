@@ -564,6 +564,21 @@ async fn ingress_delay_adds_100ms_to_the_target_only_and_revert_removes_the_ifb(
         filters.contains("faultd_tc_mark") && filters.contains("mirred"),
         "lo has faultd's redirect filter:\n{filters}"
     );
+    // And says so in GetCapabilities, with the ifb.
+    let listed = client
+        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .await
+        .expect("GetCapabilities")
+        .into_inner()
+        .qdiscs;
+    for (device, installed) in [("fdifb0", "ifb with fq"), ("lo", "faultd_tc_mark")] {
+        assert!(
+            listed
+                .iter()
+                .any(|q| q.device == device && q.installed.contains(installed)),
+            "GetCapabilities lists {device}: {listed:?}"
+        );
+    }
     let delayed = rtt(&target, echo.port(), n);
     let by = rtt(&bystander, echo.port(), n);
     assert_added_100ms("ingress latency", &base, &one, &delayed, &base_by, &by);

@@ -215,6 +215,8 @@ pub const IFB_NAME: &str = "fdifb0";
 #[derive(Debug)]
 struct IfbState {
     record: IfbRecord,
+    /// Names of the devices in `record.filters`, for GetCapabilities.
+    device_names: BTreeMap<i32, String>,
     faults: BTreeSet<String>,
 }
 
@@ -377,6 +379,7 @@ impl QdiscManager {
             ns.ino,
             IfbState {
                 record: record.clone(),
+                device_names: devices.iter().cloned().collect(),
                 faults: BTreeSet::from([fault_id.to_owned()]),
             },
         );
@@ -431,10 +434,21 @@ impl QdiscManager {
             let _ = self.persist();
             return Err(e);
         }
+        let names = |indexes: &[i32]| {
+            devices
+                .iter()
+                .filter(|(i, _)| indexes.contains(i))
+                .map(|(_, n)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         warn!(
             device = IFB_NAME,
             netns = ns.ino,
-            "created faultd's ifb with an fq root for ingress latency; deleted when the last such fault ends"
+            filters_on = %names(&record.filters),
+            clsact_added_on = %names(&record.clsacts),
+            "created faultd's ifb with an fq root and its redirect filters for ingress delay; \
+             all deleted when the last such fault ends"
         );
         self.ifb_by_fault.insert(fault_id.to_owned(), ns.ino);
         Ok(Some(IngressNetns {
@@ -658,6 +672,7 @@ impl QdiscManager {
                 },
                 faults: d.faults.iter().cloned().collect(),
             })
+            .chain(self.ifbs.values().flat_map(ifb_changes))
             .collect()
     }
 
@@ -719,6 +734,48 @@ fn write_records(path: &Path, file: &RecordsFile) -> Result<(), QdiscError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// What an ingress set-up changed: the ifb it created, and per device the
+/// redirect filter (and the clsact qdisc, when faultd added that too).
+fn ifb_changes(ifb: &IfbState) -> Vec<QdiscChange> {
+    let faults: Vec<String> = ifb.faults.iter().cloned().collect();
+    let change = |device: String, replaced: &str, installed: String| QdiscChange {
+        netns_ino: ifb.record.netns_ino,
+        device,
+        replaced: replaced.to_owned(),
+        installed,
+        faults: faults.clone(),
+    };
+    let mut out = vec![change(
+        ifb.record.ifname.clone(),
+        "nothing (device created by faultd)",
+        format!("ifb with fq {}", handle_text(OUR_HANDLE)),
+    )];
+    for index in &ifb.record.filters {
+        let name = ifb
+            .device_names
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| format!("ifindex {index}"));
+        let ours = ifb.record.clsacts.contains(index);
+        out.push(change(
+            name,
+            if ours {
+                "nothing (no clsact qdisc)"
+            } else {
+                "nothing (its clsact qdisc is shared)"
+            },
+            format!(
+                "{}ingress filter bpf pref {FILTER_PREF} handle {FILTER_HANDLE:#x} ({}, mirred to \
+                 {})",
+                if ours { "clsact ffff: with " } else { "" },
+                faultd_common::names::TC_MARK_PROG,
+                ifb.record.ifname
+            ),
+        ));
+    }
+    out
 }
 
 fn install_fq(rtnl: &mut Rtnl, ifindex: i32) -> Result<(), NetlinkError> {
@@ -1150,6 +1207,50 @@ mod tests {
             serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");
         assert_eq!(back.devices, vec![r]);
         assert_eq!(back.ifbs, vec![ifb]);
+    }
+
+    /// GetCapabilities lists the ifb and, per device, the filter, saying
+    /// whether faultd added the clsact qdisc too.
+    #[test]
+    fn ingress_set_up_is_listed_per_device() {
+        let ifb = IfbState {
+            record: IfbRecord {
+                netns_ino: 7,
+                netns_dev: 4,
+                pid_hint: 1,
+                ifindex: faultd_common::IFB_IFINDEX as i32,
+                ifname: IFB_NAME.into(),
+                filters: vec![1, 2],
+                clsacts: vec![1],
+            },
+            device_names: BTreeMap::from([(1, "lo".into()), (2, "eth0".into())]),
+            faults: BTreeSet::from(["in".into()]),
+        };
+        let changes = ifb_changes(&ifb);
+        let rows: Vec<(&str, &str)> = changes
+            .iter()
+            .map(|c| (c.device.as_str(), c.installed.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("fdifb0", "ifb with fq fa17:"),
+                (
+                    "lo",
+                    "clsact ffff: with ingress filter bpf pref 64023 handle 0xfa17 \
+                     (faultd_tc_mark, mirred to fdifb0)"
+                ),
+                (
+                    "eth0",
+                    "ingress filter bpf pref 64023 handle 0xfa17 (faultd_tc_mark, mirred to fdifb0)"
+                ),
+            ]
+        );
+        assert!(
+            changes
+                .iter()
+                .all(|c| c.netns_ino == 7 && c.faults == ["in"])
+        );
     }
 
     #[test]

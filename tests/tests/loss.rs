@@ -1,10 +1,10 @@
 //! Host integration tests of the loss fault: the real agent, real programs on
 //! real cgroups, real traffic. Root only; each prints SKIP otherwise.
 //!
-//! Loss rates are checked against 99.9% binomial acceptance intervals over
-//! 20 000 packets (`stats::assert_loss_rate`): about one run in a thousand
-//! may fail by chance, while a rate off by 1.1 points fails reliably (2.1
-//! points at the VM tier's 5000, see [`packets`]).
+//! Loss rates are checked against 99.999% binomial acceptance intervals
+//! (`stats::RATE_CONFIDENCE`) over 20 000 packets (`stats::assert_loss_rate`):
+//! one assertion in 100 000 may fail by chance, while a rate off by 1.4
+//! points fails reliably (2.9 points at the VM tier's 5000, see [`packets`]).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -14,7 +14,7 @@ use faultd_tests::{
     bpf::{links_of_programs_named, programs_named},
     faults::Loss,
     require_root,
-    stats::{assert_loss_rate, assert_no_loss},
+    stats::{RATE_CONFIDENCE, assert_loss_rate, assert_no_loss},
     traffic::{SendReport, UdpSendOptions, spawn_udp_send, udp_send, udp_sink},
 };
 use tonic::{Code, transport::Channel};
@@ -29,7 +29,6 @@ fn packets() -> u64 {
         .unwrap_or(20_000)
 }
 const PPS: u64 = 20_000;
-const CONFIDENCE: f64 = 0.999;
 const P30: u32 = 300_000;
 
 async fn apply(client: &mut AgentClient<Channel>, loss: &Loss) -> pb::Fault {
@@ -101,7 +100,7 @@ async fn egress_loss_hits_the_target_and_spares_a_bystander() {
 
     let (sent, received) = blast(Some(&target), None);
     assert_sender_saw_no_errors("target", &sent);
-    assert_loss_rate("egress target", sent.sent, received, 0.3, CONFIDENCE);
+    assert_loss_rate("egress target", sent.sent, received, 0.3, RATE_CONFIDENCE);
 
     let (by_sent, by_received) = blast(Some(&bystander), None);
     assert_sender_saw_no_errors("bystander", &by_sent);
@@ -135,7 +134,7 @@ async fn ingress_loss_hits_the_target_and_spares_a_bystander() {
     // The sink runs in the target: its socket's cgroup decides.
     let (sent, received) = blast(Some(&sender), Some(&target));
     assert_sender_saw_no_errors("sender to target", &sent);
-    assert_loss_rate("ingress target", sent.sent, received, 0.3, CONFIDENCE);
+    assert_loss_rate("ingress target", sent.sent, received, 0.3, RATE_CONFIDENCE);
 
     let (by_sent, by_received) = blast(Some(&sender), Some(&bystander));
     assert_no_loss("ingress bystander", by_sent.sent, by_received);
@@ -181,7 +180,7 @@ async fn port_filter_limits_the_fault_to_matching_traffic() {
     );
     let (a, b): (SendReport, SendReport) = (a.finish_as(), b.finish_as());
     let (got_a, got_b) = (matching.stop().received, other.stop().received);
-    assert_loss_rate("matching port", a.sent, got_a, 0.3, CONFIDENCE);
+    assert_loss_rate("matching port", a.sent, got_a, 0.3, RATE_CONFIDENCE);
     assert_no_loss("other port", b.sent, got_b);
     assert_eq!(
         counters(&mut client, "port").await.matched,

@@ -2,9 +2,9 @@
 //! the real agent, real programs on real cgroups, real connect() and
 //! socket() calls from a target and a bystander. Root only.
 //!
-//! Failure rates are checked against 99.9% binomial acceptance intervals for
-//! the number of calls made (`stats::assert_loss_rate`, "loss" read as
-//! "calls that failed").
+//! Failure rates are checked against 99.999% binomial acceptance intervals
+//! (`stats::RATE_CONFIDENCE`) for the number of calls made
+//! (`stats::assert_loss_rate`, "loss" read as "calls that failed").
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -21,13 +21,12 @@ use faultd_tests::{
     bpf::links_of_programs_named,
     faults::{self, prost_duration},
     require_root,
-    stats::assert_loss_rate,
+    stats::{RATE_CONFIDENCE, assert_loss_rate},
     traffic::{FileOpsReport, file_ops},
 };
 use tonic::{Code, transport::Channel};
 
 const CONNECTS: u64 = 4_000;
-const CONFIDENCE: f64 = 0.999;
 
 /// A TCP listener on loopback that accepts and drops connections until
 /// dropped, so thousands of connects never fill its backlog.
@@ -183,7 +182,7 @@ async fn connect_fails_with_the_chosen_errno_at_the_requested_rate() {
         r.attempted,
         r.connected,
         0.5,
-        CONFIDENCE,
+        RATE_CONFIDENCE,
     );
 
     assert_all_connected(
@@ -487,7 +486,7 @@ async fn open_and_write(client: &mut AgentClient<Channel>, backend: &str) {
     let r = file_ops(Some(&target), &file, "open", CONNECTS);
     let eio = r.errors.get("EIO").copied().unwrap_or(0);
     assert_eq!(eio + r.ok, r.attempted, "only EIO: {:?}", r.errors);
-    assert_loss_rate("opens failed", r.attempted, r.ok, 0.3, CONFIDENCE);
+    assert_loss_rate("opens failed", r.attempted, r.ok, 0.3, RATE_CONFIDENCE);
     let by = file_ops(Some(&bystander), &file, "open", 1_000);
     assert_eq!(by.ok, by.attempted, "bystander opens: {:?}", by.errors);
     // The write check opens its file first: take the open fault away.
@@ -511,7 +510,7 @@ async fn open_and_write(client: &mut AgentClient<Channel>, backend: &str) {
     let w = file_ops(Some(&target), &file, "write", 2_000);
     let nospc = w.errors.get("ENOSPC").copied().unwrap_or(0);
     assert_eq!(nospc + w.ok, w.attempted, "only ENOSPC: {w:?}");
-    assert_loss_rate("writes failed", w.attempted, w.ok, 0.5, CONFIDENCE);
+    assert_loss_rate("writes failed", w.attempted, w.ok, 0.5, RATE_CONFIDENCE);
     let r = file_ops(Some(&target), &file, "read", 500);
     assert_eq!(r.ok, r.attempted, "reads are not writes: {r:?}");
     let by = file_ops(Some(&bystander), &file, "write", 500);
@@ -769,7 +768,7 @@ async fn open_fails_under_the_path_prefix_only() {
         r.attempted,
         r.ok,
         0.3,
-        CONFIDENCE,
+        RATE_CONFIDENCE,
     );
     let other = file_ops(Some(&target), &out_file, "open", 1_000);
     assert_eq!(other.ok, other.attempted, "other paths: {other:?}");

@@ -1186,15 +1186,7 @@ mod tests {
             replaced_handle: 0,
             installed_kind: "fq".into(),
         };
-        let ifb = IfbRecord {
-            netns_ino: 4026531840,
-            netns_dev: 4,
-            pid_hint: 1,
-            ifindex: faultd_common::IFB_IFINDEX as i32,
-            ifname: IFB_NAME.into(),
-            filters: vec![1, 2],
-            clsacts: vec![2],
-        };
+        let ifb = ifb_record(4026531840, vec![2]);
         write_records(
             &path,
             &RecordsFile {
@@ -1209,20 +1201,26 @@ mod tests {
         assert_eq!(back.ifbs, vec![ifb]);
     }
 
+    /// An ifb in namespace `netns_ino` with filters on devices 1 and 2 and
+    /// clsact qdiscs added on `clsacts`.
+    fn ifb_record(netns_ino: u64, clsacts: Vec<i32>) -> IfbRecord {
+        IfbRecord {
+            netns_ino,
+            netns_dev: 4,
+            pid_hint: 1,
+            ifindex: faultd_common::IFB_IFINDEX as i32,
+            ifname: IFB_NAME.into(),
+            filters: vec![1, 2],
+            clsacts,
+        }
+    }
+
     /// GetCapabilities lists the ifb and, per device, the filter, saying
     /// whether faultd added the clsact qdisc too.
     #[test]
     fn ingress_set_up_is_listed_per_device() {
         let ifb = IfbState {
-            record: IfbRecord {
-                netns_ino: 7,
-                netns_dev: 4,
-                pid_hint: 1,
-                ifindex: faultd_common::IFB_IFINDEX as i32,
-                ifname: IFB_NAME.into(),
-                filters: vec![1, 2],
-                clsacts: vec![1],
-            },
+            record: ifb_record(7, vec![1]),
             device_names: BTreeMap::from([(1, "lo".into()), (2, "eth0".into())]),
             faults: BTreeSet::from(["in".into()]),
         };

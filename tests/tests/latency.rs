@@ -430,35 +430,55 @@ async fn kill_9_leaves_no_delay_and_the_next_start_restores_the_qdisc() {
     }
     let echo = udp_echo(None, "127.0.0.1:0", Duration::from_secs(170));
     let before = tc_qdisc_show();
-    client
-        .apply_fault(Latency::new("k", target.relative_str(), Duration::from_millis(200)).request())
-        .await
-        .expect("ApplyFault latency");
-    let delayed = rtt(&target, echo.port(), 5);
-    assert!(quantile(&delayed, 0.0) >= 200.0, "delayed: {delayed:?}");
-    drop(client);
-    agent.kill();
-    // The program's link died with the agent: nothing is stamped. fq stays
+    // The program's link dies with the agent: nothing is stamped. fq stays
     // until the next start, harmless without stamps.
-    let after_kill = rtt(&target, echo.port(), 20);
-    let left = tc_qdisc_show();
-    println!(
-        "after kill -9: median RTT {:.3} ms; qdiscs:\n{left}",
-        quantile(&after_kill, 0.5)
-    );
-    // Delayed probes take at least 200 ms (fq never releases early).
-    assert!(
-        quantile(&after_kill, 1.0) < 200.0,
-        "no delay after kill -9: {after_kill:?}"
-    );
-    agent.restart();
-    agent.wait_ready();
+    let request = Latency::new("k", target.relative_str(), Duration::from_millis(200)).request();
+    kill_9_during(&mut agent, client, request, &target, echo.port(), "egress").await;
     assert_eq!(
         before,
         tc_qdisc_show(),
         "the next start restored the qdisc a killed agent left"
     );
     drop(echo);
+}
+
+/// Applies `request`, a 200 ms delay on `target`'s round trips to the echo
+/// server on `port`, checks that it delays, kills the agent with SIGKILL,
+/// checks that nothing is delayed any more (a delayed probe takes at least
+/// 200 ms: fq never releases early), prints what was left behind, and
+/// starts the agent again.
+async fn kill_9_during(
+    agent: &mut AgentGuard,
+    mut client: AgentClient<Channel>,
+    request: pb::ApplyFaultRequest,
+    target: &CgroupGuard,
+    port: u16,
+    label: &str,
+) {
+    client
+        .apply_fault(request)
+        .await
+        .unwrap_or_else(|e| panic!("ApplyFault {label} latency 200ms: {e:?}"));
+    let delayed = rtt(target, port, 5);
+    assert!(
+        quantile(&delayed, 0.0) >= 200.0,
+        "{label} delayed: {delayed:?}"
+    );
+    drop(client);
+    agent.kill();
+    let after_kill = rtt(target, port, 20);
+    println!(
+        "{label}, after kill -9: median RTT {:.3} ms; left behind:\n{}{}",
+        quantile(&after_kill, 0.5),
+        tc_qdisc_show(),
+        tc_ingress_filters("lo")
+    );
+    assert!(
+        quantile(&after_kill, 1.0) < 200.0,
+        "no {label} delay after kill -9: {after_kill:?}"
+    );
+    agent.restart();
+    agent.wait_ready();
 }
 
 /// `ip link show` of the test's network namespace.
@@ -634,28 +654,15 @@ async fn ingress_delay_adds_100ms_to_the_target_only_and_revert_removes_the_ifb(
     // kill -9: the TCX link that picks the packets dies with the agent, so
     // nothing is marked any more; the filter and the ifb it leaves match
     // nothing, and the next start deletes them.
-    client
-        .apply_fault(ingress(200))
-        .await
-        .expect("ApplyFault ingress latency 200ms");
-    let delayed = rtt(&target, echo.port(), 5);
-    assert!(quantile(&delayed, 0.0) >= 200.0, "delayed: {delayed:?}");
-    drop(client);
-    agent.kill();
-    let after_kill = rtt(&target, echo.port(), 20);
-    println!(
-        "ingress, after kill -9: median RTT {:.3} ms; left behind:\n{}{}",
-        quantile(&after_kill, 0.5),
-        tc_qdisc_show(),
-        tc_ingress_filters("lo")
-    );
-    // Delayed replies take at least 200 ms (fq never releases early).
-    assert!(
-        quantile(&after_kill, 1.0) < 200.0,
-        "no ingress delay after kill -9: {after_kill:?}"
-    );
-    agent.restart();
-    agent.wait_ready();
+    kill_9_during(
+        &mut agent,
+        client,
+        ingress(200),
+        &target,
+        echo.port(),
+        "ingress",
+    )
+    .await;
     assert_eq!(
         qdiscs_before,
         tc_qdisc_show(),

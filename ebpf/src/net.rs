@@ -725,8 +725,9 @@ fn load_ports<L: Load>(ctx: &L, protocol: u8, l4: usize, ingress: bool) -> (Opti
     }
 }
 
-/// tc ingress (TCX): picks the packets to delay for sockets of targeted
-/// cgroups (ingress latency). The owning socket is looked up by the
+/// tc ingress (TCX): picks the packets to delay or pace for sockets of
+/// targeted cgroups (ingress latency and bandwidth; a packet a bandwidth
+/// rule drops is dropped here). The owning socket is looked up by the
 /// packet's tuple; the cgroups recorded on it (`tag_socket`) select the
 /// rules as on egress. A packet to delay gets a mono delivery time and the
 /// mark `TC_INDEX_DELAY` in `skb->tc_index`; faultd's classic filter on the

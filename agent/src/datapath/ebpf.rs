@@ -150,10 +150,11 @@ pub struct EbpfDatapath {
     rule_state: Array<MapData, RuleState>,
     /// fq installations for latency and bandwidth faults.
     qdiscs: Option<crate::qdisc::QdiscManager>,
-    /// Why the tc ingress program (ingress latency) could not be loaded.
-    tc_unavailable: Option<String>,
-    /// Whether the tc ingress program is loaded (on first use).
-    tc_loaded: bool,
+    /// The tc programs of ingress faults: None until the first such fault
+    /// loads them (verifying them costs about as much as the egress
+    /// program, which the agent's start should not pay on nodes that never
+    /// delay ingress), then loaded or why not.
+    tc: Option<Result<(), String>>,
     /// TCX links of the tc ingress program, by network namespace inode.
     /// bpf links: they detach when the agent dies.
     tc_links: HashMap<u64, Vec<SchedClassifierLink>>,
@@ -225,11 +226,6 @@ impl EbpfDatapath {
                 break;
             }
         }
-        // The tc programs (ingress latency only) are loaded by the first
-        // ingress fault: verifying them costs about as much as the egress
-        // program, which the agent's start should not pay on nodes that
-        // never delay ingress.
-        let tc_unavailable = None;
         let (lsm_scope, lsm_cgroup_unavailable, lsm_unavailable) = load_lsm(&mut ebpf, lsm_attach);
         if let Some(why) = &lsm_unavailable {
             info!(reason = %why, "file syscall faults unavailable (BPF LSM)");
@@ -292,8 +288,7 @@ impl EbpfDatapath {
             levels,
             rule_state,
             qdiscs: None,
-            tc_unavailable,
-            tc_loaded: false,
+            tc: None,
             tc_links: HashMap::new(),
             links: HashMap::new(),
             nr_cpus: nr_cpus.get() as usize,
@@ -840,16 +835,11 @@ impl Datapath for EbpfDatapath {
     }
 
     fn acquire_ingress(&mut self, fault_id: &str, path: &Path) -> Result<(), DatapathError> {
-        if !self.tc_loaded && self.tc_unavailable.is_none() {
-            match load_tc(&mut self.ebpf) {
-                Ok(()) => self.tc_loaded = true,
-                Err(why) => {
-                    warn!(reason = %why, "ingress latency unavailable");
-                    self.tc_unavailable = Some(why);
-                }
-            }
-        }
-        if let Some(why) = &self.tc_unavailable {
+        let loaded = self.tc.get_or_insert_with(|| {
+            load_tc(&mut self.ebpf)
+                .inspect_err(|why| warn!(reason = %why, "ingress delay unavailable"))
+        });
+        if let Err(why) = loaded {
             // The verifier log can be long; the first line says why (the
             // agent's log holds the whole of it).
             let first = why.lines().next().unwrap_or_default();
@@ -935,7 +925,7 @@ impl Datapath for EbpfDatapath {
             links.remove(&ino);
         });
         if self.tc_links.is_empty()
-            && self.tc_loaded
+            && matches!(self.tc, Some(Ok(())))
             && let Err(why) = set_ifb(&mut self.ebpf, false)
         {
             warn!(reason = %why, "turning socket tagging off");

@@ -863,13 +863,13 @@ fn delete_ifb(r: &IfbRecord) -> Result<(), QdiscError> {
                 .map_err(nl(name_of(index)))?;
         }
     }
+    let qdiscs = if r.clsacts.is_empty() {
+        Vec::new()
+    } else {
+        rtnl.qdiscs().map_err(nl(r.ifname.clone()))?
+    };
     for &index in &r.clsacts {
-        if !links.iter().any(|l| l.ifindex == index) {
-            continue;
-        }
-        let has_clsact = rtnl
-            .qdiscs()
-            .map_err(nl(name_of(index)))?
+        let has_clsact = qdiscs
             .iter()
             .any(|q| q.ifindex == index && q.parent == TC_H_CLSACT && q.kind == "clsact");
         if !has_clsact {

@@ -17,9 +17,12 @@ use faultd_proto::agent::v1::{self as pb, agent_client::AgentClient};
 use faultd_tests::{
     AgentGuard, CgroupGuard,
     cgroup::skip,
-    faults::{Latency, bandwidth_request},
+    faults::{Latency, Loss, bandwidth_request},
     require_root,
-    stats::{ks_critical, ks_statistic, median_interval, normal_cdf, quantile},
+    stats::{
+        RATE_CONFIDENCE, assert_loss_rate, ks_critical, ks_statistic, median_interval, normal_cdf,
+        quantile,
+    },
     traffic::{tcp_send, tcp_sink, udp_echo, udp_rtt},
 };
 use tonic::{Code, transport::Channel};
@@ -244,6 +247,60 @@ async fn delay_adds_100ms_to_the_target_only_and_revert_restores_the_qdisc() {
     assert!(
         quantile(&reverted, 1.0) < 100.0,
         "no delay after revert: {reverted:?}"
+    );
+    drop(echo);
+}
+
+/// Two faults on one target act together: 100 ms latency and 30% egress
+/// loss. Each probe's request is dropped with probability 0.3 (the echo's
+/// reply is the bystander root's, untouched), and every reply that returns
+/// took at least the delay (fq never releases early).
+#[tokio::test]
+async fn latency_and_loss_on_one_target_both_act() {
+    if !require_root() {
+        return;
+    }
+    let (_agent, mut client) = AgentGuard::start_default().await;
+    let target = CgroupGuard::new("lat-loss");
+    if !fq_or_skip(&mut client, &target).await {
+        return;
+    }
+    let echo = udp_echo(None, "127.0.0.1:0", Duration::from_secs(170));
+    client
+        .apply_fault(
+            Latency::new("lat", target.relative_str(), Duration::from_millis(100)).request(),
+        )
+        .await
+        .expect("ApplyFault latency");
+    client
+        .apply_fault(
+            Loss::new("loss", target.relative_str(), 300_000)
+                .direction(pb::Direction::Egress)
+                .request(),
+        )
+        .await
+        .expect("ApplyFault loss on the same target");
+    // A lost probe waits out its 400 ms timeout; 200 probes take ~40 s.
+    let n = 200;
+    let report = udp_rtt(
+        Some(&target),
+        format!("127.0.0.1:{}", echo.port()).parse().expect("addr"),
+        n,
+        Duration::from_millis(400),
+        Duration::from_millis(1),
+    );
+    assert_eq!(report.sent, n, "every probe was sent: {report:?}");
+    assert_loss_rate("latency + loss", report.sent, report.received, 0.3, RATE_CONFIDENCE);
+    let rtts = rtts_ms(&report);
+    println!(
+        "latency 100ms + loss 30%: {} of {n} returned, RTT min {:.3} ms, median {:.3} ms",
+        report.received,
+        quantile(&rtts, 0.0),
+        quantile(&rtts, 0.5)
+    );
+    assert!(
+        quantile(&rtts, 0.0) >= 100.0,
+        "every reply delayed: {rtts:?}"
     );
     drop(echo);
 }

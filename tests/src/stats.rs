@@ -142,12 +142,13 @@ pub fn assert_loss_rate(
     let observed = to_f64(lost) / to_f64(sent);
     let (low, high) = binomial_interval(sent, expected_p, confidence);
     let (ci_low, ci_high) = wilson_interval(lost, sent, confidence);
+    // 0.999 as "99.9", 0.99999 as "99.999" (not rounded to "100.0").
+    let percent = format!("{:.4}", confidence * 100.0);
+    let percent = percent.trim_end_matches('0').trim_end_matches('.');
     let summary = format!(
         "{label}: observed loss {observed:.5} ({lost} of {sent}), expected {expected_p}, \
-         {:.1}% acceptance interval [{low:.5}, {high:.5}] for n={sent}; \
-         {:.1}% Wilson CI of the true rate [{ci_low:.5}, {ci_high:.5}]",
-        confidence * 100.0,
-        confidence * 100.0,
+         {percent}% acceptance interval [{low:.5}, {high:.5}] for n={sent}; \
+         {percent}% Wilson CI of the true rate [{ci_low:.5}, {ci_high:.5}]",
     );
     assert!(
         (low..=high).contains(&observed),

@@ -290,7 +290,13 @@ async fn latency_and_loss_on_one_target_both_act() {
         Duration::from_millis(1),
     );
     assert_eq!(report.sent, n, "every probe was sent: {report:?}");
-    assert_loss_rate("latency + loss", report.sent, report.received, 0.3, RATE_CONFIDENCE);
+    assert_loss_rate(
+        "latency + loss",
+        report.sent,
+        report.received,
+        0.3,
+        RATE_CONFIDENCE,
+    );
     let rtts = rtts_ms(&report);
     println!(
         "latency 100ms + loss 30%: {} of {n} returned, RTT min {:.3} ms, median {:.3} ms",

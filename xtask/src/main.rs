@@ -23,8 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Install Debian packages and build bpf-linker against rustc's LLVM
-    /// (idempotent, cached under ~/.cache/faultd).
+    /// Install Debian packages, build bpf-linker against rustc's LLVM and
+    /// fetch the VM tier's kernels (idempotent, cached under ~/.cache/faultd).
     Setup,
     /// Set up, then build every binary.
     Build {
@@ -82,18 +82,18 @@ enum BenchWhat {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Setup => setup::setup(),
+        Task::Setup => setup::setup(setup::Scope::Vm),
         Task::Build { release } => {
-            setup::setup()?;
+            setup::setup(setup::Scope::Build)?;
             build(if release { "release" } else { "dev" })
         }
         Task::Run { no_demo } => {
-            setup::setup()?;
+            setup::setup(setup::Scope::Build)?;
             build("release")?;
             demo::run(no_demo)
         }
         Task::Bench { opts, what } => {
-            setup::setup()?;
+            setup::setup(setup::Scope::Build)?;
             build("release")?;
             match what {
                 None => bench::run(&opts),
@@ -108,13 +108,16 @@ fn main() -> anyhow::Result<()> {
             no_vm,
             vm_only,
         } => {
-            setup::setup()?;
             let tiers = match (unit_only, no_vm, vm_only) {
                 (true, _, _) => test::Tiers::UnitOnly,
                 (_, _, true) => test::Tiers::VmOnly,
                 (_, true, _) => test::Tiers::NoVm,
                 _ => test::Tiers::All,
             };
+            setup::setup(match tiers {
+                test::Tiers::UnitOnly | test::Tiers::NoVm => setup::Scope::Build,
+                test::Tiers::All | test::Tiers::VmOnly => setup::Scope::Vm,
+            })?;
             test::run(tiers)
         }
     }
@@ -127,5 +130,52 @@ pub fn build(profile: &str) -> anyhow::Result<()> {
     if profile == "release" {
         args.push("--release");
     }
-    util::run(util::cargo(&args))
+    let start = std::time::Instant::now();
+    eprintln!("build: {profile} binaries (faultd, faultctl, test helpers)");
+    util::run(util::cargo(&args))?;
+    eprintln!(
+        "build: {profile} binaries: done in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    /// `cargo xtask` is how a fresh machine gets set up, so building it must
+    /// need nothing that set-up provides: no crate that builds the eBPF
+    /// programs (bpf-linker, rust-src) may be among its dependencies.
+    #[test]
+    fn xtask_builds_before_setup() {
+        let out = Command::new(env!("CARGO"))
+            .args(["tree", "--locked", "-p", "xtask", "-e", "normal,build"])
+            .args(["--prefix", "none", "--format", "{p}"])
+            .current_dir(crate::util::workspace_root())
+            .output()
+            .expect("running cargo tree");
+        assert!(
+            out.status.success(),
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tree = String::from_utf8_lossy(&out.stdout);
+        let needs_setup: Vec<&str> = tree
+            .lines()
+            .filter(|l| {
+                ["faultd-agent ", "faultd-ebpf ", "aya-build "]
+                    .iter()
+                    .any(|c| l.starts_with(c))
+            })
+            .collect();
+        assert!(
+            needs_setup.is_empty(),
+            "xtask depends on crates that need `cargo xtask setup` first: {needs_setup:?}"
+        );
+        assert!(
+            tree.lines().any(|l| l.starts_with("faultd-tests ")),
+            "{tree}"
+        );
+    }
 }

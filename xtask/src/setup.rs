@@ -1,11 +1,15 @@
 //! `cargo xtask setup`: everything a fresh Debian machine needs, installed
 //! idempotently and cached. Each step checks before it acts, so a warm
-//! machine pays a few `dpkg -s` and file checks.
+//! machine pays a few `dpkg -s` and file checks; each prints what it does
+//! and how long it took. (The pinned Rust toolchain comes before all of
+//! this, from `./x`: rustup's cargo proxy cannot start xtask without it.)
 
 use std::{
     env,
     path::{Path, PathBuf},
     process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Instant,
 };
 
 use anyhow::{Context as _, bail};
@@ -36,13 +40,72 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache/faultd")
 }
 
-pub fn setup() -> anyhow::Result<()> {
-    apt_packages()?;
-    bpf_linker()?;
+/// What a task needs set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Building and running the binaries: Debian packages and bpf-linker.
+    Build,
+    /// Also the VM tier's kernels (the tests, `cargo xtask setup`).
+    Vm,
+}
+
+pub fn setup(scope: Scope) -> anyhow::Result<()> {
+    step("Debian packages", apt_packages)?;
+    step("bpf-linker", bpf_linker)?;
+    if scope == Scope::Vm {
+        step("VM kernels", crate::vm::fetch_kernels)?;
+    }
     Ok(())
 }
 
-fn apt_packages() -> anyhow::Result<()> {
+/// What a set-up step found: already there, or installed now.
+#[derive(Debug)]
+pub enum Done {
+    Cached(String),
+    Installed(String),
+}
+
+/// Runs one step between a start and an end line, so a newcomer sees what is
+/// being installed and how long each part took.
+fn step(name: &str, f: impl FnOnce() -> anyhow::Result<Done>) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let done = f().with_context(|| format!("setup step `{name}`"))?;
+    let secs = start.elapsed().as_secs_f64();
+    match done {
+        Done::Cached(what) => eprintln!("setup: [{name}] {what} ({secs:.1} s)"),
+        Done::Installed(what) => eprintln!("setup: [{name}] {what}: done in {secs:.1} s"),
+    }
+    Ok(())
+}
+
+/// `apt-get`, through sudo when not root, non-interactive.
+pub fn apt(args: &[&str]) -> Command {
+    let mut c = if nix::unistd::geteuid().is_root() {
+        Command::new("apt-get")
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("apt-get");
+        c
+    };
+    c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    c
+}
+
+/// `apt-get update`, at most once per run: package installs and kernel
+/// downloads both need current lists (a fresh image's lists may be months
+/// old and miss the pinned kernels), but once is enough.
+pub fn apt_update() -> anyhow::Result<()> {
+    static UPDATED: AtomicBool = AtomicBool::new(false);
+    if UPDATED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    eprintln!("setup: apt-get update");
+    run(apt(&["update", "-q"]))?;
+    UPDATED.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+fn apt_packages() -> anyhow::Result<Done> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .copied()
@@ -54,33 +117,21 @@ fn apt_packages() -> anyhow::Result<()> {
         })
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(Done::Cached(format!("all {} present", APT_PACKAGES.len())));
     }
-    eprintln!("setup: installing Debian packages: {}", missing.join(" "));
-    let sudo: &[&str] = if nix::unistd::geteuid().is_root() {
-        &[]
-    } else {
-        &["sudo"]
-    };
-    let apt = |args: &[&str]| {
-        let mut c = Command::new(sudo.first().copied().unwrap_or("apt-get"));
-        if !sudo.is_empty() {
-            c.arg("apt-get");
-        }
-        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        c
-    };
-    run(apt(&["update", "-qq"]))?;
-    let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
+    eprintln!("setup: [Debian packages] installing {}", missing.join(" "));
+    apt_update()?;
+    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
     install.args(&missing);
-    run(install)
+    run(install)?;
+    Ok(Done::Installed(format!("installed {}", missing.join(" "))))
 }
 
 /// Builds bpf-linker against the LLVM shared library that ships with the
 /// pinned rustc: bitcode from rustc must be read by the same LLVM, and no
 /// prebuilt binary can be downloaded here. Cached per (bpf-linker version,
 /// rustc LLVM version).
-fn bpf_linker() -> anyhow::Result<()> {
+fn bpf_linker() -> anyhow::Result<Done> {
     let rustc_vv = cmd_output(Command::new("rustc").arg("-vV"))?;
     let llvm_version = rustc_vv
         .lines()
@@ -96,12 +147,14 @@ fn bpf_linker() -> anyhow::Result<()> {
     let root = cache_dir().join("bpf-linker").join(BPF_LINKER_VERSION);
     let stamp = root.join("llvm-version");
     let bin = root.join("bin/bpf-linker");
+    let what = format!("bpf-linker {BPF_LINKER_VERSION} for rustc's LLVM {llvm_version}");
     if bin.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == llvm_version) {
-        return Ok(());
+        return Ok(Done::Cached(format!(
+            "{what}: cached in {}",
+            root.display()
+        )));
     }
-    eprintln!(
-        "setup: building bpf-linker {BPF_LINKER_VERSION} against rustc's LLVM {llvm_version}"
-    );
+    eprintln!("setup: [bpf-linker] building {what} (cargo install, about a minute)");
     let sysroot =
         PathBuf::from(cmd_output(Command::new("rustc").args(["--print", "sysroot"]))?.trim());
     let lib = find_libllvm(&sysroot.join("lib"))?;
@@ -139,7 +192,10 @@ fn bpf_linker() -> anyhow::Result<()> {
         .current_dir(crate::util::workspace_root());
     run(install)?;
     std::fs::write(&stamp, &llvm_version)?;
-    Ok(())
+    Ok(Done::Installed(format!(
+        "built {what} into {}",
+        root.display()
+    )))
 }
 
 fn find_libllvm(lib_dir: &Path) -> anyhow::Result<PathBuf> {

@@ -86,6 +86,11 @@ pub fn fetch_all(cache: &Path, specs: &[KernelSpec]) -> anyhow::Result<Vec<Kerne
     specs.iter().map(|spec| fetch(cache, *spec)).collect()
 }
 
+/// Whether the pinned package of `spec` is unpacked in the cache.
+pub fn is_cached(cache: &Path, spec: KernelSpec) -> bool {
+    unpacked(&cache.join("kernels"), spec, spec.package).is_ok_and(|k| k.is_some())
+}
+
 fn fetch(cache: &Path, spec: KernelSpec) -> anyhow::Result<Kernel> {
     let kernels = cache.join("kernels");
     if let Some(kernel) = unpacked(&kernels, spec, spec.package)? {
@@ -158,10 +163,24 @@ fn unpacked(kernels: &Path, spec: KernelSpec, package: &str) -> anyhow::Result<O
 }
 
 fn download(dir: &Path, package: &str) -> anyhow::Result<PathBuf> {
+    if let Err(first) = try_download(dir, package) {
+        // A fresh image's apt lists can be months old and miss the pinned
+        // package (or its whole series); update once and try again.
+        eprintln!("vm: {first:#}; updating apt's lists and retrying");
+        crate::setup::apt_update()?;
+        try_download(dir, package)?;
+    }
+    deb_in(dir, package)
+}
+
+/// `apt-get download`, its progress on the terminal and its `E:` lines in
+/// the error.
+fn try_download(dir: &Path, package: &str) -> anyhow::Result<()> {
     eprintln!("vm: downloading {package}");
     let out = Command::new("apt-get")
         .args(["download", "-q", package])
         .current_dir(dir)
+        .stdout(std::process::Stdio::inherit())
         .output()
         .context("running apt-get (is this a Debian machine?)")?;
     if !out.status.success() {
@@ -173,6 +192,10 @@ fn download(dir: &Path, package: &str) -> anyhow::Result<PathBuf> {
             .collect();
         bail!("apt-get download {package}: {}", errors.join("; "));
     }
+    Ok(())
+}
+
+fn deb_in(dir: &Path, package: &str) -> anyhow::Result<PathBuf> {
     // apt names the file <package>_<version>_<arch>.deb.
     let prefix = format!("{package}_");
     fs::read_dir(dir)?

@@ -199,31 +199,67 @@ struct Prepared {
 fn prepare() -> anyhow::Result<Prepared> {
     qemu::check_qemu()?;
     let busybox = initramfs::check_host_tools()?;
-    let specs: Vec<kernel::KernelSpec> = match std::env::var("FAULTD_VM_KERNELS") {
-        Ok(filter) => {
-            let wanted: Vec<&str> = filter.split(',').map(str::trim).collect();
-            let specs: Vec<_> = kernel::MATRIX
-                .iter()
-                .copied()
-                .filter(|k| {
-                    wanted
-                        .iter()
-                        .any(|w| k.name == *w || k.name.rsplit_once('-').map(|(_, v)| v) == Some(w))
-                })
-                .collect();
-            if specs.is_empty() {
-                bail!("FAULTD_VM_KERNELS={filter:?} matches no kernel of the matrix");
-            }
-            specs
-        }
-        Err(_) => kernel::MATRIX.to_vec(),
-    };
-    let cache = crate::setup::cache_dir().join("vm");
-    let kernels = kernel::fetch_all(&cache, &specs)?;
+    let cache = kernel_cache();
+    let kernels = kernel::fetch_all(&cache, &selected_kernels()?)?;
     Ok(Prepared {
         busybox,
         cache,
         kernels,
+    })
+}
+
+fn kernel_cache() -> PathBuf {
+    crate::setup::cache_dir().join("vm")
+}
+
+/// The kernels of the matrix, or those FAULTD_VM_KERNELS names.
+fn selected_kernels() -> anyhow::Result<Vec<kernel::KernelSpec>> {
+    let Ok(filter) = std::env::var("FAULTD_VM_KERNELS") else {
+        return Ok(kernel::MATRIX.to_vec());
+    };
+    let wanted: Vec<&str> = filter.split(',').map(str::trim).collect();
+    let specs: Vec<_> = kernel::MATRIX
+        .iter()
+        .copied()
+        .filter(|k| {
+            wanted
+                .iter()
+                .any(|w| k.name == *w || k.name.rsplit_once('-').map(|(_, v)| v) == Some(w))
+        })
+        .collect();
+    if specs.is_empty() {
+        bail!("FAULTD_VM_KERNELS={filter:?} matches no kernel of the matrix");
+    }
+    Ok(specs)
+}
+
+/// The set-up step for the VM tier: downloads and unpacks the kernels the
+/// cache lacks.
+pub fn fetch_kernels() -> anyhow::Result<crate::setup::Done> {
+    let cache = kernel_cache();
+    let specs = selected_kernels()?;
+    let missing: Vec<&str> = specs
+        .iter()
+        .filter(|s| !kernel::is_cached(&cache, **s))
+        .map(|s| s.name)
+        .collect();
+    let kernels = kernel::fetch_all(&cache, &specs)?;
+    let names: Vec<String> = kernels
+        .iter()
+        .map(|k| format!("{} ({})", k.spec.name, k.release))
+        .collect();
+    Ok(if missing.is_empty() {
+        crate::setup::Done::Cached(format!(
+            "{}: cached in {}",
+            names.join(", "),
+            cache.display()
+        ))
+    } else {
+        crate::setup::Done::Installed(format!(
+            "downloaded {} into {}",
+            missing.join(", "),
+            cache.display()
+        ))
     })
 }
 

@@ -10,6 +10,8 @@ use aya::{
     util::KernelVersion,
 };
 
+use crate::{backend::SysBackends, fault::FaultKind};
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Feature {
     pub name: &'static str,
@@ -28,12 +30,103 @@ impl Capabilities {
         self.features.iter().any(|f| f.name == name && f.available)
     }
 
+    /// Whether this node can serve a fault of `kind`, its syscall faults
+    /// served by `backends`: every feature it needs is present, or the
+    /// error names each one missing and what provides it.
+    pub fn check(&self, kind: &FaultKind, backends: &SysBackends) -> Result<(), Unsupported> {
+        if kind.ingress_delay() && !self.has("tcx") {
+            // The tc program that picks the packets must be a bpf link that
+            // detaches when the agent dies; netlink tc filters on older
+            // kernels stay (docs/latency.md, "Ingress latency").
+            return Err(Unsupported(format!(
+                "{} faults on ingress need tcx (TCX link-based tc attachment, kernel >= \
+                 6.6; this kernel is {}): the tc ingress program must be a bpf link that \
+                 detaches when the agent dies, which netlink tc filters on older kernels do \
+                 not; see docs/latency.md; use direction egress here",
+                kind.name(),
+                self.kernel_release
+            )));
+        }
+        let mut missing: Vec<String> = required_features(kind)
+            .iter()
+            .filter(|(name, _)| !self.has(name))
+            .map(|(name, what)| format!("{name} ({what})"))
+            .collect();
+        if let FaultKind::Syscall(s) = kind
+            && let Err(e) = backends.pick(s)
+        {
+            missing.push(e.0);
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Unsupported(format!(
+            "this kernel ({}) lacks what {} faults need: {}",
+            self.kernel_release,
+            kind.name(),
+            missing.join(", ")
+        )))
+    }
+
+    /// Every feature present: for the manager's unit tests, where the fake
+    /// datapath stands in for any kernel.
+    #[cfg(test)]
+    pub fn every_feature() -> Self {
+        let names = [
+            "cgroup_skb",
+            "bpf_link_cgroup",
+            "ktime_get_boot_ns",
+            "fq_qdisc",
+            "tcx",
+        ];
+        Self {
+            kernel_release: "test".into(),
+            features: names
+                .into_iter()
+                .map(|name| feature(name, true, "assumed by the test"))
+                .collect(),
+        }
+    }
+
     /// Adds a feature known only after loading (e.g. whether programs
     /// loaded), keeping the list sorted.
     pub fn add(&mut self, feature: Feature) {
         self.features.retain(|f| f.name != feature.name);
         self.features.push(feature);
         self.features.sort_by_key(|f| f.name);
+    }
+}
+
+/// Why this node cannot serve a fault: the features it lacks, named as
+/// GetCapabilities names them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsupported(pub String);
+
+/// Kernel features each fault kind needs, with what they are for. Which
+/// mechanism serves a syscall fault is `SysBackends::pick`'s decision.
+fn required_features(kind: &FaultKind) -> &'static [(&'static str, &'static str)] {
+    const LINKS: (&str, &str) = (
+        "bpf_link_cgroup",
+        "cgroup bpf links (kernel >= 5.7), so faults die with the agent",
+    );
+    const DEADLINES: (&str, &str) = (
+        "ktime_get_boot_ns",
+        "bpf_ktime_get_boot_ns (kernel >= 5.8) for kernel-side deadlines",
+    );
+    match kind {
+        FaultKind::Loss(_) => &[("cgroup_skb", "cgroup_skb programs"), LINKS, DEADLINES],
+        FaultKind::Latency(_) | FaultKind::Bandwidth(_) => &[
+            ("cgroup_skb", "cgroup_skb programs"),
+            (
+                "fq_qdisc",
+                "the sch_fq qdisc (CONFIG_NET_SCH_FQ), which holds packets until the departure \
+                 time faultd stamps on them",
+            ),
+            LINKS,
+            DEADLINES,
+        ],
+        FaultKind::Syscall(_) => &[LINKS, DEADLINES],
     }
 }
 

@@ -14,10 +14,11 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use faultd_agent::{
-    api, caps,
+    caps,
     cleanup::remove_leftovers,
     config::{Config, EX_USAGE, LogFormat},
     datapath::ebpf::EbpfDatapath,
+    error::error_chain,
     manager::{Manager, Policy, SystemClock},
     service::{AgentService, Shared},
     target::CgroupFs,
@@ -169,7 +170,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         Ok(_) => {}
         Err(e) => {
-            warn!(error = %api::error_chain(&e), "looking for leftovers of a previous faultd")
+            warn!(error = %error_chain(&e), "looking for leftovers of a previous faultd")
         }
     }
 
@@ -182,14 +183,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             devices = n,
             "restored root qdiscs a previous faultd replaced"
         ),
-        Err(e) => warn!(error = %api::error_chain(&e), "restoring qdiscs of a previous faultd"),
+        Err(e) => warn!(error = %error_chain(&e), "restoring qdiscs of a previous faultd"),
     }
 
     raise_memlock_limit();
     raise_nofile_limit();
     let mut caps = caps::probe();
     let datapath = EbpfDatapath::load(config.limits.max_faults, config.syscall.lsm_attach)
-        .map_err(|e| anyhow::anyhow!(api::error_chain(&e)))
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
         .context("loading the eBPF programs")?
         .with_qdiscs(faultd_agent::qdisc::QdiscManager::new(qdisc_records));
     let loaded = |name, why: Option<&str>, ok: &str| caps::Feature {
@@ -238,7 +239,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let self_cgroup = match cgroups.self_cgroup() {
         Ok(c) => Some(c.path),
         Err(e) => {
-            warn!(error = %api::error_chain(&e), "cannot tell the agent's own cgroup; it is not protected");
+            warn!(error = %error_chain(&e), "cannot tell the agent's own cgroup; it is not protected");
             None
         }
     };
@@ -251,7 +252,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let mount = cgroups.mount().to_path_buf();
     let shared = Shared::new(
-        Manager::new(policy, datapath, cgroups, SystemClock),
+        Manager::new(policy, datapath, cgroups, SystemClock, caps.clone()),
         caps,
         mount,
     );
@@ -280,7 +281,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     match shared.revert_all().await {
         Ok(n) => info!(reverted = n, "reverted every fault"),
-        Err(e) => error!(error = %api::error_chain(&e), "reverting faults at shutdown"),
+        Err(e) => error!(error = %error_chain(&e), "reverting faults at shutdown"),
     }
     let served = match served {
         Some(r) => r,

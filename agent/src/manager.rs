@@ -22,8 +22,10 @@ use faultd_common::{FaultCounters, MAX_CGROUP_LEVEL, MAX_RULES_PER_CGROUP};
 use tracing::{info, warn};
 
 use crate::{
-    datapath::{Datapath, DatapathError, KernelObject, TableRules},
-    fault::{FaultKind, FaultSpec, Hook, SysBackends, Table, kernel_rule},
+    backend::SysBackends,
+    caps::{Capabilities, Unsupported},
+    datapath::{Datapath, DatapathError, Entry, Hook, KernelObject, Rule, Table, hook::uses},
+    fault::{FaultKind, FaultSpec},
     target::{CgroupFs, ResolvedCgroup, TargetError, TargetSpec},
 };
 
@@ -71,6 +73,9 @@ pub enum ManagerError {
     Protected { target: String, reason: String },
     #[error("{0}")]
     Capacity(String),
+    /// The node's kernel lacks what the fault needs.
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
     #[error("{0}")]
     Precondition(String),
     #[error("no fault with id {0:?}")]
@@ -150,6 +155,8 @@ struct TargetNode {
 #[derive(Debug)]
 pub struct Manager<D, R, C> {
     policy: Policy,
+    /// What this kernel offers, checked before anything is changed.
+    caps: Capabilities,
     dp: D,
     resolver: R,
     clock: C,
@@ -157,7 +164,7 @@ pub struct Manager<D, R, C> {
     targets: BTreeMap<String, TargetNode>,
     deadlines: BTreeSet<(u64, String)>,
     /// What the rules maps hold, by cgroup path and table.
-    kernel_rules: HashMap<(String, Table), (u64, TableRules)>,
+    kernel_rules: HashMap<(String, Table), (u64, Entry)>,
     /// Attached programs, by cgroup path and hook, with the cgroup id.
     links: HashMap<(String, Hook), u64>,
     level_counts: [u32; MAX_CGROUP_LEVEL as usize],
@@ -172,10 +179,11 @@ pub struct Manager<D, R, C> {
 }
 
 impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
-    pub fn new(policy: Policy, dp: D, resolver: R, clock: C) -> Self {
+    pub fn new(policy: Policy, dp: D, resolver: R, clock: C, caps: Capabilities) -> Self {
         let backends = dp.sys_backends();
         Self {
             policy,
+            caps,
             dp,
             resolver,
             clock,
@@ -232,11 +240,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
                 ),
             });
         }
-        if let FaultKind::Syscall(s) = &spec.kind {
-            self.backends
-                .pick(s)
-                .map_err(|e| ManagerError::Precondition(e.0))?;
-        }
+        self.caps.check(&spec.kind, &self.backends)?;
         let target = self.resolver.resolve(&spec.target)?;
         if target.level >= MAX_CGROUP_LEVEL {
             return Err(ManagerError::Precondition(format!(
@@ -515,7 +519,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     /// Whether `a` needs the program on `hook` and that program is attached
     /// once for the node.
     fn uses_node_wide(&self, a: &Active, hook: Hook) -> bool {
-        hook.is_node_wide(self.backends.lsm) && a.spec.kind.uses(hook, &self.backends)
+        hook.is_node_wide(self.backends.lsm) && uses(&a.spec.kind, hook, &self.backends)
     }
 
     fn check_protected(&self, target: &ResolvedCgroup) -> Result<(), ManagerError> {
@@ -623,25 +627,24 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             .filter_map(move |p| self.targets.get_key_value(p).map(|(k, v)| (k.as_str(), v)))
     }
 
-    fn desired_rules(&self, path: &str, table: Table) -> Option<(u64, TableRules)> {
+    fn desired_rules(&self, path: &str, table: Table) -> Option<(u64, Entry)> {
         let node = self.targets.get(path)?;
         let ids = self
             .targeted_ancestors(path)
             .map(|(_, n)| n)
             .chain(std::iter::once(node))
             .flat_map(|n| n.faults.iter());
-        let mut rules = TableRules::empty(table);
-        for id in ids {
-            let Some(a) = self.faults.get(id) else {
-                continue;
-            };
-            if a.spec.kind.table() != table {
-                continue;
-            }
-            // check_rule_counts refuses more than fit before we get here.
-            rules.push(kernel_rule(&a.spec.kind, a.slot, a.deadline_ns));
-        }
-        (!rules.is_empty()).then_some((node.id, rules))
+        // check_rule_counts refuses more than fit before we get here.
+        let rules: Vec<Rule> = ids
+            .filter_map(|id| self.faults.get(id))
+            .filter(|a| Table::of(&a.spec.kind) == table)
+            .map(|a| Rule {
+                kind: a.spec.kind.clone(),
+                slot: a.slot,
+                deadline_ns: a.deadline_ns,
+            })
+            .collect();
+        (!rules.is_empty()).then_some((node.id, Entry { table, rules }))
     }
 
     fn rule_count(&self, path: &str, table: Table) -> usize {
@@ -651,7 +654,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
                 .filter(|id| {
                     self.faults
                         .get(*id)
-                        .is_some_and(|a| a.spec.kind.table() == table)
+                        .is_some_and(|a| Table::of(&a.spec.kind) == table)
                 })
                 .count()
         };
@@ -690,7 +693,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             n.faults.iter().any(|id| {
                 self.faults
                     .get(id)
-                    .is_some_and(|a| a.spec.kind.uses(hook, &self.backends))
+                    .is_some_and(|a| uses(&a.spec.kind, hook, &self.backends))
             })
         };
         self.targets.get(path).is_some_and(has_own)

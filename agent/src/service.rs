@@ -20,45 +20,16 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, info_span, warn};
 
 use crate::{
-    api,
+    api::{self, ApiError},
     caps::Capabilities,
     datapath::Datapath,
-    fault::{FaultKind, FaultSpec, SysBackends},
-    manager::{Clock, Manager, ManagerError, Resolver},
+    error::error_chain,
+    manager::{Clock, Manager, Resolver},
 };
-
-/// Kernel features each fault kind needs, with what they are for.
-fn required_features(kind: &FaultKind) -> &'static [(&'static str, &'static str)] {
-    const LINKS: (&str, &str) = (
-        "bpf_link_cgroup",
-        "cgroup bpf links (kernel >= 5.7), so faults die with the agent",
-    );
-    const DEADLINES: (&str, &str) = (
-        "ktime_get_boot_ns",
-        "bpf_ktime_get_boot_ns (kernel >= 5.8) for kernel-side deadlines",
-    );
-    match kind {
-        FaultKind::Loss(_) => &[("cgroup_skb", "cgroup_skb programs"), LINKS, DEADLINES],
-        FaultKind::Latency(_) | FaultKind::Bandwidth(_) => &[
-            ("cgroup_skb", "cgroup_skb programs"),
-            (
-                "fq_qdisc",
-                "the sch_fq qdisc (CONFIG_NET_SCH_FQ), which holds packets until the departure \
-                 time faultd stamps on them",
-            ),
-            LINKS,
-            DEADLINES,
-        ],
-        // Which mechanism serves it is decided by `SysBackends::pick`.
-        FaultKind::Syscall(_) => &[LINKS, DEADLINES],
-    }
-}
 
 pub struct Shared<D, R, C> {
     manager: Mutex<Manager<D, R, C>>,
     caps: Capabilities,
-    /// The manager's syscall backends, fixed at start.
-    backends: SysBackends,
     cgroup_mount: PathBuf,
     /// Woken when faults change, so the expiry task re-reads the next deadline.
     changed: Notify,
@@ -78,7 +49,6 @@ impl<D, R, C> std::fmt::Debug for Shared<D, R, C> {
 impl<D: Datapath, R: Resolver, C: Clock> Shared<D, R, C> {
     pub fn new(manager: Manager<D, R, C>, caps: Capabilities, cgroup_mount: PathBuf) -> Arc<Self> {
         Arc::new(Self {
-            backends: manager.backends(),
             manager: Mutex::new(manager),
             caps,
             cgroup_mount,
@@ -105,11 +75,11 @@ impl<D: Datapath, R: Resolver, C: Clock> Shared<D, R, C> {
     async fn with_manager<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Manager<D, R, C>) -> T + Send + 'static,
-    ) -> Result<T, Status> {
+    ) -> Result<T, ApiError> {
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || f(&mut this.lock()))
             .await
-            .map_err(|e| Status::internal(format!("agent task failed: {e}")))
+            .map_err(|e| ApiError::Task(e.to_string()))
     }
 
     /// Sweeps expired faults at each deadline until `shutdown` resolves.
@@ -127,16 +97,14 @@ impl<D: Datapath, R: Resolver, C: Clock> Shared<D, R, C> {
             }
             match self.with_manager(|m| m.expire_due()).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => warn!(error = %api::error_chain(&e), "removing expired faults"),
+                Ok(Err(e)) => warn!(error = %error_chain(&e), "removing expired faults"),
                 Err(e) => warn!(error = %e, "expiry task"),
             }
         }
     }
 
-    pub async fn revert_all(self: &Arc<Self>) -> Result<u32, ManagerError> {
-        self.with_manager(|m| m.revert_all())
-            .await
-            .unwrap_or_else(|e| Err(ManagerError::Precondition(e.to_string())))
+    pub async fn revert_all(self: &Arc<Self>) -> Result<u32, ApiError> {
+        Ok(self.with_manager(|m| m.revert_all()).await??)
     }
 }
 
@@ -161,49 +129,15 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
         &self,
         request: Request<pb::ApplyFaultRequest>,
     ) -> Result<Response<pb::ApplyFaultResponse>, Status> {
-        let spec = request
-            .into_inner()
-            .spec
-            .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
-        let spec = FaultSpec::try_from(spec).map_err(|e| api::invalid_status(&e))?;
-        let mut missing: Vec<String> = required_features(&spec.kind)
-            .iter()
-            .filter(|(name, _)| !self.shared.caps.has(name))
-            .map(|(name, what)| format!("{name} ({what})"))
-            .collect();
-        if let FaultKind::Syscall(s) = &spec.kind
-            && let Err(e) = self.shared.backends.pick(s)
-        {
-            missing.push(e.0);
-        }
-        if spec.kind.ingress_delay() && !self.shared.caps.has("tcx") {
-            // The tc program that picks the packets must be a bpf link that
-            // detaches when the agent dies; netlink tc filters on older
-            // kernels stay (docs/latency.md, "Ingress latency").
-            return Err(Status::failed_precondition(format!(
-                "{} faults on ingress need tcx (TCX link-based tc attachment, kernel >= \
-                 6.6; this kernel is {}): the tc ingress program must be a bpf link that \
-                 detaches when the agent dies, which netlink tc filters on older kernels do \
-                 not; see docs/latency.md; use direction egress here",
-                spec.kind.name(),
-                self.shared.caps.kernel_release
-            )));
-        }
-        if !missing.is_empty() {
-            return Err(Status::failed_precondition(format!(
-                "this kernel ({}) lacks what {} faults need: {}",
-                self.shared.caps.kernel_release,
-                spec.kind.name(),
-                missing.join(", ")
-            )));
-        }
+        let spec = api::apply_request(request.into_inner()).map_err(api::status)?;
         let span = info_span!("apply", fault_id = %spec.id, target = %spec.target);
-        let result = self
+        let (view, updated) = self
             .shared
             .with_manager(move |m| m.apply(spec))
             .instrument(span)
-            .await?;
-        let (view, updated) = result.map_err(|e| api::status(&e))?;
+            .await
+            .map_err(api::status)?
+            .map_err(api::status)?;
         self.shared.changed.notify_one();
         ok(pb::ApplyFaultResponse {
             fault: Some(api::fault_to_pb(&view)),
@@ -216,9 +150,13 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
         request: Request<pb::RevertFaultRequest>,
     ) -> Result<Response<pb::RevertFaultResponse>, Status> {
         let id = request.into_inner().id;
-        api::validate_id("id", &id).map_err(|e| api::invalid_status(&e))?;
-        let result = self.shared.with_manager(move |m| m.revert(&id)).await?;
-        let view = result.map_err(|e| api::status(&e))?;
+        api::validate_id("id", &id).map_err(api::status)?;
+        let view = self
+            .shared
+            .with_manager(move |m| m.revert(&id))
+            .await
+            .map_err(api::status)?
+            .map_err(api::status)?;
         self.shared.changed.notify_one();
         ok(pb::RevertFaultResponse {
             existed: view.is_some(),
@@ -231,16 +169,25 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
         request: Request<pb::GetFaultRequest>,
     ) -> Result<Response<pb::Fault>, Status> {
         let id = request.into_inner().id;
-        api::validate_id("id", &id).map_err(|e| api::invalid_status(&e))?;
-        let view = self.shared.with_manager(move |m| m.get(&id)).await?;
-        ok(api::fault_to_pb(&view.map_err(|e| api::status(&e))?))
+        api::validate_id("id", &id).map_err(api::status)?;
+        let view = self
+            .shared
+            .with_manager(move |m| m.get(&id))
+            .await
+            .map_err(api::status)?
+            .map_err(api::status)?;
+        ok(api::fault_to_pb(&view))
     }
 
     async fn list_faults(
         &self,
         _: Request<pb::ListFaultsRequest>,
     ) -> Result<Response<pb::ListFaultsResponse>, Status> {
-        let views = self.shared.with_manager(|m| m.list()).await?;
+        let views = self
+            .shared
+            .with_manager(|m| m.list())
+            .await
+            .map_err(api::status)?;
         ok(pb::ListFaultsResponse {
             faults: views.iter().map(api::fault_to_pb).collect(),
         })
@@ -250,11 +197,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
         &self,
         _: Request<pb::RevertAllRequest>,
     ) -> Result<Response<pb::RevertAllResponse>, Status> {
-        let reverted = self
-            .shared
-            .revert_all()
-            .await
-            .map_err(|e| api::status(&e))?;
+        let reverted = self.shared.revert_all().await.map_err(api::status)?;
         self.shared.changed.notify_one();
         ok(pb::RevertAllResponse { reverted })
     }
@@ -273,7 +216,8 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
                     m.datapath().qdisc_changes(),
                 )
             })
-            .await?;
+            .await
+            .map_err(api::status)?;
         let caps = &self.shared.caps;
         let object = |o: crate::datapath::KernelObject| pb::KernelObject {
             name: o.name,

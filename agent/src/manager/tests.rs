@@ -7,7 +7,7 @@ use faultd_common::{DIR_EGRESS, DIR_INGRESS};
 
 use super::*;
 use crate::{
-    datapath::FakeDatapath,
+    datapath::fake::FakeDatapath,
     fault::{Direction, FaultKind, LossSpec, PacketFilter},
 };
 
@@ -89,7 +89,13 @@ fn manager_on(dp: FakeDatapath) -> (TestManager, FakeClock) {
     let clock = FakeClock::default();
     clock.advance(Duration::from_secs(1000));
     (
-        Manager::new(policy(), dp, FakeResolver, clock.clone()),
+        Manager::new(
+            policy(),
+            dp,
+            FakeResolver,
+            clock.clone(),
+            Capabilities::every_feature(),
+        ),
         clock,
     )
 }
@@ -244,7 +250,7 @@ fn reapplying_an_id_updates_in_place_and_keeps_its_counters_slot() {
     assert!(!m.dp.rules.contains_key(&id_of("app/one")));
     assert_eq!(
         m.dp.rules[&id_of("app/two")].rules[0].threshold,
-        crate::fault::loss_threshold(200)
+        crate::datapath::encode::loss_threshold(200)
     );
 }
 
@@ -314,6 +320,7 @@ fn allow_protected_lifts_protection() {
         FakeDatapath::default(),
         FakeResolver,
         FakeClock::default(),
+        Capabilities::every_feature(),
     );
     m.apply(loss("root", "", 1, Direction::Egress))
         .expect("root allowed");
@@ -348,6 +355,7 @@ fn capacity_and_overlap_limits_leave_no_trace() {
         FakeDatapath::default(),
         FakeResolver,
         FakeClock::default(),
+        Capabilities::every_feature(),
     );
     m.apply(loss("a", "x", 1, Direction::Egress)).expect("a");
     m.apply(loss("b", "y", 1, Direction::Egress)).expect("b");
@@ -582,7 +590,10 @@ fn lsm_hooks_attach_once_for_the_node_while_file_faults_exist() {
 
 #[test]
 fn lsm_cgroup_hooks_attach_at_the_topmost_targeted_cgroups() {
-    use crate::fault::{LsmScope, SysBackends, SyscallOp};
+    use crate::{
+        backend::{LsmScope, SysBackends},
+        fault::SyscallOp,
+    };
     let (mut m, _) = manager_on(FakeDatapath::with_backends(SysBackends {
         cgroup_hooks: true,
         lsm: Some(LsmScope::Cgroup),
@@ -625,7 +636,7 @@ fn lsm_cgroup_hooks_attach_at_the_topmost_targeted_cgroups() {
 
 #[test]
 fn kprobes_serve_unfiltered_faults_when_nothing_else_can() {
-    use crate::fault::{SysBackends, SyscallOp};
+    use crate::{backend::SysBackends, fault::SyscallOp};
     let (mut m, _) = manager_on(FakeDatapath::with_backends(SysBackends {
         cgroup_hooks: false,
         lsm: None,
@@ -654,7 +665,7 @@ fn kprobes_serve_unfiltered_faults_when_nothing_else_can() {
     }
     let err = m.apply(filtered).expect_err("kprobes take no filters");
     let text = err.to_string();
-    assert!(matches!(err, ManagerError::Precondition(_)), "{err:?}");
+    assert!(matches!(err, ManagerError::Unsupported(_)), "{err:?}");
     assert!(
         text.contains("cgroup_sock_hooks") && text.contains("takes no filters"),
         "{text}"
@@ -676,14 +687,14 @@ fn kprobes_serve_unfiltered_faults_when_nothing_else_can() {
 
 #[test]
 fn without_any_backend_syscall_faults_are_refused_naming_what_would_serve_them() {
-    use crate::fault::{SysBackends, SyscallOp};
+    use crate::{backend::SysBackends, fault::SyscallOp};
     let (mut m, _) = manager_on(FakeDatapath::with_backends(SysBackends::default()));
     for (op, needs) in [
         (SyscallOp::Open, ["bpf_lsm", "kprobe_override"]),
         (SyscallOp::Connect, ["cgroup_sock_hooks", "kprobe_override"]),
     ] {
         let err = m.apply(file_fault("x", "app", op)).expect_err("no backend");
-        assert!(matches!(err, ManagerError::Precondition(_)), "{err:?}");
+        assert!(matches!(err, ManagerError::Unsupported(_)), "{err:?}");
         for need in needs {
             assert!(err.to_string().contains(need), "{op:?}: {err}");
         }
@@ -698,7 +709,7 @@ fn check_links(m: &TestManager) {
     for path in m.targets.keys() {
         for hook in Hook::ALL {
             let in_use = m.faults.values().any(|f| {
-                is_anc_or_self(&f.target.path, path) && f.spec.kind.uses(hook, &m.backends)
+                is_anc_or_self(&f.target.path, path) && uses(&f.spec.kind, hook, &m.backends)
             });
             let covering =
                 m.dp.links
@@ -736,10 +747,9 @@ fn latency_faults_hold_fq_while_they_exist() {
         m.datapath().fq_users.get("slow").map(String::as_str),
         Some("/cg/app")
     );
-    let crate::fault::KernelRule::Net(rule) = kernel_rule(&latency("x", "app", 100).kind, 0, 0)
-    else {
-        panic!("net rule")
-    };
+    let entry = m.datapath().rules[&id_of("app")];
+    let rule = entry.rules[0];
+    assert_eq!(entry.count, 1);
     assert_eq!(rule.action, faultd_common::ACTION_LATENCY);
     assert_eq!(rule.delay_ns, 100_000_000);
     assert_eq!(rule_slots(&m, "app").len(), 1);
@@ -758,9 +768,13 @@ fn a_refused_qdisc_leaves_nothing_behind() {
     let (mut m, _) = manager();
     m.datapath_mut().refuse_next_fq = true;
     let err = m.apply(latency("slow", "app", 100)).expect_err("refused");
-    assert_eq!(
-        crate::api::status(&err).code(),
-        tonic::Code::FailedPrecondition,
+    assert!(
+        matches!(
+            err,
+            ManagerError::Kernel(DatapathError::Qdisc(
+                crate::qdisc::QdiscError::Refused { .. }
+            ))
+        ),
         "{err}"
     );
     assert!(m.is_empty());
@@ -821,9 +835,8 @@ fn a_failed_ingress_setup_leaves_nothing_behind() {
     let err = m
         .apply(ingress_latency("in", "app", Direction::Both))
         .expect_err("refused");
-    assert_eq!(
-        crate::api::status(&err).code(),
-        tonic::Code::FailedPrecondition,
+    assert!(
+        matches!(err, ManagerError::Kernel(DatapathError::Ingress(_))),
         "{err}"
     );
     assert!(m.is_empty());

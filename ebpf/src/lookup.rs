@@ -1,10 +1,17 @@
 //! What the packet and syscall programs share: finding a cgroup's rules and
 //! matching an address and port against a rule's filter.
 
-use aya_ebpf::maps::HashMap;
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap},
+};
 use faultd_common::{LEVELS_INDEX, MAX_CGROUP_LEVEL};
 
-use crate::net::LEVELS;
+/// Bit n set: some cgroup at level n holds rules (written by the agent),
+/// so the ancestor walk looks up only those levels. Shared by the packet
+/// and syscall programs.
+#[map(name = "FAULTD_LEVELS")]
+static LEVELS: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The rules of cgroup `leaf`, else of its deepest targeted ancestor.
 /// `ancestor(level)` returns the id of the leaf's ancestor at `level`, or 0

@@ -47,9 +47,6 @@ static RULES: HashMap<u64, CgroupRules> = HashMap::with_max_entries(1, 0);
 #[map(name = "FAULTD_COUNTERS")]
 pub(crate) static COUNTERS: PerCpuArray<FaultCounters> = PerCpuArray::with_max_entries(1, 0);
 
-#[map(name = "FAULTD_LEVELS")]
-pub(crate) static LEVELS: Array<u64> = Array::with_max_entries(1, 0);
-
 /// Jitter distribution tables (normal, pareto, paretonormal), filled once by
 /// the agent at load: `DIST_SIZE` quantiles each, scaled by `DIST_SCALE`.
 #[map(name = "FAULTD_DIST")]

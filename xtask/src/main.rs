@@ -6,6 +6,8 @@ mod bench_latency;
 mod bench_syscall;
 mod bench_syscall_vm;
 mod demo;
+#[cfg(test)]
+mod layers;
 mod plot;
 mod setup;
 mod test;
@@ -82,18 +84,18 @@ enum BenchWhat {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Setup => setup::setup(setup::Scope::Vm),
+        Task::Setup => set_up(setup::Scope::Vm),
         Task::Build { release } => {
-            setup::setup(setup::Scope::Build)?;
+            set_up(setup::Scope::Build)?;
             build(if release { "release" } else { "dev" })
         }
         Task::Run { no_demo } => {
-            setup::setup(setup::Scope::Build)?;
+            set_up(setup::Scope::Build)?;
             build("release")?;
             demo::run(no_demo)
         }
         Task::Bench { opts, what } => {
-            setup::setup(setup::Scope::Build)?;
+            set_up(setup::Scope::Build)?;
             build("release")?;
             match what {
                 None => bench::run(&opts),
@@ -114,13 +116,22 @@ fn main() -> anyhow::Result<()> {
                 (_, true, _) => test::Tiers::NoVm,
                 _ => test::Tiers::All,
             };
-            setup::setup(match tiers {
+            set_up(match tiers {
                 test::Tiers::UnitOnly | test::Tiers::NoVm => setup::Scope::Build,
                 test::Tiers::All | test::Tiers::VmOnly => setup::Scope::Vm,
             })?;
             test::run(tiers)
         }
     }
+}
+
+/// Set-up for a task: the base steps, and the VM kernels for `Scope::Vm`.
+fn set_up(scope: setup::Scope) -> anyhow::Result<()> {
+    setup::base()?;
+    if scope == setup::Scope::Vm {
+        setup::step("VM kernels", vm::fetch_kernels)?;
+    }
+    Ok(())
 }
 
 /// Builds every binary the tasks start: the agent, faultctl and the test

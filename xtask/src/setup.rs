@@ -49,13 +49,11 @@ pub enum Scope {
     Vm,
 }
 
-pub fn setup(scope: Scope) -> anyhow::Result<()> {
+/// The steps every task needs; the VM tier's kernels are `vm`'s step,
+/// which the caller runs for `Scope::Vm` (see `main`).
+pub fn base() -> anyhow::Result<()> {
     step("Debian packages", apt_packages)?;
-    step("bpf-linker", bpf_linker)?;
-    if scope == Scope::Vm {
-        step("VM kernels", crate::vm::fetch_kernels)?;
-    }
-    Ok(())
+    step("bpf-linker", bpf_linker)
 }
 
 /// What a set-up step found: already there, or installed now.
@@ -67,7 +65,7 @@ pub enum Done {
 
 /// Runs one step between a start and an end line, so a newcomer sees what is
 /// being installed and how long each part took.
-fn step(name: &str, f: impl FnOnce() -> anyhow::Result<Done>) -> anyhow::Result<()> {
+pub fn step(name: &str, f: impl FnOnce() -> anyhow::Result<Done>) -> anyhow::Result<()> {
     let start = Instant::now();
     let done = f().with_context(|| format!("setup step `{name}`"))?;
     let secs = start.elapsed().as_secs_f64();

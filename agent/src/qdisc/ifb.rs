@@ -2,32 +2,21 @@
 //! fq root and a redirect filter on each device, shared by the faults that
 //! need it, deleted with the last of them.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    fs::File,
-    path::Path,
-};
+use std::{collections::BTreeSet, fs::File, path::Path};
 
 use tracing::{info, warn};
 
 use super::{
     FILTER_HANDLE, FILTER_PREF, IFB_NAME, OUR_HANDLE, QdiscChange, QdiscError, QdiscManager,
-    manager::install_fq,
+    manager::IfbState,
     netlink::{
         CLSACT_HANDLE, IFF_UP, NLM_F_CREATE, NLM_F_EXCL, Rtnl, TC_H_CLSACT, TC_PARENT_INGRESS,
         handle_text,
     },
+    ops::install_fq,
     records::{IfbRecord, delete_ifb},
 };
 use crate::{error::error_chain, netns::target_netns};
-
-#[derive(Debug)]
-pub(super) struct IfbState {
-    pub(super) record: IfbRecord,
-    /// Names of the devices in `record.filters`, for GetCapabilities.
-    pub(super) device_names: BTreeMap<i32, String>,
-    pub(super) faults: BTreeSet<String>,
-}
 
 /// A namespace where ingress latency is active: where to attach the tc
 /// programs.
@@ -248,7 +237,14 @@ impl QdiscManager {
 
 /// What an ingress set-up changed: the ifb it created, and per device the
 /// redirect filter (and the clsact qdisc, when faultd added that too).
-pub(super) fn ifb_changes(ifb: &IfbState) -> Vec<QdiscChange> {
+impl QdiscManager {
+    /// What the ingress set-ups changed, for GetCapabilities.
+    pub(super) fn ifb_changes(&self) -> Vec<QdiscChange> {
+        self.ifbs.values().flat_map(ifb_changes).collect()
+    }
+}
+
+fn ifb_changes(ifb: &IfbState) -> Vec<QdiscChange> {
     let faults: Vec<String> = ifb.faults.iter().cloned().collect();
     let change = |device: String, replaced: &str, installed: String| QdiscChange {
         netns_ino: ifb.record.netns_ino,
@@ -290,6 +286,8 @@ pub(super) fn ifb_changes(ifb: &IfbState) -> Vec<QdiscChange> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn ifb_record(netns_ino: u64, clsacts: Vec<i32>) -> IfbRecord {

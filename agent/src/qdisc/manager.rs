@@ -11,12 +11,10 @@ use tracing::{info, warn};
 
 use super::{
     OUR_HANDLE, Plan, QdiscChange, QdiscError, Record,
-    ifb::{IfbState, ifb_changes},
-    netlink::{
-        IFF_UP, Link, NLM_F_CREATE, NLM_F_REPLACE, NetlinkError, Rtnl, TC_H_ROOT, handle_text,
-    },
-    our_fq_options, plan,
-    records::{RecordsFile, restore_record, write_records},
+    netlink::{IFF_UP, Link, Rtnl, TC_H_ROOT, handle_text},
+    ops::{install_fq, install_mq, restore_device},
+    plan,
+    records::{IfbRecord, RecordsFile, restore_record, write_records},
 };
 use crate::{error::error_chain, netns::target_netns};
 
@@ -32,6 +30,14 @@ pub(super) struct DevState {
     /// False when the device had a usable fq: nothing to restore.
     ours: bool,
     faults: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+pub(super) struct IfbState {
+    pub(super) record: IfbRecord,
+    /// Names of the devices in `record.filters`, for GetCapabilities.
+    pub(super) device_names: BTreeMap<i32, String>,
+    pub(super) faults: BTreeSet<String>,
 }
 
 /// The agent's fq installations, reference-counted by fault.
@@ -239,7 +245,7 @@ impl QdiscManager {
                 },
                 faults: d.faults.iter().cloned().collect(),
             })
-            .chain(self.ifbs.values().flat_map(ifb_changes))
+            .chain(self.ifb_changes())
             .collect()
     }
 
@@ -286,56 +292,4 @@ impl QdiscManager {
         };
         write_records(&self.records, &file)
     }
-}
-
-pub(super) fn install_fq(rtnl: &mut Rtnl, ifindex: i32) -> Result<(), NetlinkError> {
-    rtnl.new_qdisc(
-        ifindex,
-        TC_H_ROOT,
-        OUR_HANDLE,
-        "fq",
-        Some(&our_fq_options()),
-        NLM_F_CREATE | NLM_F_REPLACE,
-    )
-}
-
-fn install_mq(rtnl: &mut Rtnl, ifindex: i32, queues: u32) -> Result<(), NetlinkError> {
-    rtnl.new_qdisc(
-        ifindex,
-        TC_H_ROOT,
-        OUR_HANDLE,
-        "mq",
-        None,
-        NLM_F_CREATE | NLM_F_REPLACE,
-    )?;
-    // mq's classes are its tx queues, minor 1..=n (net/sched/sch_mq.c,
-    // `mq_queue_get`); each child gets its own fq.
-    for q in 1..=queues.min(0xffff) {
-        let r = rtnl.new_qdisc(
-            ifindex,
-            OUR_HANDLE | q,
-            0,
-            "fq",
-            Some(&our_fq_options()),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        );
-        if let Err(e) = r {
-            let _ = restore_device(rtnl, ifindex);
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
-/// Deletes our root qdisc on `ifindex` if it is still ours.
-pub(super) fn restore_device(rtnl: &mut Rtnl, ifindex: i32) -> Result<bool, NetlinkError> {
-    let ours = rtnl
-        .qdiscs()?
-        .into_iter()
-        .any(|q| q.ifindex == ifindex && q.parent == TC_H_ROOT && q.handle == OUR_HANDLE);
-    if !ours {
-        return Ok(false);
-    }
-    rtnl.del_qdisc(ifindex, TC_H_ROOT, OUR_HANDLE)?;
-    Ok(true)
 }

@@ -32,6 +32,7 @@
 mod ifb;
 mod manager;
 pub mod netlink;
+mod ops;
 mod plan;
 mod records;
 

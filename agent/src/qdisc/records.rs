@@ -8,8 +8,8 @@ use tracing::warn;
 
 use super::{
     FILTER_HANDLE, FILTER_PREF, QdiscError,
-    manager::restore_device,
     netlink::{CLSACT_HANDLE, Rtnl, TC_H_CLSACT, TC_PARENT_EGRESS, TC_PARENT_INGRESS},
+    ops::restore_device,
 };
 use crate::{error::error_chain, netns::find_netns};
 

@@ -3,7 +3,10 @@
 use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
-    let files = ["faultd/agent/v1/agent.proto"];
+    let files = [
+        "faultd/agent/v1/agent.proto",
+        "faultd/coordinator/v1/coordinator.proto",
+    ];
     for file in files {
         println!("cargo::rerun-if-changed={file}");
     }

@@ -16,6 +16,7 @@ pub const EX_USAGE: i32 = 64;
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    pub node: NodeConfig,
     pub server: ServerConfig,
     pub state: StateConfig,
     pub limits: LimitsConfig,
@@ -23,15 +24,74 @@ pub struct Config {
     pub cgroup: CgroupConfig,
     pub syscall: SyscallConfig,
     pub log: LogConfig,
+    pub audit: AuditConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's name, as the coordinator's inventory and GetCapabilities
+    /// name it; empty means the hostname.
+    pub name: String,
+}
+
+impl NodeConfig {
+    /// `name`, or the hostname when it is empty.
+    pub fn resolved_name(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// One JSON line per mutating call (and per refused TLS client).
+    pub path: PathBuf,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/var/log/faultd/audit.jsonl"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Unix socket the gRPC API is served on. Created with mode 0600: only
-    /// root (or the socket's owner) can inject faults. There is no network
-    /// listener; a coordinator reaches agents through a node-local proxy.
+    /// root (or the socket's owner) can inject faults.
     pub socket: PathBuf,
+    /// The TCP listener for a coordinator: mutual TLS 1.3 only. Off unless
+    /// configured.
+    pub tls: Option<TlsListenerConfig>,
+}
+
+/// The mutual-TLS listener: who may change faults, who may only read.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// Address to listen on, e.g. "0.0.0.0:7443".
+    pub listen: std::net::SocketAddr,
+    /// CA of the clients' certificates, and the agent's own certificate and
+    /// key (PEM).
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Identities (DNS or URI subject alternative names of a client
+    /// certificate) allowed to apply, renew and revert faults.
+    pub coordinator_identities: Vec<String>,
+    /// Identities allowed read-only calls (ListFaults, GetFault,
+    /// GetCapabilities, ListTargets).
+    #[serde(default)]
+    pub reader_identities: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -65,6 +125,10 @@ pub struct LimitsConfig {
     pub max_duration: Duration,
     /// Most faults active at once. Also sizes the kernel maps.
     pub max_faults: u32,
+    /// Longest lease ttl a caller may ask for: how long faults may outlive
+    /// a caller that stopped renewing.
+    #[serde(with = "humantime_serde_compat")]
+    pub max_lease_ttl: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -83,6 +147,10 @@ pub struct SafetyConfig {
 pub struct CgroupConfig {
     /// cgroup v2 mount point; empty means detect from /proc/self/mountinfo.
     pub mount: Option<PathBuf>,
+    /// The subtree (relative to the mount) this agent may target and clean
+    /// up; empty means the whole tree. For several agents sharing one
+    /// kernel, each owning its part (lab setups, the multi-node tests).
+    pub scope: String,
 }
 
 /// How the BPF LSM programs of syscall faults attach.
@@ -126,6 +194,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             socket: PathBuf::from("/run/faultd/faultd.sock"),
+            tls: None,
         }
     }
 }
@@ -145,6 +214,7 @@ impl Default for LimitsConfig {
         Self {
             max_duration: Duration::from_secs(3600),
             max_faults: 1024,
+            max_lease_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -234,6 +304,41 @@ impl Config {
         {
             return Err(invalid("cgroup.mount", "must be an absolute path"));
         }
+        if self.cgroup.scope.split('/').any(|c| c == ".." || c == ".") {
+            return Err(invalid("cgroup.scope", "must not contain `.` or `..`"));
+        }
+        if self.limits.max_lease_ttl < Duration::from_secs(1) {
+            return Err(invalid("limits.max_lease_ttl", "must be at least 1s"));
+        }
+        if !self.audit.path.is_absolute() {
+            return Err(invalid("audit.path", "must be an absolute path"));
+        }
+        if let Some(tls) = &self.server.tls {
+            for (key, path) in [
+                ("server.tls.ca", &tls.ca),
+                ("server.tls.cert", &tls.cert),
+                ("server.tls.key", &tls.key),
+            ] {
+                if !path.is_absolute() {
+                    return Err(invalid(key, "must be an absolute path"));
+                }
+            }
+            if tls.coordinator_identities.iter().any(String::is_empty)
+                || tls.reader_identities.iter().any(String::is_empty)
+            {
+                return Err(invalid(
+                    "server.tls.coordinator_identities",
+                    "identities must not be empty strings",
+                ));
+            }
+            if tls.coordinator_identities.is_empty() {
+                return Err(invalid(
+                    "server.tls.coordinator_identities",
+                    "must name at least one identity: without one nobody could apply faults \
+                     over TCP (leave [server.tls] out to serve the Unix socket only)",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -252,9 +357,25 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 const DEFAULT_TOML: &str = r#"# faultd configuration. Every key is optional; these are the defaults.
 
+[node]
+# This node's name for the coordinator; empty means the hostname.
+name = ""
+
 [server]
-# gRPC API on a Unix socket, mode 0600. faultd never listens on the network.
+# gRPC API on a Unix socket, mode 0600: local root only.
 socket = "/run/faultd/faultd.sock"
+
+# A TCP listener for the coordinator, off unless configured. Mutual TLS 1.3
+# only: clients need a certificate from `ca`; only the coordinator
+# identities (SANs of the client certificate) may change faults, readers may
+# only list them. There is no plaintext TCP listener.
+# [server.tls]
+# listen = "0.0.0.0:7443"
+# ca = "/etc/faultd/tls/ca.pem"
+# cert = "/etc/faultd/tls/agent.pem"
+# key = "/etc/faultd/tls/agent.key"
+# coordinator_identities = ["coordinator.faultd"]
+# reader_identities = []
 
 [state]
 dir = "/run/faultd"
@@ -269,6 +390,9 @@ lock_file = "/run/faultd.lock"
 max_duration = "1h"
 # Most faults active at once (also sizes the kernel maps).
 max_faults = 1024
+# Longest lease a caller may hold faults under: how long they may outlive a
+# caller (the coordinator) that stopped renewing.
+max_lease_ttl = "5m"
 
 [safety]
 # Neither these cgroups nor their ancestors may be targeted. The root cgroup
@@ -287,6 +411,9 @@ allow_protected_targets = false
 [cgroup]
 # cgroup v2 mount; detected from /proc/self/mountinfo when unset.
 # mount = "/sys/fs/cgroup"
+# Subtree this agent may target and clean up, relative to the mount; empty
+# for the whole tree (one agent per node).
+scope = ""
 
 [syscall]
 # How BPF LSM programs (file, exec, accept, recv faults) attach: "auto" at the
@@ -297,6 +424,10 @@ lsm_attach = "auto"
 [log]
 # "text" or "json"; level from RUST_LOG (default info).
 format = "text"
+
+[audit]
+# One JSON line per mutating call: who, what, when, outcome.
+path = "/var/log/faultd/audit.jsonl"
 "#;
 
 /// Durations as "90s", "2m", "1h30m", "500ms" in the config file.

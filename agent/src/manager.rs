@@ -26,7 +26,7 @@ use crate::{
     caps::{Capabilities, Unsupported},
     datapath::{Datapath, DatapathError, Entry, Hook, KernelObject, Rule, Table, hook::uses},
     fault::{FaultKind, FaultSpec},
-    target::{CgroupFs, ResolvedCgroup, TargetError, TargetSpec},
+    target::{CgroupFs, ResolvedCgroup, TargetError, TargetPattern, TargetSpec},
 };
 
 /// How many ended faults `GetFault` still answers for.
@@ -36,6 +36,11 @@ const RECENT_LIMIT: usize = 512;
 pub struct Policy {
     pub max_duration: Duration,
     pub max_faults: u32,
+    /// Longest lease ttl a caller may ask for.
+    pub max_lease_ttl: Duration,
+    /// The subtree (relative to the mount) this agent may target; "" for
+    /// the whole tree.
+    pub scope: String,
     /// Cgroup paths (relative to the mount) that no fault may cover.
     pub protected: Vec<String>,
     /// The agent's own cgroup, always protected.
@@ -51,6 +56,44 @@ pub enum FaultState {
     Reverted,
 }
 
+/// Why a fault ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// Its own duration ran out.
+    Deadline,
+    /// Its lease was not renewed within the ttl.
+    LeaseLapsed,
+    /// RevertFault, RevertLease or RevertAll.
+    Reverted,
+    /// The agent stopped (SIGTERM) and reverted everything.
+    Shutdown,
+}
+
+impl EndReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Deadline => "deadline",
+            Self::LeaseLapsed => "lease lapsed",
+            Self::Reverted => "reverted",
+            Self::Shutdown => "agent shutdown",
+        }
+    }
+}
+
+/// A lease a fault is held under, as requested.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseSpec {
+    pub id: String,
+    pub ttl: Duration,
+}
+
+/// A fault's lease as reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseView {
+    pub id: String,
+    pub expires_at: SystemTime,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultView {
     pub spec: FaultSpec,
@@ -61,6 +104,9 @@ pub struct FaultView {
     pub counters: FaultCounters,
     /// The kernel mechanism serving it (`SysBackend::name`, or "cgroup_skb").
     pub backend: &'static str,
+    pub lease: Option<LeaseView>,
+    /// Set once it ended.
+    pub end_reason: Option<EndReason>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +126,17 @@ pub enum ManagerError {
     Precondition(String),
     #[error("no fault with id {0:?}")]
     NotFound(String),
+    #[error("no lease {0:?} on this agent: no fault was applied under it, or all were reverted")]
+    LeaseNotFound(String),
+    #[error(
+        "lease {id:?} lapsed at {at}: it was not renewed within its ttl, so its {faults} \
+         fault(s) ended and cannot be renewed; apply them again"
+    )]
+    LeaseLapsed {
+        id: String,
+        at: String,
+        faults: usize,
+    },
     #[error("kernel: {0}")]
     Kernel(#[from] DatapathError),
     #[error("the agent is shutting down and reverting every fault")]
@@ -91,6 +148,11 @@ pub trait Resolver: Send + 'static {
     fn resolve(&self, target: &TargetSpec) -> Result<ResolvedCgroup, TargetError>;
     /// Absolute path of a cgroup given relative to the mount.
     fn absolute(&self, relative: &str) -> PathBuf;
+    /// The targets `pattern` matches, each with its cgroup.
+    fn list(
+        &self,
+        pattern: &TargetPattern,
+    ) -> Result<Vec<(TargetSpec, ResolvedCgroup)>, TargetError>;
 }
 
 impl Resolver for CgroupFs {
@@ -100,6 +162,13 @@ impl Resolver for CgroupFs {
 
     fn absolute(&self, relative: &str) -> PathBuf {
         self.mount().join(relative)
+    }
+
+    fn list(
+        &self,
+        pattern: &TargetPattern,
+    ) -> Result<Vec<(TargetSpec, ResolvedCgroup)>, TargetError> {
+        CgroupFs::list(self, pattern)
     }
 }
 
@@ -140,8 +209,14 @@ struct Active {
     target: ResolvedCgroup,
     slot: u32,
     applied_at: SystemTime,
+    /// Its own deadline, from its duration.
+    own_deadline_ns: u64,
+    own_deadline_wall: SystemTime,
+    /// The deadline in the kernel: the own one, or the lease's expiry when
+    /// that comes first.
     deadline_ns: u64,
     deadline_wall: SystemTime,
+    lease: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -176,6 +251,10 @@ pub struct Manager<D, R, C> {
     node_wide_users: HashMap<Hook, usize>,
     /// The syscall backends the datapath loaded.
     backends: SysBackends,
+    /// Leases and the faults held under them.
+    leases: HashMap<String, lease::Lease>,
+    /// Leases that lapsed recently, so a late renewal hears why it fails.
+    lapsed: VecDeque<lease::Lapsed>,
 }
 
 impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
@@ -199,6 +278,8 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             recent: VecDeque::new(),
             node_wide_users: HashMap::new(),
             backends,
+            leases: HashMap::new(),
+            lapsed: VecDeque::new(),
         }
     }
 
@@ -230,6 +311,20 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     /// Creates or updates the fault `spec.id`. Returns its view and whether
     /// it existed. On error nothing changed, in the agent or the kernel.
     pub fn apply(&mut self, spec: FaultSpec) -> Result<(FaultView, bool), ManagerError> {
+        self.apply_leased(spec, None)
+    }
+
+    /// `apply`, the fault held under `lease` when given: its kernel deadline
+    /// is then min(its own, the lease's expiry), and the lease is renewed
+    /// to now + ttl.
+    pub fn apply_leased(
+        &mut self,
+        spec: FaultSpec,
+        lease: Option<LeaseSpec>,
+    ) -> Result<(FaultView, bool), ManagerError> {
+        if let Some(l) = &lease {
+            self.check_lease_ttl(l.ttl)?;
+        }
         if spec.duration > self.policy.max_duration {
             return Err(ManagerError::Invalid {
                 field: "spec.duration",
@@ -269,6 +364,20 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
         let now_ns = self.clock.boottime_ns();
         let now = self.clock.now();
         let duration_ns = u64::try_from(spec.duration.as_nanos()).unwrap_or(u64::MAX);
+        let own = (
+            now_ns.saturating_add(duration_ns),
+            now + Duration::from_nanos(duration_ns),
+        );
+        // The lease's new expiry; the deadline the kernel enforces is the
+        // earlier of the two.
+        let lease_expiry = lease.as_ref().map(|l| {
+            let ttl_ns = u64::try_from(l.ttl.as_nanos()).unwrap_or(u64::MAX);
+            (now_ns.saturating_add(ttl_ns), now + l.ttl)
+        });
+        let (deadline_ns, deadline_wall) = match lease_expiry {
+            Some(e) if e.0 < own.0 => e,
+            _ => own,
+        };
         let (slot, fresh_slot) = match self.faults.get(&spec.id) {
             Some(old) => (old.slot, false),
             None => (self.alloc_slot(), true),
@@ -278,8 +387,11 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             target,
             slot,
             applied_at: now,
-            deadline_ns: now_ns.saturating_add(duration_ns),
-            deadline_wall: now + Duration::from_nanos(duration_ns),
+            own_deadline_ns: own.0,
+            own_deadline_wall: own.1,
+            deadline_ns,
+            deadline_wall,
+            lease: lease.as_ref().map(|l| l.id.clone()),
         };
         let id = new.spec.id.clone();
         let new_path = new.target.path.clone();
@@ -362,6 +474,9 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
         if !ingress && had_ingress {
             self.dp.release_ingress(&id);
         }
+        let old_lease = old.as_ref().and_then(|o| o.lease.clone());
+        let new_lease = lease.map(|l| l.id).zip(lease_expiry);
+        self.lease_after_apply(&id, old_lease, new_lease);
         let view = self
             .view_active(&id)
             .ok_or_else(|| ManagerError::NotFound(id.clone()))?;
@@ -378,14 +493,16 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
 
     /// Removes a fault. `Ok(None)` when there is no such fault.
     pub fn revert(&mut self, id: &str) -> Result<Option<FaultView>, ManagerError> {
-        self.end(id, FaultState::Reverted)
+        self.end(id, FaultState::Reverted, EndReason::Reverted)
     }
 
-    pub fn revert_all(&mut self) -> Result<u32, ManagerError> {
+    /// Removes every fault; `reason` is Reverted for RevertAll, Shutdown
+    /// when the agent stops.
+    pub fn revert_all(&mut self, reason: EndReason) -> Result<u32, ManagerError> {
         let ids: Vec<String> = self.faults.keys().cloned().collect();
         let mut n = 0;
         for id in ids {
-            if self.end(&id, FaultState::Reverted)?.is_some() {
+            if self.end(&id, FaultState::Reverted, reason)?.is_some() {
                 n += 1;
             }
         }
@@ -404,7 +521,15 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             .collect();
         let mut ended = Vec::with_capacity(due.len());
         for id in due {
-            if let Some(view) = self.end(&id, FaultState::Expired)? {
+            // A deadline set by the lease that came before the fault's own:
+            // nobody renewed the lease in time.
+            let reason = match self.faults.get(&id) {
+                Some(a) if a.lease.is_some() && a.deadline_ns < a.own_deadline_ns => {
+                    EndReason::LeaseLapsed
+                }
+                _ => EndReason::Deadline,
+            };
+            if let Some(view) = self.end(&id, FaultState::Expired, reason)? {
                 ended.push(view);
             }
         }
@@ -442,12 +567,38 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
         self.dp.maps()
     }
 
+    /// The targets `patterns` match that this agent may fault, each once in
+    /// path order, and how many matches were left out as protected or
+    /// outside the agent's scope.
+    pub fn list_targets(
+        &self,
+        patterns: &[TargetPattern],
+    ) -> Result<(Vec<(TargetSpec, ResolvedCgroup)>, u32), ManagerError> {
+        let mut found = BTreeMap::new();
+        let mut excluded = 0;
+        for pattern in patterns {
+            for (target, cgroup) in self.resolver.list(pattern)? {
+                if self.check_protected(&cgroup).is_err() {
+                    excluded += 1;
+                    continue;
+                }
+                found.entry(cgroup.path.clone()).or_insert((target, cgroup));
+            }
+        }
+        Ok((found.into_values().collect(), excluded))
+    }
+
     /// Number of attached programs (cgroup, hook), for diagnostics and tests.
     pub fn attachment_count(&self) -> usize {
         self.links.len()
     }
 
-    fn end(&mut self, id: &str, state: FaultState) -> Result<Option<FaultView>, ManagerError> {
+    fn end(
+        &mut self,
+        id: &str,
+        state: FaultState,
+        reason: EndReason,
+    ) -> Result<Option<FaultView>, ManagerError> {
         let Some(mut view) = self.view_active(id) else {
             return Ok(None);
         };
@@ -466,7 +617,9 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
         self.dp.release_fq(id);
         self.dp.release_ingress(id);
         self.free_slots.push(old.slot);
+        self.lease_after_end(id, old.lease.as_deref(), reason);
         view.state = state;
+        view.end_reason = Some(reason);
         info!(
             fault_id = %id,
             target = %view.spec.target,
@@ -474,6 +627,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             matched = view.counters.matched,
             dropped = view.counters.dropped,
             state = ?state,
+            reason = reason.name(),
             "fault ended"
         );
         if self.recent.len() == RECENT_LIMIT {
@@ -489,19 +643,35 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             warn!(fault_id = %id, error = %e, "reading counters");
             FaultCounters::default()
         });
-        let state = if self.clock.boottime_ns() >= a.deadline_ns {
-            FaultState::Expired
-        } else {
-            FaultState::Active
-        };
+        let expired = self.clock.boottime_ns() >= a.deadline_ns;
+        let lease = a.lease.as_ref().map(|id| LeaseView {
+            id: id.clone(),
+            expires_at: self
+                .leases
+                .get(id)
+                .map_or(a.deadline_wall, |l| l.expiry_wall),
+        });
         Some(FaultView {
             spec: a.spec.clone(),
             target: a.target.clone(),
-            state,
+            state: if expired {
+                FaultState::Expired
+            } else {
+                FaultState::Active
+            },
             applied_at: a.applied_at,
             deadline: a.deadline_wall,
             counters,
             backend: self.backend_name(&a.spec.kind),
+            lease,
+            // Inert in the kernel already; the sweep will record why.
+            end_reason: expired.then(|| {
+                if a.lease.is_some() && a.deadline_ns < a.own_deadline_ns {
+                    EndReason::LeaseLapsed
+                } else {
+                    EndReason::Deadline
+                }
+            }),
         })
     }
 
@@ -523,9 +693,6 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     }
 
     fn check_protected(&self, target: &ResolvedCgroup) -> Result<(), ManagerError> {
-        if self.policy.allow_protected {
-            return Ok(());
-        }
         let deny = |reason: String| ManagerError::Protected {
             target: if target.path.is_empty() {
                 "/".into()
@@ -534,6 +701,23 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             },
             reason,
         };
+        // Not lifted by allow_protected: the scope says which part of the
+        // tree is this agent's at all.
+        let scope = self.policy.scope.trim_matches('/');
+        let in_scope = ResolvedCgroup {
+            path: scope.to_owned(),
+            id: 0,
+            level: 0,
+        }
+        .is_ancestor_or_self_of(&target.path);
+        if !in_scope {
+            return Err(deny(format!(
+                "it is outside this agent's cgroup.scope ({scope})"
+            )));
+        }
+        if self.policy.allow_protected {
+            return Ok(());
+        }
         if target.path.is_empty() {
             return Err(deny(
                 "the root cgroup holds every process on the node".into(),
@@ -771,5 +955,6 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     }
 }
 
+mod lease;
 #[cfg(test)]
 mod tests;

@@ -469,6 +469,7 @@ fn fault_request(
             duration: Some(proto_duration),
             kind: Some(kind),
         }),
+        lease: None,
     })
 }
 
@@ -680,6 +681,7 @@ mod tests {
                     }),
                 })),
             }),
+            lease: None,
         };
         assert_eq!(req, want);
     }

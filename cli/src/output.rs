@@ -788,6 +788,7 @@ mod tests {
                 injected: 37_037,
             }),
             backend: "cgroup_skb".into(),
+            ..Default::default()
         }
     }
 
@@ -983,8 +984,10 @@ mod tests {
                 }),
                 max_faults: 64,
                 max_rules_per_cgroup: 16,
+                ..Default::default()
             }),
             qdiscs: Vec::new(),
+            ..Default::default()
         };
         let view = CapabilitiesView::from(&caps);
         let out = capabilities_table(&view);

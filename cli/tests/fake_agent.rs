@@ -50,6 +50,7 @@ impl Agent for FakeAgent {
                 injected: 3,
             }),
             backend: "cgroup_skb".into(),
+            ..Default::default()
         };
         let mut faults = self.faults.lock().unwrap();
         let existing = faults
@@ -120,6 +121,28 @@ impl Agent for FakeAgent {
         Ok(Response::new(pb::RevertAllResponse { reverted }))
     }
 
+    // faultctl's agent commands do not use leases or target listing.
+    async fn renew_lease(
+        &self,
+        _: Request<pb::RenewLeaseRequest>,
+    ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
+        Err(Status::unimplemented("not used by faultctl"))
+    }
+
+    async fn revert_lease(
+        &self,
+        _: Request<pb::RevertLeaseRequest>,
+    ) -> Result<Response<pb::RevertLeaseResponse>, Status> {
+        Err(Status::unimplemented("not used by faultctl"))
+    }
+
+    async fn list_targets(
+        &self,
+        _: Request<pb::ListTargetsRequest>,
+    ) -> Result<Response<pb::ListTargetsResponse>, Status> {
+        Err(Status::unimplemented("not used by faultctl"))
+    }
+
     async fn get_capabilities(
         &self,
         _: Request<pb::GetCapabilitiesRequest>,
@@ -145,8 +168,10 @@ impl Agent for FakeAgent {
                 max_duration: Some(Duration::from_secs(3_600).try_into().unwrap()),
                 max_faults: 64,
                 max_rules_per_cgroup: 16,
+                ..Default::default()
             }),
             qdiscs: Vec::new(),
+            ..Default::default()
         }))
     }
 }

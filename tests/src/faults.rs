@@ -59,6 +59,7 @@ impl Loss {
     pub fn request(&self) -> pb::ApplyFaultRequest {
         pb::ApplyFaultRequest {
             spec: Some(self.spec()),
+            lease: None,
         }
     }
 }
@@ -123,6 +124,7 @@ impl Syscall {
     pub fn request(&self) -> pb::ApplyFaultRequest {
         pb::ApplyFaultRequest {
             spec: Some(self.spec()),
+            lease: None,
         }
     }
 }
@@ -207,6 +209,7 @@ impl Latency {
                     filter: Some(self.filter.clone()),
                 })),
             }),
+            lease: None,
         }
     }
 }
@@ -226,5 +229,6 @@ pub fn bandwidth_request(id: &str, cgroup: &str, rate_bps: u64) -> pb::ApplyFaul
                 filter: Some(pb::PacketFilter::default()),
             })),
         }),
+        lease: None,
     }
 }

@@ -130,7 +130,10 @@ async fn syscall_hooks_available(client: &mut AgentClient<Channel>) -> bool {
 async fn apply(client: &mut AgentClient<Channel>, spec: pb::FaultSpec) -> pb::Fault {
     let id = spec.id.clone();
     client
-        .apply_fault(pb::ApplyFaultRequest { spec: Some(spec) })
+        .apply_fault(pb::ApplyFaultRequest {
+            spec: Some(spec),
+            lease: None,
+        })
         .await
         .unwrap_or_else(|s| panic!("ApplyFault {id}: {s}"))
         .into_inner()
@@ -382,7 +385,10 @@ async fn invalid_syscall_requests_name_the_field() {
     ];
     for (spec, field) in cases {
         let status = client
-            .apply_fault(pb::ApplyFaultRequest { spec: Some(spec) })
+            .apply_fault(pb::ApplyFaultRequest {
+                spec: Some(spec),
+                lease: None,
+            })
             .await
             .expect_err(field);
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
@@ -575,7 +581,10 @@ async fn file_faults_without_bpf_lsm_are_refused_naming_it() {
         1_000_000,
     );
     let status = client
-        .apply_fault(pb::ApplyFaultRequest { spec: Some(open) })
+        .apply_fault(pb::ApplyFaultRequest {
+            spec: Some(open),
+            lease: None,
+        })
         .await
         .expect_err("refused");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
@@ -788,6 +797,7 @@ async fn open_fails_under_the_path_prefix_only() {
     let status = client
         .apply_fault(pb::ApplyFaultRequest {
             spec: Some(missing),
+            lease: None,
         })
         .await
         .expect_err("missing dir");

@@ -14,7 +14,8 @@ use crate::{
         LatencySpec, LossSpec, MAX_DELAY, MAX_JITTER, MIN_RATE_BPS, PPM, PacketFilter, PathPrefix,
         Protocol, SyscallOp, SyscallSpec,
     },
-    target::TargetSpec,
+    manager::LeaseSpec,
+    target::{TargetPattern, TargetSpec},
 };
 
 mod status;
@@ -22,8 +23,8 @@ mod status;
 mod tests;
 mod to_pb;
 
-pub use status::{ApiError, status};
-pub use to_pb::{fault_to_pb, spec_to_pb};
+pub use status::{ApiError, status, status_ref};
+pub use to_pb::{Capabilities, capabilities_to_pb, fault_to_pb, matched_to_pb, spec_to_pb};
 
 /// A request field that breaks a rule.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,6 +32,12 @@ pub use to_pb::{fault_to_pb, spec_to_pb};
 pub struct InvalidField {
     pub field: &'static str,
     pub reason: String,
+}
+
+impl InvalidField {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        invalid(field, reason)
+    }
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
@@ -64,9 +71,79 @@ pub fn validate_id(field: &'static str, id: &str) -> Result<(), InvalidField> {
     Ok(())
 }
 
-/// The fault an ApplyFault request asks for.
-pub fn apply_request(req: pb::ApplyFaultRequest) -> Result<FaultSpec, InvalidField> {
-    FaultSpec::try_from(req.spec.ok_or_else(|| invalid("spec", "is required"))?)
+/// The fault an ApplyFault request asks for, and the lease to hold it under.
+pub fn apply_request(
+    req: pb::ApplyFaultRequest,
+) -> Result<(FaultSpec, Option<LeaseSpec>), InvalidField> {
+    let spec = FaultSpec::try_from(req.spec.ok_or_else(|| invalid("spec", "is required"))?)?;
+    let lease = req.lease.map(lease_from_pb).transpose()?;
+    Ok((spec, lease))
+}
+
+/// A lease and its ttl (in ApplyFault and RenewLease requests alike); the
+/// ttl's range is the manager's to check.
+pub fn lease_from_pb(l: pb::Lease) -> Result<LeaseSpec, InvalidField> {
+    let ttl_field = "lease.ttl";
+    validate_id("lease.id", &l.id)?;
+    let ttl = l.ttl.ok_or_else(|| invalid(ttl_field, "is required"))?;
+    if ttl.seconds < 0 || ttl.nanos < 0 || (ttl.seconds == 0 && ttl.nanos == 0) {
+        return Err(invalid(ttl_field, "must be greater than zero"));
+    }
+    let ttl = Duration::try_from(ttl)
+        .map_err(|e| invalid(ttl_field, format!("is not a valid duration: {e}")))?;
+    Ok(LeaseSpec { id: l.id, ttl })
+}
+
+/// Longest pattern accepted, in bytes (a cgroup path's limit).
+const MAX_PATTERN_LEN: usize = 4096;
+/// Most patterns in one ListTargets request.
+const MAX_PATTERNS: usize = 64;
+
+/// The patterns of a ListTargets request.
+pub fn patterns_from_pb(req: pb::ListTargetsRequest) -> Result<Vec<TargetPattern>, InvalidField> {
+    use pb::target_pattern::Kind;
+    if req.patterns.is_empty() {
+        return Err(invalid("patterns", "needs at least one pattern"));
+    }
+    if req.patterns.len() > MAX_PATTERNS {
+        return Err(invalid(
+            "patterns",
+            format!(
+                "at most {MAX_PATTERNS} patterns, got {}",
+                req.patterns.len()
+            ),
+        ));
+    }
+    req.patterns
+        .into_iter()
+        .map(|p| {
+            let kind = p.kind.ok_or_else(|| {
+                invalid(
+                    "patterns.kind",
+                    "needs one of cgroup_glob, systemd_unit_glob, pod_uid",
+                )
+            })?;
+            let (field, text) = match &kind {
+                Kind::CgroupGlob(g) => ("patterns.cgroup_glob", g),
+                Kind::SystemdUnitGlob(g) => ("patterns.systemd_unit_glob", g),
+                Kind::PodUid(u) => ("patterns.pod_uid", u),
+            };
+            if text.is_empty() {
+                return Err(invalid(field, "is empty"));
+            }
+            if text.len() > MAX_PATTERN_LEN || text.contains('\0') {
+                return Err(invalid(
+                    field,
+                    format!("must be at most {MAX_PATTERN_LEN} bytes, without NUL"),
+                ));
+            }
+            Ok(match kind {
+                Kind::CgroupGlob(g) => TargetPattern::CgroupGlob(g),
+                Kind::SystemdUnitGlob(g) => TargetPattern::UnitGlob(g),
+                Kind::PodUid(u) => TargetPattern::PodUid(u),
+            })
+        })
+        .collect()
 }
 
 impl TryFrom<pb::FaultSpec> for FaultSpec {

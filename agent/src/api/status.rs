@@ -20,19 +20,27 @@ pub enum ApiError {
     /// The blocking task that runs the manager failed (it panicked).
     #[error("agent task failed: {0}")]
     Task(String),
+    /// The caller's identity may not make this call.
+    #[error("permission denied: {0}")]
+    Denied(String),
 }
 
 /// The status for `err`: its code from the table below, its message the
 /// error with its sources.
 pub fn status(err: impl Into<ApiError>) -> Status {
-    let err = err.into();
-    Status::new(code(&err), error_chain(&err))
+    status_ref(&err.into())
+}
+
+/// [`status`] of an error the caller keeps (to audit it too).
+pub fn status_ref(err: &ApiError) -> Status {
+    Status::new(code(err), error_chain(err))
 }
 
 fn code(err: &ApiError) -> Code {
     let err = match err {
         ApiError::Invalid(_) => return Code::InvalidArgument,
         ApiError::Task(_) => return Code::Internal,
+        ApiError::Denied(_) => return Code::PermissionDenied,
         ApiError::Manager(m) => m,
     };
     match err {
@@ -50,7 +58,9 @@ fn code(err: &ApiError) -> Code {
         // another fault, not retry.
         ManagerError::Unsupported(_) => Code::FailedPrecondition,
         ManagerError::Precondition(_) => Code::FailedPrecondition,
-        ManagerError::NotFound(_) => Code::NotFound,
+        ManagerError::NotFound(_) | ManagerError::LeaseNotFound(_) => Code::NotFound,
+        // The faults under it ended; renewing cannot bring them back.
+        ManagerError::LeaseLapsed { .. } => Code::FailedPrecondition,
         // A device whose qdisc cannot take fq is the node's state, not a
         // fault of the agent: the caller can fix it or pick another target.
         ManagerError::Kernel(DatapathError::Qdisc(QdiscError::Refused { .. })) => {

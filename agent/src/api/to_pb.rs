@@ -4,22 +4,18 @@ use std::time::SystemTime;
 
 use faultd_proto::agent::v1 as pb;
 
+use faultd_common::MAX_RULES_PER_CGROUP;
+
 use crate::{
+    caps,
+    datapath::KernelObject,
     fault::{Direction, Distribution, FaultKind, FaultSpec, PacketFilter, Protocol, SyscallOp},
-    manager::{FaultState, FaultView},
-    target::TargetSpec,
+    manager::{FaultState, FaultView, Policy},
+    qdisc::QdiscChange,
+    target::{ResolvedCgroup, TargetSpec},
 };
 
 pub fn spec_to_pb(spec: &FaultSpec) -> pb::FaultSpec {
-    let target = match &spec.target {
-        TargetSpec::CgroupPath(p) => pb::target::Kind::CgroupPath(p.clone()),
-        TargetSpec::Pid(p) => pb::target::Kind::Pid(*p),
-        TargetSpec::SystemdUnit(u) => pb::target::Kind::SystemdUnit(u.clone()),
-        TargetSpec::Pod { uid, container_id } => pb::target::Kind::Pod(pb::KubernetesPod {
-            uid: uid.clone(),
-            container_id: container_id.clone().unwrap_or_default(),
-        }),
-    };
     let direction = |d: Direction| -> i32 {
         let d = match d {
             Direction::Egress => pb::Direction::Egress,
@@ -82,7 +78,7 @@ pub fn spec_to_pb(spec: &FaultSpec) -> pb::FaultSpec {
     };
     pb::FaultSpec {
         id: spec.id.clone(),
-        target: Some(pb::Target { kind: Some(target) }),
+        target: Some(target_to_pb(&spec.target)),
         duration: prost_types::Duration::try_from(spec.duration).ok(),
         kind: Some(kind),
     }
@@ -121,6 +117,90 @@ pub fn fault_to_pb(v: &FaultView) -> pb::Fault {
             injected: v.counters.dropped,
         }),
         backend: v.backend.to_owned(),
+        lease_id: v.lease.as_ref().map(|l| l.id.clone()).unwrap_or_default(),
+        lease_expires_at: v.lease.as_ref().map(|l| timestamp(l.expires_at)),
+        end_reason: v
+            .end_reason
+            .map(|r| r.name().to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+fn target_to_pb(t: &TargetSpec) -> pb::Target {
+    let kind = match t {
+        TargetSpec::CgroupPath(p) => pb::target::Kind::CgroupPath(p.clone()),
+        TargetSpec::Pid(p) => pb::target::Kind::Pid(*p),
+        TargetSpec::SystemdUnit(u) => pb::target::Kind::SystemdUnit(u.clone()),
+        TargetSpec::Pod { uid, container_id } => pb::target::Kind::Pod(pb::KubernetesPod {
+            uid: uid.clone(),
+            container_id: container_id.clone().unwrap_or_default(),
+        }),
+    };
+    pb::Target { kind: Some(kind) }
+}
+
+/// A ListTargets match.
+pub fn matched_to_pb((target, cgroup): &(TargetSpec, ResolvedCgroup)) -> pb::MatchedTarget {
+    pb::MatchedTarget {
+        target: Some(target_to_pb(target)),
+        resolved: Some(pb::ResolvedTarget {
+            cgroup_path: cgroup.path.clone(),
+            cgroup_id: cgroup.id,
+        }),
+    }
+}
+
+/// What GetCapabilities reports, gathered by the service.
+#[derive(Debug)]
+pub struct Capabilities<'a> {
+    pub caps: &'a caps::Capabilities,
+    pub node_name: &'a str,
+    pub cgroup_mount: &'a str,
+    pub programs: Vec<KernelObject>,
+    pub maps: Vec<KernelObject>,
+    pub policy: Policy,
+    pub qdiscs: Vec<QdiscChange>,
+}
+
+pub fn capabilities_to_pb(c: Capabilities<'_>) -> pb::Capabilities {
+    let object = |o: KernelObject| pb::KernelObject {
+        name: o.name,
+        id: o.id,
+    };
+    pb::Capabilities {
+        kernel_release: c.caps.kernel_release.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        cgroup2_mount: c.cgroup_mount.to_owned(),
+        features: c
+            .caps
+            .features
+            .iter()
+            .map(|f| pb::Feature {
+                name: f.name.to_owned(),
+                available: f.available,
+                detail: f.detail.clone(),
+            })
+            .collect(),
+        programs: c.programs.into_iter().map(object).collect(),
+        maps: c.maps.into_iter().map(object).collect(),
+        limits: Some(pb::Limits {
+            max_duration: prost_types::Duration::try_from(c.policy.max_duration).ok(),
+            max_faults: c.policy.max_faults,
+            max_rules_per_cgroup: MAX_RULES_PER_CGROUP as u32,
+            max_lease_ttl: prost_types::Duration::try_from(c.policy.max_lease_ttl).ok(),
+        }),
+        qdiscs: c
+            .qdiscs
+            .into_iter()
+            .map(|q| pb::QdiscChange {
+                netns_inode: q.netns_ino,
+                device: q.device,
+                replaced: q.replaced,
+                installed: q.installed,
+                faults: q.faults,
+            })
+            .collect(),
+        node_name: c.node_name.to_owned(),
     }
 }
 

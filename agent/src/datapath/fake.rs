@@ -20,6 +20,8 @@ pub struct FakeDatapath {
     pub log: Vec<String>,
     /// Makes the next attach fail, to test rollback.
     pub fail_next_attach: bool,
+    /// Makes the next rules write fail, to test rollback.
+    pub fail_next_set_rules: bool,
     pub backends: SysBackends,
     /// Fault ids holding fq, with the cgroup path.
     pub fq_users: HashMap<String, String>,
@@ -44,6 +46,7 @@ impl Default for FakeDatapath {
             counters: HashMap::new(),
             log: Vec::new(),
             fail_next_attach: false,
+            fail_next_set_rules: false,
             fq_users: HashMap::new(),
             refuse_next_fq: false,
             ingress_users: HashMap::new(),
@@ -69,6 +72,12 @@ impl FakeDatapath {
 
 impl Datapath for FakeDatapath {
     fn set_rules(&mut self, cgroup_id: u64, entry: &Entry) -> Result<(), DatapathError> {
+        if std::mem::take(&mut self.fail_next_set_rules) {
+            return Err(DatapathError::Missing {
+                kind: "map",
+                name: "FAULTD_RULES (injected failure)",
+            });
+        }
         match encode::entry(entry) {
             encode::TableRules::Net(r) => {
                 self.rules.insert(cgroup_id, r);

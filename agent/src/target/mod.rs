@@ -19,8 +19,11 @@ use names::{
 };
 
 mod names;
+mod pattern;
 #[cfg(test)]
 mod tests;
+
+pub use pattern::{TargetPattern, cgroup_glob_matches};
 
 /// Units nest deeper than pods: a kind node's units sit under the node container's
 /// scope on the host (system.slice/docker-<id>.scope/system.slice/x.service).

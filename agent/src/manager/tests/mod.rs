@@ -22,7 +22,33 @@ fn id_of(path: &str) -> u64 {
     })
 }
 
+/// What `FakeResolver::list` finds: a small fixed tree.
+const LISTED: [&str; 5] = [
+    "app/a",
+    "app/b",
+    "app/c",
+    "other/x",
+    "system.slice/kubelet.service",
+];
+
 impl Resolver for FakeResolver {
+    fn list(
+        &self,
+        pattern: &TargetPattern,
+    ) -> Result<Vec<(TargetSpec, ResolvedCgroup)>, TargetError> {
+        let TargetPattern::CgroupGlob(glob) = pattern else {
+            return Ok(Vec::new());
+        };
+        LISTED
+            .iter()
+            .filter(|p| crate::target::cgroup_glob_matches(glob, p))
+            .map(|p| {
+                let t = TargetSpec::CgroupPath((*p).to_owned());
+                self.resolve(&t).map(|c| (t, c))
+            })
+            .collect()
+    }
+
     fn resolve(&self, target: &TargetSpec) -> Result<ResolvedCgroup, TargetError> {
         match target {
             TargetSpec::CgroupPath(p) => {
@@ -75,6 +101,8 @@ fn policy() -> Policy {
     Policy {
         max_duration: Duration::from_secs(3600),
         max_faults: 100,
+        max_lease_ttl: Duration::from_secs(300),
+        scope: String::new(),
         protected: vec!["system.slice/kubelet.service".into()],
         self_cgroup: Some("system.slice/faultd.service".into()),
         allow_protected: false,
@@ -462,7 +490,7 @@ fn revert_all_clears_the_kernel() {
         m.apply(loss(&format!("f{i}"), p, 1, Direction::Both))
             .expect("apply");
     }
-    assert_eq!(m.revert_all().expect("all"), 4);
+    assert_eq!(m.revert_all(EndReason::Reverted).expect("all"), 4);
     assert!(m.dp.rules.is_empty());
     assert!(m.dp.links.is_empty());
     assert_eq!(m.dp.levels, 0);
@@ -630,7 +658,7 @@ fn lsm_cgroup_hooks_attach_at_the_topmost_targeted_cgroups() {
         ]
     );
     check_links(&m);
-    m.revert_all().expect("revert all");
+    m.revert_all(EndReason::Reverted).expect("revert all");
     assert!(m.dp.links.is_empty() && m.dp.sys_rules.is_empty());
 }
 
@@ -843,3 +871,5 @@ fn a_failed_ingress_setup_leaves_nothing_behind() {
     assert!(m.datapath().fq_users.is_empty() && m.datapath().ingress_users.is_empty());
     assert!(m.datapath().rules.is_empty() && m.datapath().links.is_empty());
 }
+
+mod lease;

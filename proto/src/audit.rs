@@ -88,6 +88,45 @@ impl AuditLog {
         &self.path
     }
 
+    /// One line for a call: ok, or the status it failed with ("denied" for
+    /// PermissionDenied and Unauthenticated, else "error").
+    pub fn call(
+        &self,
+        service: &str,
+        node: &str,
+        who: &str,
+        action: &str,
+        what: serde_json::Value,
+        result: Result<(), &tonic::Status>,
+    ) -> Result<(), AuditError> {
+        let (outcome, code, detail) = match result {
+            Ok(()) => ("ok", None, String::new()),
+            Err(s) => (
+                if matches!(
+                    s.code(),
+                    tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                ) {
+                    "denied"
+                } else {
+                    "error"
+                },
+                Some(format!("{:?}", s.code())),
+                s.message().to_owned(),
+            ),
+        };
+        self.write(&Record {
+            time: timestamp(SystemTime::now()),
+            service,
+            node,
+            who: who.to_owned(),
+            action,
+            what,
+            outcome,
+            code,
+            detail,
+        })
+    }
+
     /// Appends `record` as one line and syncs it.
     pub fn write(&self, record: &Record<'_>) -> Result<(), AuditError> {
         let err = |source| AuditError {

@@ -6,12 +6,7 @@
 //! identity, read-only calls a coordinator or reader identity. Every
 //! refusal and every mutating call is one line in the audit log.
 
-use std::time::SystemTime;
-
-use faultd_proto::{
-    audit::{AuditLog, Record, timestamp},
-    caller::Caller,
-};
+use faultd_proto::{audit::AuditLog, caller::Caller};
 use tracing::warn;
 
 use crate::{
@@ -117,41 +112,19 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    /// One line: `who` did `action` on `what`, with `outcome`.
+    /// One line: `who` did `action` on `what`; `result` is the status it
+    /// failed with, if it did.
     pub fn record(
         &self,
         who: &str,
         action: &str,
         what: serde_json::Value,
-        outcome: Result<(), (&str, String)>,
+        result: Result<(), &tonic::Status>,
     ) {
         let Some(log) = &self.log else {
             return;
         };
-        let (outcome, code, detail) = match outcome {
-            Ok(()) => ("ok", None, String::new()),
-            Err((code, detail)) => (
-                if code == "PermissionDenied" || code == "Unauthenticated" {
-                    "denied"
-                } else {
-                    "error"
-                },
-                Some(code.to_owned()),
-                detail,
-            ),
-        };
-        let record = Record {
-            time: timestamp(SystemTime::now()),
-            service: "faultd",
-            node: &self.node,
-            who: who.to_owned(),
-            action,
-            what,
-            outcome,
-            code,
-            detail,
-        };
-        if let Err(e) = log.write(&record) {
+        if let Err(e) = log.call("faultd", &self.node, who, action, what, result) {
             warn!(error = %error_chain(&e), "writing the audit log");
         }
     }
@@ -164,37 +137,13 @@ impl Auditor {
         what: serde_json::Value,
         r: &Result<T, ApiError>,
     ) {
-        let outcome = match r {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let status = api::status_ref(e);
-                Err((code_name(status.code()), status.message().to_owned()))
-            }
-        };
-        self.record(&caller.to_string(), rpc.name(), what, outcome);
-    }
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "Ok",
-        Code::Cancelled => "Cancelled",
-        Code::Unknown => "Unknown",
-        Code::InvalidArgument => "InvalidArgument",
-        Code::DeadlineExceeded => "DeadlineExceeded",
-        Code::NotFound => "NotFound",
-        Code::AlreadyExists => "AlreadyExists",
-        Code::PermissionDenied => "PermissionDenied",
-        Code::ResourceExhausted => "ResourceExhausted",
-        Code::FailedPrecondition => "FailedPrecondition",
-        Code::Aborted => "Aborted",
-        Code::OutOfRange => "OutOfRange",
-        Code::Unimplemented => "Unimplemented",
-        Code::Internal => "Internal",
-        Code::Unavailable => "Unavailable",
-        Code::DataLoss => "DataLoss",
-        Code::Unauthenticated => "Unauthenticated",
+        let status = r.as_ref().err().map(api::status_ref);
+        self.record(
+            &caller.to_string(),
+            rpc.name(),
+            what,
+            status.as_ref().map_or(Ok(()), Err),
+        );
     }
 }
 

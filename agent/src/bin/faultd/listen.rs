@@ -119,7 +119,7 @@ pub fn serve_all<D: Datapath, R: Resolver, C: Clock>(
                     &format!("tls@{peer}"),
                     "tls-handshake",
                     json!({}),
-                    Err(("Unauthenticated", why)),
+                    Err(&tonic::Status::unauthenticated(why)),
                 );
             },
         );

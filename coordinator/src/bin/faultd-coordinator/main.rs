@@ -1,0 +1,167 @@
+//! `faultd-coordinator`: serves `faultd.coordinator.v1` over mutual TLS,
+//! drives the inventory's agents, and reconciles with them at start.
+//!
+//! SIGHUP reloads the policy. SIGTERM/SIGINT stop serving and leave
+//! running experiments to their leases: a coordinator restarted within the
+//! lease ttl resumes them, a later one finds their faults ended and records
+//! the experiments as aborted.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::Context as _;
+use clap::Parser;
+use faultd_coordinator::{
+    agents::GrpcAgents,
+    config::{Config, EX_USAGE, LogFormat},
+    engine::{Engine, Settings},
+    inventory::Inventory,
+    policy::Policy,
+    service::{Access, CoordinatorService},
+    store::Store,
+};
+use faultd_proto::{audit::AuditLog, coordinator::v1::coordinator_server::CoordinatorServer, tls};
+use rand::SeedableRng as _;
+use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "faultd-coordinator",
+    version,
+    about = "Runs chaos experiments across faultd agents within blast-radius limits"
+)]
+struct Flags {
+    /// The coordinator's TOML config.
+    #[arg(long, env = "FAULTD_COORDINATOR_CONFIG")]
+    config: PathBuf,
+    /// Log format (overrides log.format).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let config = match Config::load(&flags.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("faultd-coordinator: {e}");
+            return ExitCode::from(EX_USAGE as u8);
+        }
+    };
+    init_tracing(flags.log_format.unwrap_or(config.log.format));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "starting the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let inventory = Inventory::load(&config.agents.inventory).context("agents.inventory")?;
+    let policy = Policy::load(&config.policy.path).context("policy.path")?;
+    info!(agents = inventory.agents.len(), policy_sha256 = %policy.1, "starting");
+    let store = Store::open(&config.store.path).context("store.path")?;
+    let client_tls = tls::client_config(&config.agents.tls()).context("agents TLS")?;
+    let agents = GrpcAgents::new(&inventory, client_tls, config.agents.call_timeout)
+        .context("agent channels")?;
+    let engine = Engine::new(
+        agents,
+        store,
+        inventory,
+        policy,
+        Settings::new(config.agents.lease_ttl, Some(config.policy.path.clone())),
+        rand::rngs::StdRng::from_os_rng(),
+    );
+    let findings = engine
+        .recover()
+        .await
+        .context("reconciling with the agents")?;
+    info!(findings = findings.len(), "reconciled with the agents");
+
+    let audit = AuditLog::open(&config.audit.path).context("audit.path")?;
+    let server_tls = tls::server_config(&config.server.tls()).context("server TLS")?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let rejected_log = Arc::new(AuditLog::open(&config.audit.path).context("audit.path")?);
+    let name = config.name.clone();
+    let incoming = tls::incoming(listener, server_tls, 256, move |peer, why| {
+        warn!(peer = %peer, "refused a TLS client: {why}");
+        let _ = rejected_log.call(
+            "faultd-coordinator",
+            &name,
+            &format!("tls@{peer}"),
+            "tls-handshake",
+            json!({}),
+            Err(&tonic::Status::unauthenticated(why)),
+        );
+    });
+    let service = CoordinatorService::new(
+        engine.clone(),
+        Access {
+            operators: config.server.operators.clone(),
+            readers: config.server.readers.clone(),
+        },
+        Some(audit),
+        config.name.clone(),
+    );
+    info!(listen = %config.server.listen, "serving faultd.coordinator.v1 over mutual TLS 1.3");
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(CoordinatorServer::new(service))
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            }),
+    );
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match engine.reload_policy() {
+                Ok(sha) => info!(sha256 = %sha, "SIGHUP: policy reloaded"),
+                Err(e) => warn!(error = %e, "SIGHUP: the policy file is bad; the old policy stays"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!(
+        running = engine.running_count(),
+        "stopping; running experiments are left to their leases"
+    );
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
+        Ok(Ok(r)) => r.context("serving the API")?,
+        Ok(Err(e)) => warn!(error = %e, "server task"),
+        Err(_) => warn!("clients still connected after 5 s; closing"),
+    }
+    Ok(())
+}

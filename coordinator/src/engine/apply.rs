@@ -1,0 +1,258 @@
+//! CreateExperiment: admission (halt, policy), selection, then the
+//! all-or-nothing apply. Nothing is applied before every rule passed; if
+//! any agent refuses or cannot be reached, what was applied is reverted and
+//! the experiment ends as failed, naming the agent and its error.
+
+use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
+use tracing::{info, warn};
+
+use super::{
+    Engine, EngineError, lock,
+    select::{self, Candidate},
+};
+use crate::{
+    agents::{AgentApi, AgentError},
+    experiment::{ExperimentSpec, fault_id, lease_id},
+    policy::Selected,
+};
+
+pub(super) async fn create<A: AgentApi>(
+    engine: &Engine<A>,
+    spec: ExperimentSpec,
+    created_by: &str,
+) -> Result<pb::Experiment, EngineError> {
+    let inner = &engine.inner;
+    let _admission = inner.admission.lock().await;
+    // Idempotent on the client's id: the same spec again is the same
+    // experiment, whatever state it reached.
+    if let Some(existing) = lock(&inner.store).experiment(&spec.id)? {
+        if existing.spec.as_ref() == Some(&spec.wire) {
+            return Ok(existing);
+        }
+        return Err(EngineError::Conflict(spec.id));
+    }
+    if let Some((reason, at)) = engine.halted()? {
+        return Err(EngineError::Halted { reason, at });
+    }
+    let (policy, _) = engine.policy();
+    policy.check_spec(&spec)?;
+    policy.check_concurrency(engine.running_count())?;
+
+    let nodes = select::nodes(&inner.inventory, &spec.selector);
+    if nodes.is_empty() {
+        return Err(EngineError::Selection(
+            "the selector matches no node of the inventory".to_owned(),
+        ));
+    }
+    let node_names: Vec<&str> = nodes.iter().map(|a| a.node.as_str()).collect();
+    policy.check_matched_nodes(&node_names)?;
+
+    // What each node has that the patterns match (read-only calls).
+    let patterns = &spec.selector.targets;
+    let listings = futures::future::join_all(node_names.iter().map(|n| async move {
+        let r = inner.agents.list_targets(n, patterns.clone()).await;
+        engine.saw(n, &r);
+        r.map(|targets| (*n, targets))
+    }))
+    .await;
+    let mut candidates = Vec::new();
+    for listing in listings {
+        let (node, targets) = listing?;
+        for m in targets {
+            candidates.push(Candidate {
+                node: node.to_owned(),
+                cgroup_path: m.resolved.map(|r| r.cgroup_path).unwrap_or_default(),
+                target: m.target.unwrap_or_default(),
+            });
+        }
+    }
+    let matched = candidates.len();
+    let n = spec.mode.count(matched).map_err(EngineError::Selection)?;
+    let chosen = select::choose(candidates, n, spec.mode, &mut *lock(&inner.rng));
+    let selected: Vec<Selected<'_>> = chosen
+        .iter()
+        .map(|c| Selected {
+            node: &c.node,
+            target: &c.target,
+            cgroup_path: &c.cgroup_path,
+        })
+        .collect();
+    policy.check_selection(&selected, matched, inner.inventory.agents.len())?;
+
+    // Recorded before anything is applied: a crash from here on leaves a
+    // record that the next start cleans up after.
+    let mut targets = Vec::new();
+    for (t, c) in chosen.iter().enumerate() {
+        for f in 0..spec.faults.len() {
+            targets.push(pb::TargetStatus {
+                node: c.node.clone(),
+                target: Some(c.target.clone()),
+                cgroup_path: c.cgroup_path.clone(),
+                fault_id: fault_id(&spec.id, t, f),
+                state: pb::TargetState::Pending.into(),
+                ..Default::default()
+            });
+        }
+    }
+    let mut exp = pb::Experiment {
+        spec: Some(spec.wire.clone()),
+        state: pb::ExperimentState::Applying.into(),
+        created_at: Some(engine.now_pb()),
+        targets,
+        created_by: created_by.to_owned(),
+        matched_targets: u32::try_from(matched).unwrap_or(u32::MAX),
+        ..Default::default()
+    };
+    engine.record(
+        &exp,
+        vec![pb::experiment_event::Kind::TargetsSelected(
+            pb::TargetsSelected {
+                matched: exp.matched_targets,
+                selected: exp.targets.clone(),
+            },
+        )],
+    )?;
+    info!(
+        experiment = %spec.id,
+        matched,
+        selected = chosen.len(),
+        faults = exp.targets.len(),
+        by = created_by,
+        "applying"
+    );
+
+    // The experiment's clock starts before the first fault goes on, so its
+    // deadline never falls after a fault's own (each fault's duration counts
+    // from its apply): renewals up to the deadline find every fault.
+    let started = engine.now();
+    let lease = apb::Lease {
+        id: lease_id(&spec.id),
+        ttl: prost_types::Duration::try_from(inner.settings.lease_ttl).ok(),
+    };
+    let duration = prost_types::Duration::try_from(spec.duration).ok();
+    // Target i of the list carries fault i % faults of its chosen target
+    // (built above, fault by fault within each target).
+    let results = futures::future::join_all(exp.targets.iter().enumerate().map(|(i, t)| {
+        let fault = spec.faults[i % spec.faults.len()].clone();
+        let req = apb::ApplyFaultRequest {
+            spec: Some(apb::FaultSpec {
+                id: t.fault_id.clone(),
+                target: t.target.clone(),
+                duration,
+                kind: Some(agent_kind(fault)),
+            }),
+            lease: Some(lease.clone()),
+        };
+        let node = t.node.clone();
+        async move {
+            let r = inner.agents.apply(&node, req).await;
+            engine.saw(&node, &r);
+            r
+        }
+    }))
+    .await;
+
+    let failures: Vec<(usize, AgentError)> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e.clone())))
+        .collect();
+    if failures.is_empty() {
+        for (t, r) in exp.targets.iter_mut().zip(&results) {
+            t.state = pb::TargetState::Active.into();
+            t.applied_at = r.as_ref().ok().and_then(|f| f.applied_at);
+            if let Some(path) = r
+                .as_ref()
+                .ok()
+                .and_then(|f| f.target.as_ref())
+                .map(|t| t.cgroup_path.clone())
+            {
+                t.cgroup_path = path;
+            }
+        }
+        exp.state = pb::ExperimentState::Running.into();
+        exp.started_at = Some(started.into());
+        exp.deadline = Some((started + spec.duration).into());
+        let events = exp
+            .targets
+            .iter()
+            .map(|t| {
+                pb::experiment_event::Kind::FaultApplied(pb::FaultApplied {
+                    target: Some(t.clone()),
+                })
+            })
+            .collect();
+        engine.record(&exp, events)?;
+        info!(experiment = %spec.id, faults = exp.targets.len(), "running");
+        super::run::spawn(engine, exp.clone(), started + spec.duration);
+        return Ok(exp);
+    }
+
+    // All or nothing: revert whatever went on, on every selected node (an
+    // unknown lease reverts nothing, so nodes that refused are safe to ask).
+    let mut nodes: Vec<String> = exp.targets.iter().map(|t| t.node.clone()).collect();
+    nodes.sort();
+    nodes.dedup();
+    let (_, unreachable) = engine.revert_everywhere(&nodes, &lease.id).await;
+    let mut events = Vec::new();
+    for (t, r) in exp.targets.iter_mut().zip(&results) {
+        match r {
+            Ok(_) => {
+                t.state = pb::TargetState::Reverted.into();
+                t.ended_at = Some(engine.now_pb());
+                events.push(pb::experiment_event::Kind::FaultReverted(
+                    pb::FaultReverted {
+                        target: Some(t.clone()),
+                        reason: "another target was refused: the experiment applies all or nothing"
+                            .into(),
+                    },
+                ));
+            }
+            Err(e) => {
+                t.state = pb::TargetState::Refused.into();
+                t.detail = e.to_string();
+                events.push(pb::experiment_event::Kind::FaultRefused(pb::FaultRefused {
+                    target: Some(t.clone()),
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    }
+    let (first, err) = &failures[0];
+    let t = &exp.targets[*first];
+    let mut reason = format!(
+        "node {} refused {} ({}): {}",
+        t.node, t.fault_id, t.cgroup_path, err.message
+    );
+    if failures.len() > 1 {
+        reason.push_str(&format!(" (and {} more)", failures.len() - 1));
+    }
+    for e in &unreachable {
+        warn!(experiment = %spec.id, error = %e, "reverting after a failed apply; the lease ends the faults");
+        reason.push_str(&format!(
+            "; reverting on {} failed ({}): its faults end with their lease",
+            e.node, e.message
+        ));
+    }
+    exp.state = pb::ExperimentState::Failed.into();
+    exp.ended_at = Some(engine.now_pb());
+    exp.end_reason.clone_from(&reason);
+    events.push(pb::experiment_event::Kind::Ended(pb::ExperimentEnded {
+        state: pb::ExperimentState::Failed.into(),
+        reason: reason.clone(),
+    }));
+    engine.record(&exp, events)?;
+    warn!(experiment = %spec.id, %reason, "failed");
+    Ok(exp)
+}
+
+/// The agent's form of a fault template.
+fn agent_kind(kind: pb::fault_template::Kind) -> apb::fault_spec::Kind {
+    use pb::fault_template::Kind;
+    match kind {
+        Kind::Loss(l) => apb::fault_spec::Kind::Loss(l),
+        Kind::Syscall(s) => apb::fault_spec::Kind::Syscall(s),
+        Kind::Latency(l) => apb::fault_spec::Kind::Latency(l),
+        Kind::Bandwidth(b) => apb::fault_spec::Kind::Bandwidth(b),
+    }
+}

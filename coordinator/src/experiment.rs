@@ -1,0 +1,359 @@
+//! An experiment as the coordinator understands it, checked on the way in
+//! from `faultd.coordinator.v1`: every field the coordinator relies on is
+//! validated here, naming the field; the agents validate the faults' own
+//! fields again when they apply them.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
+
+/// Longest experiment id: fault ids on the agents are
+/// `fdc:<experiment>:<target>:<fault>` and may be 128 characters.
+pub const MAX_ID_LEN: usize = 64;
+/// Most faults per experiment, and most target patterns.
+pub const MAX_FAULTS: usize = 8;
+pub const MAX_PATTERNS: usize = 64;
+
+/// How many of the matching targets to hit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    All,
+    One,
+    Fixed(u32),
+    Percent(f64),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selector {
+    pub node_names: Vec<String>,
+    pub node_labels: BTreeMap<String, String>,
+    pub targets: Vec<apb::TargetPattern>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExperimentSpec {
+    pub id: String,
+    pub faults: Vec<pb::fault_template::Kind>,
+    pub selector: Selector,
+    pub mode: Mode,
+    pub duration: Duration,
+    pub description: String,
+    /// The spec as received, stored and returned as is.
+    pub wire: pb::ExperimentSpec,
+}
+
+/// A field of a request that breaks a rule.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidField {
+    pub field: String,
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> InvalidField {
+    InvalidField {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+pub fn validate_id(field: &str, id: &str) -> Result<(), InvalidField> {
+    if id.is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(invalid(
+            field,
+            format!("must be at most {MAX_ID_LEN} characters"),
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c)))
+    {
+        return Err(invalid(
+            field,
+            format!("character {c:?} is not allowed; use [A-Za-z0-9._-]"),
+        ));
+    }
+    Ok(())
+}
+
+/// The agent's lease for an experiment (one per agent, the same id on
+/// each). ':' is not allowed in experiment ids, so these split back
+/// unambiguously.
+pub fn lease_id(experiment: &str) -> String {
+    format!("fdc:{experiment}")
+}
+
+/// The id of fault `fault` on target `target` of an experiment.
+pub fn fault_id(experiment: &str, target: usize, fault: usize) -> String {
+    format!("fdc:{experiment}:{target}:{fault}")
+}
+
+/// The experiment a fault id or lease id of this coordinator belongs to.
+pub fn experiment_of(id: &str) -> Option<&str> {
+    id.strip_prefix("fdc:")?.split(':').next()
+}
+
+fn ppm(field: String, v: u32) -> Result<(), InvalidField> {
+    if v == 0 || v > 1_000_000 {
+        return Err(invalid(
+            field,
+            format!("must be in 1..=1000000 parts per million, got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+impl TryFrom<pb::ExperimentSpec> for ExperimentSpec {
+    type Error = InvalidField;
+
+    fn try_from(spec: pb::ExperimentSpec) -> Result<Self, Self::Error> {
+        validate_id("spec.id", &spec.id)?;
+        if spec.faults.is_empty() {
+            return Err(invalid("spec.faults", "needs at least one fault"));
+        }
+        if spec.faults.len() > MAX_FAULTS {
+            return Err(invalid(
+                "spec.faults",
+                format!("at most {MAX_FAULTS} faults, got {}", spec.faults.len()),
+            ));
+        }
+        let mut faults = Vec::new();
+        for (i, f) in spec.faults.iter().enumerate() {
+            use pb::fault_template::Kind;
+            let kind = f.kind.clone().ok_or_else(|| {
+                invalid(
+                    format!("spec.faults[{i}]"),
+                    "needs one of loss, syscall, latency, bandwidth",
+                )
+            })?;
+            match &kind {
+                Kind::Loss(l) => ppm(
+                    format!("spec.faults[{i}].loss.probability_ppm"),
+                    l.probability_ppm,
+                )?,
+                Kind::Syscall(s) => ppm(
+                    format!("spec.faults[{i}].syscall.probability_ppm"),
+                    s.probability_ppm,
+                )?,
+                Kind::Latency(l) if l.delay.is_none() => {
+                    return Err(invalid(
+                        format!("spec.faults[{i}].latency.delay"),
+                        "is required",
+                    ));
+                }
+                Kind::Latency(_) => {}
+                Kind::Bandwidth(b) if b.rate_bps == 0 => {
+                    return Err(invalid(
+                        format!("spec.faults[{i}].bandwidth.rate_bps"),
+                        "is required",
+                    ));
+                }
+                Kind::Bandwidth(_) => {}
+            }
+            faults.push(kind);
+        }
+        let sel = spec
+            .selector
+            .clone()
+            .ok_or_else(|| invalid("spec.selector", "is required"))?;
+        if sel.targets.is_empty() {
+            return Err(invalid(
+                "spec.selector.targets",
+                "needs at least one target pattern (cgroup_glob, systemd_unit_glob or pod_uid)",
+            ));
+        }
+        if sel.targets.len() > MAX_PATTERNS {
+            return Err(invalid(
+                "spec.selector.targets",
+                format!("at most {MAX_PATTERNS} patterns"),
+            ));
+        }
+        for (i, t) in sel.targets.iter().enumerate() {
+            use apb::target_pattern::Kind;
+            match &t.kind {
+                None => {
+                    return Err(invalid(
+                        format!("spec.selector.targets[{i}]"),
+                        "needs one of cgroup_glob, systemd_unit_glob, pod_uid",
+                    ));
+                }
+                Some(Kind::CgroupGlob(g) | Kind::SystemdUnitGlob(g) | Kind::PodUid(g))
+                    if g.is_empty() =>
+                {
+                    return Err(invalid(format!("spec.selector.targets[{i}]"), "is empty"));
+                }
+                Some(_) => {}
+            }
+        }
+        let mode = match spec.mode.as_ref().and_then(|m| m.mode) {
+            None => {
+                return Err(invalid(
+                    "spec.mode",
+                    "is required: all, one, fixed or percent",
+                ));
+            }
+            Some(pb::selection_mode::Mode::All(_)) => Mode::All,
+            Some(pb::selection_mode::Mode::One(_)) => Mode::One,
+            Some(pb::selection_mode::Mode::Fixed(0)) => {
+                return Err(invalid("spec.mode.fixed", "must be at least 1"));
+            }
+            Some(pb::selection_mode::Mode::Fixed(n)) => Mode::Fixed(n),
+            Some(pb::selection_mode::Mode::Percent(p)) if !(p > 0.0 && p <= 100.0) => {
+                return Err(invalid(
+                    "spec.mode.percent",
+                    format!("must be in (0, 100], got {p}"),
+                ));
+            }
+            Some(pb::selection_mode::Mode::Percent(p)) => Mode::Percent(p),
+        };
+        let duration = spec
+            .duration
+            .ok_or_else(|| invalid("spec.duration", "is required: every experiment ends"))?;
+        if duration.seconds < 0
+            || duration.nanos < 0
+            || (duration.seconds == 0 && duration.nanos == 0)
+        {
+            return Err(invalid("spec.duration", "must be greater than zero"));
+        }
+        let duration = Duration::try_from(duration)
+            .map_err(|e| invalid("spec.duration", format!("is not a valid duration: {e}")))?;
+        if spec.description.len() > 4096 {
+            return Err(invalid("spec.description", "must be at most 4096 bytes"));
+        }
+        Ok(Self {
+            id: spec.id.clone(),
+            faults,
+            selector: Selector {
+                node_names: sel.node_names,
+                node_labels: sel.node_labels.into_iter().collect(),
+                targets: sel.targets,
+            },
+            mode,
+            duration,
+            description: spec.description.clone(),
+            wire: spec,
+        })
+    }
+}
+
+impl Mode {
+    /// How many of `matched` targets this mode selects, or why none.
+    pub fn count(self, matched: usize) -> Result<usize, String> {
+        if matched == 0 {
+            return Err("the selector matches no target".to_owned());
+        }
+        match self {
+            Self::All => Ok(matched),
+            Self::One => Ok(1),
+            Self::Fixed(n) if n as usize > matched => Err(format!(
+                "mode fixed {n} needs {n} targets, but only {matched} match"
+            )),
+            Self::Fixed(n) => Ok(n as usize),
+            Self::Percent(p) => {
+                // Rounded down, as Chaos Mesh's fixed-percent mode: never
+                // more than asked for.
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "p is in (0, 100], so the product is in [0, matched]"
+                )]
+                let n = (matched as f64 * p / 100.0).floor() as usize;
+                if n == 0 {
+                    Err(format!(
+                        "mode percent {p} of {matched} matching targets selects none"
+                    ))
+                } else {
+                    Ok(n)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> pb::ExperimentSpec {
+        pb::ExperimentSpec {
+            id: "exp-1".into(),
+            faults: vec![pb::FaultTemplate {
+                kind: Some(pb::fault_template::Kind::Loss(apb::LossFault {
+                    probability_ppm: 300_000,
+                    ..Default::default()
+                })),
+            }],
+            selector: Some(pb::Selector {
+                targets: vec![apb::TargetPattern {
+                    kind: Some(apb::target_pattern::Kind::CgroupGlob("app/*".into())),
+                }],
+                ..Default::default()
+            }),
+            mode: Some(pb::SelectionMode {
+                mode: Some(pb::selection_mode::Mode::Percent(50.0)),
+            }),
+            duration: Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
+            description: String::new(),
+        }
+    }
+
+    fn field(s: pb::ExperimentSpec) -> String {
+        ExperimentSpec::try_from(s).expect_err("invalid").field
+    }
+
+    #[test]
+    fn valid_and_each_invalid_field_named() {
+        let ok = ExperimentSpec::try_from(spec()).expect("valid");
+        assert_eq!(ok.mode, Mode::Percent(50.0));
+        let mut s = spec();
+        s.id = "a/b".into();
+        assert_eq!(field(s), "spec.id");
+        let mut s = spec();
+        s.faults.clear();
+        assert_eq!(field(s), "spec.faults");
+        let mut s = spec();
+        s.faults[0].kind = Some(pb::fault_template::Kind::Loss(apb::LossFault::default()));
+        assert_eq!(field(s), "spec.faults[0].loss.probability_ppm");
+        let mut s = spec();
+        s.selector = None;
+        assert_eq!(field(s), "spec.selector");
+        let mut s = spec();
+        s.mode = None;
+        assert_eq!(field(s), "spec.mode");
+        let mut s = spec();
+        s.mode = Some(pb::SelectionMode {
+            mode: Some(pb::selection_mode::Mode::Percent(150.0)),
+        });
+        assert_eq!(field(s), "spec.mode.percent");
+        let mut s = spec();
+        s.duration = None;
+        assert_eq!(field(s), "spec.duration");
+    }
+
+    #[test]
+    fn modes_count_like_chaos_mesh() {
+        assert_eq!(Mode::All.count(7), Ok(7));
+        assert_eq!(Mode::One.count(7), Ok(1));
+        assert_eq!(Mode::Fixed(3).count(7), Ok(3));
+        assert!(Mode::Fixed(8).count(7).is_err());
+        assert_eq!(Mode::Percent(50.0).count(7), Ok(3));
+        assert_eq!(Mode::Percent(100.0).count(7), Ok(7));
+        assert!(Mode::Percent(10.0).count(7).is_err());
+        assert!(Mode::All.count(0).is_err());
+    }
+
+    #[test]
+    fn fault_and_lease_ids_lead_back_to_their_experiment() {
+        assert_eq!(lease_id("a.b"), "fdc:a.b");
+        assert_eq!(experiment_of(&fault_id("a.b", 12, 0)), Some("a.b"));
+        assert_eq!(experiment_of(&lease_id("a.b")), Some("a.b"));
+        assert_eq!(experiment_of("someone-else"), None);
+        assert!(fault_id(&"x".repeat(MAX_ID_LEN), 9999, 7).len() <= 128);
+    }
+}

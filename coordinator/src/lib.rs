@@ -1,0 +1,17 @@
+//! faultd's coordinator: runs chaos experiments across many agents over
+//! mutual TLS, within a blast-radius policy, holding every fault under a
+//! lease it renews, and recording everything in a crash-safe store.
+//!
+//! Layers, outermost first: `service` (gRPC, authorization, audit) ->
+//! `engine` (experiment lifecycle) -> `policy` (pure checks), `agents`
+//! (calls to agents, behind a trait), `store` (SQLite) -> `experiment`,
+//! `inventory`, `config` (domain and files).
+
+pub mod agents;
+pub mod config;
+pub mod engine;
+pub mod experiment;
+pub mod inventory;
+pub mod policy;
+pub mod service;
+pub mod store;

@@ -6,6 +6,7 @@ mod bench_latency;
 mod bench_syscall;
 mod bench_syscall_vm;
 mod demo;
+mod install;
 mod plot;
 mod setup;
 mod test;
@@ -85,16 +86,16 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::setup(setup::Scope::Vm),
         Task::Build { release } => {
             setup::setup(setup::Scope::Build)?;
-            build(if release { "release" } else { "dev" })
+            util::build(if release { "release" } else { "dev" })
         }
         Task::Run { no_demo } => {
             setup::setup(setup::Scope::Build)?;
-            build("release")?;
+            util::build("release")?;
             demo::run(no_demo)
         }
         Task::Bench { opts, what } => {
             setup::setup(setup::Scope::Build)?;
-            build("release")?;
+            util::build("release")?;
             match what {
                 None => bench::run(&opts),
                 Some(BenchWhat::Syscall(o)) if o.vm => bench_syscall_vm::run(&o),
@@ -121,23 +122,6 @@ fn main() -> anyhow::Result<()> {
             test::run(tiers)
         }
     }
-}
-
-/// Builds every binary the tasks start: the agent, faultctl and the test
-/// traffic generator.
-pub fn build(profile: &str) -> anyhow::Result<()> {
-    let mut args = vec!["build", "--workspace", "--bins"];
-    if profile == "release" {
-        args.push("--release");
-    }
-    let start = std::time::Instant::now();
-    eprintln!("build: {profile} binaries (faultd, faultctl, test helpers)");
-    util::run(util::cargo(&args))?;
-    eprintln!(
-        "build: {profile} binaries: done in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
 }
 
 #[cfg(test)]

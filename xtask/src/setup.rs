@@ -5,16 +5,17 @@
 //! this, from `./x`: rustup's cargo proxy cannot start xtask without it.)
 
 use std::{
-    env,
     path::{Path, PathBuf},
     process::Command,
-    sync::atomic::{AtomicBool, Ordering},
     time::Instant,
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::util::{cmd_output, run};
+use crate::{
+    install::{Done, apt, apt_update, cache_dir},
+    util::{cmd_output, run},
+};
 
 /// Debian packages the tests, the demo and the VM tier use.
 pub const APT_PACKAGES: &[&str] = &[
@@ -31,14 +32,6 @@ pub const APT_PACKAGES: &[&str] = &[
 
 /// bpf-linker release built against the toolchain's own LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
-
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = env::var_os("FAULTD_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let home = env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    home.join(".cache/faultd")
-}
 
 /// What a task needs set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,13 +51,6 @@ pub fn setup(scope: Scope) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a set-up step found: already there, or installed now.
-#[derive(Debug)]
-pub enum Done {
-    Cached(String),
-    Installed(String),
-}
-
 /// Runs one step between a start and an end line, so a newcomer sees what is
 /// being installed and how long each part took.
 fn step(name: &str, f: impl FnOnce() -> anyhow::Result<Done>) -> anyhow::Result<()> {
@@ -75,33 +61,6 @@ fn step(name: &str, f: impl FnOnce() -> anyhow::Result<Done>) -> anyhow::Result<
         Done::Cached(what) => eprintln!("setup: [{name}] {what} ({secs:.1} s)"),
         Done::Installed(what) => eprintln!("setup: [{name}] {what}: done in {secs:.1} s"),
     }
-    Ok(())
-}
-
-/// `apt-get`, through sudo when not root, non-interactive.
-pub fn apt(args: &[&str]) -> Command {
-    let mut c = if nix::unistd::geteuid().is_root() {
-        Command::new("apt-get")
-    } else {
-        let mut c = Command::new("sudo");
-        c.arg("apt-get");
-        c
-    };
-    c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-    c
-}
-
-/// `apt-get update`, at most once per run: package installs and kernel
-/// downloads both need current lists (a fresh image's lists may be months
-/// old and miss the pinned kernels), but once is enough.
-pub fn apt_update() -> anyhow::Result<()> {
-    static UPDATED: AtomicBool = AtomicBool::new(false);
-    if UPDATED.load(Ordering::Relaxed) {
-        return Ok(());
-    }
-    eprintln!("setup: apt-get update");
-    run(apt(&["update", "-q"]))?;
-    UPDATED.store(true, Ordering::Relaxed);
     Ok(())
 }
 

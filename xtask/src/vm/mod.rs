@@ -209,7 +209,7 @@ fn prepare() -> anyhow::Result<Prepared> {
 }
 
 fn kernel_cache() -> PathBuf {
-    crate::setup::cache_dir().join("vm")
+    crate::install::cache_dir().join("vm")
 }
 
 /// The kernels of the matrix, or those FAULTD_VM_KERNELS names.
@@ -235,7 +235,7 @@ fn selected_kernels() -> anyhow::Result<Vec<kernel::KernelSpec>> {
 
 /// The set-up step for the VM tier: downloads and unpacks the kernels the
 /// cache lacks.
-pub fn fetch_kernels() -> anyhow::Result<crate::setup::Done> {
+pub fn fetch_kernels() -> anyhow::Result<crate::install::Done> {
     let cache = kernel_cache();
     let specs = selected_kernels()?;
     let missing: Vec<&str> = specs
@@ -249,13 +249,13 @@ pub fn fetch_kernels() -> anyhow::Result<crate::setup::Done> {
         .map(|k| format!("{} ({})", k.spec.name, k.release))
         .collect();
     Ok(if missing.is_empty() {
-        crate::setup::Done::Cached(format!(
+        crate::install::Done::Cached(format!(
             "{}: cached in {}",
             names.join(", "),
             cache.display()
         ))
     } else {
-        crate::setup::Done::Installed(format!(
+        crate::install::Done::Installed(format!(
             "downloaded {} into {}",
             missing.join(", "),
             cache.display()

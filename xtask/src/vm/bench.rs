@@ -22,12 +22,12 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
 
-use super::{MARKER, RunSpec, boot_kernel, env_secs, initramfs, log_dir, prepare, target_root};
+use super::{
+    boot::{RunSpec, boot_kernel, env_secs, log_dir, prepare, target_root},
+    console::{MARKER, RESULT_BEGIN, RESULT_END},
+    initramfs::Payload,
+};
 use crate::util::target_dir;
-
-/// Marker words around a benchmark's JSON result on the console.
-pub const RESULT_BEGIN: &str = "result-begin";
-pub const RESULT_END: &str = "result-end";
 
 const DEFAULT_BENCH_TIMEOUT_SECS: u64 = 3_600;
 
@@ -78,7 +78,7 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<Vec<BenchRun>> {
         );
     }
     let bin_dir = target_dir("release");
-    let payload = initramfs::Payload {
+    let payload = Payload {
         agent: bin_dir.join("faultd"),
         traffic: bin_dir.join("faultd-traffic"),
         tests: Vec::new(),

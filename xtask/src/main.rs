@@ -2,9 +2,6 @@
 //! fresh machine needs nothing but this repository and rustup.
 
 mod bench;
-mod bench_latency;
-mod bench_syscall;
-mod bench_syscall_vm;
 mod demo;
 mod install;
 mod plot;
@@ -45,7 +42,7 @@ enum Task {
     /// syscall --vm` the BPF LSM ones in the VM tier (syscall-vm.md).
     Bench {
         #[command(flatten)]
-        opts: bench::Options,
+        opts: bench::loss::Options,
         #[command(subcommand)]
         what: Option<BenchWhat>,
     },
@@ -73,12 +70,12 @@ enum BenchWhat {
     /// through (root; writes docs/benchmarks/syscall.md and syscall.json).
     /// With --vm: open(), read() and write() in the VM tier's kernels
     /// (docs/benchmarks/syscall-vm.md and syscall-vm.json).
-    Syscall(bench_syscall::Options),
+    Syscall(bench::syscall::Options),
     /// faultd's EDT latency against tc netem on the VM tier's kernels:
     /// added-delay error at p50/p99/p99.9 for 1 ms to 1 s and with jitter,
     /// the bystander's throughput and CPU per packet (writes
     /// docs/benchmarks/latency.md, latency.json and latency.png).
-    Latency(bench_latency::Options),
+    Latency(bench::latency::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,10 +94,10 @@ fn main() -> anyhow::Result<()> {
             setup::setup(setup::Scope::Build)?;
             util::build("release")?;
             match what {
-                None => bench::run(&opts),
-                Some(BenchWhat::Syscall(o)) if o.vm => bench_syscall_vm::run(&o),
-                Some(BenchWhat::Syscall(o)) => bench_syscall::run(&o),
-                Some(BenchWhat::Latency(o)) => bench_latency::run(&o),
+                None => bench::loss::run(&opts),
+                Some(BenchWhat::Syscall(o)) if o.vm => bench::syscall_vm::run(&o),
+                Some(BenchWhat::Syscall(o)) => bench::syscall::run(&o),
+                Some(BenchWhat::Latency(o)) => bench::latency::run(&o),
             }
         }
         Task::Test {

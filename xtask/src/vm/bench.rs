@@ -9,7 +9,7 @@
 //! 2. init runs `faultd-vmbench --out FILE <name> <args>` and prints FILE
 //!    between `FAULTD-VM: result-begin <name>` and `result-end <name>`;
 //! 3. [`run`] returns each kernel's JSON with how it was run, and the
-//!    caller (e.g. `bench_syscall_vm`) turns them into a report.
+//!    caller (e.g. `bench::syscall_vm`) turns them into a report.
 //!
 //! A new benchmark is a subcommand of `faultd-vmbench` and a report module
 //! calling [`run`]; nothing here changes.

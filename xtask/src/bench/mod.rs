@@ -1,0 +1,23 @@
+//! `cargo xtask bench`: the benchmarks, and the toolkit they share.
+//!
+//! - [`loss`]: what a loss fault costs (`cargo xtask bench`);
+//! - [`syscall`]: what a syscall fault costs connect() and socket()
+//!   (`bench syscall`), and [`syscall_vm`] the BPF LSM operations in the VM
+//!   tier (`bench syscall --vm`);
+//! - [`latency`]: faultd's EDT delay against tc netem in the VM tier
+//!   (`bench latency`).
+//!
+//! The toolkit: [`env`] (what a report says about the machine and the run),
+//! [`netns`] (namespaces to measure in), [`api`] (the agent's API),
+//! [`stats`] (medians, quantiles, paired ratios, a sign test) and [`table`]
+//! (the cells of the reports' tables).
+
+pub mod api;
+pub mod env;
+pub mod latency;
+pub mod loss;
+pub mod netns;
+pub mod stats;
+pub mod syscall;
+pub mod syscall_vm;
+pub mod table;

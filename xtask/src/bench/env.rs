@@ -56,31 +56,6 @@ pub(crate) fn loadavg() -> String {
 }
 
 impl Environment {
-    /// The head of a VM benchmark's JSON report: command, date, commit and
-    /// the host the VMs ran on.
-    pub(crate) fn vm_report_head(
-        &self,
-        command: &str,
-        qemu: &str,
-    ) -> serde_json::Map<String, serde_json::Value> {
-        let serde_json::Value::Object(head) = serde_json::json!({
-            "command": command,
-            "date": self.date,
-            "commit": self.commit,
-            "host": {
-                "kernel": self.kernel,
-                "cpu": self.cpu,
-                "cpus": self.cpus,
-                "qemu": qemu,
-                "loadavg_start": self.load_start,
-                "loadavg_end": loadavg(),
-            },
-        }) else {
-            unreachable!("a JSON object literal")
-        };
-        head
-    }
-
     pub(crate) fn collect() -> anyhow::Result<Self> {
         let date = cmd_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M:%S UTC"]))?
             .trim()
@@ -193,34 +168,5 @@ fn netem_status() -> String {
         "unknown (no /proc/config.gz)".to_owned()
     } else {
         config
-    }
-}
-
-/// The command from `cargo` on. The VM runs need no root, so a wrapper in
-/// front of it (`flock LOCK` to take turns on a shared machine, `sudo`) is
-/// how this run was scheduled, not part of what reproduces it.
-pub(crate) fn as_a_user_types_it(command: &str) -> String {
-    let words: Vec<&str> = command.split_whitespace().collect();
-    words
-        .iter()
-        .position(|w| *w == "cargo")
-        .map_or_else(|| command.to_owned(), |at| words[at..].join(" "))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_command_starts_at_cargo() {
-        assert_eq!(
-            as_a_user_types_it("flock /tmp/faultd-root.lock cargo xtask bench syscall --vm"),
-            "cargo xtask bench syscall --vm"
-        );
-        assert_eq!(
-            as_a_user_types_it("cargo xtask bench syscall --vm"),
-            "cargo xtask bench syscall --vm"
-        );
-        assert_eq!(as_a_user_types_it("xtask bench"), "xtask bench");
     }
 }

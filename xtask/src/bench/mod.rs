@@ -14,10 +14,13 @@
 
 pub mod api;
 pub mod env;
+pub mod host;
 pub mod latency;
 pub mod loss;
 pub mod netns;
+pub mod report;
 pub mod stats;
 pub mod syscall;
 pub mod syscall_vm;
 pub mod table;
+pub mod vm_report;

@@ -49,18 +49,26 @@ pub struct BenchRun {
     pub result: Value,
 }
 
+/// One kernel's run with its result read as the benchmark's own type.
+#[derive(Debug)]
+pub struct KernelResult<G> {
+    pub run: BenchRun,
+    /// The fields of the result that the report uses.
+    pub guest: G,
+}
+
 /// [`run`], with each kernel's result read as the benchmark's own result
 /// type `G` (the fields its report uses).
 pub fn run_as<G: serde::de::DeserializeOwned>(
     name: &str,
     args: &[String],
-) -> anyhow::Result<Vec<(BenchRun, G)>> {
+) -> anyhow::Result<Vec<KernelResult<G>>> {
     run(name, args)?
         .into_iter()
         .map(|run| {
             let guest = serde_json::from_value(run.result.clone())
                 .with_context(|| format!("{}: unexpected result JSON", run.kernel))?;
-            Ok((run, guest))
+            Ok(KernelResult { run, guest })
         })
         .collect()
 }

@@ -27,7 +27,7 @@ use crate::bench::{
 impl Bench {
     pub(super) fn latency(&mut self) -> anyhow::Result<Latency> {
         self.goto(State::Off)?;
-        self.progress("latency: fresh agent");
+        self.host.progress("latency: fresh agent");
         let (agent, _) = self.spawn_agent()?;
         let api = Arc::clone(&agent.api);
         let n = self.opts.applies;
@@ -40,11 +40,11 @@ impl Bench {
                 .duration(FAULT_DURATION)
                 .request();
             let t = Instant::now();
-            let resp = self.rt.block_on((api.apply)(req))?;
+            let resp = self.host.rt.block_on((api.apply)(req))?;
             lat.apply_new.push(t.elapsed());
             ensure!(!resp.updated, "{id} was an update, expected a new fault");
         }
-        self.progress(&format!(
+        self.host.progress(&format!(
             "latency: {n} new faults, p50 {:.0} us",
             us(quantile_d(&lat.apply_new, 0.5))
         ));
@@ -52,17 +52,17 @@ impl Bench {
         // (ii) updates of one existing fault: a map write.
         let base =
             Loss::new("bench-update", self.target.relative_str(), 500_000).duration(FAULT_DURATION);
-        self.rt.block_on((api.apply)(base.request()))?;
+        self.host.rt.block_on((api.apply)(base.request()))?;
         for i in 0..n {
             let ppm = if i % 2 == 0 { 600_000 } else { 500_000 };
             let mut loss = base.clone();
             loss.ppm = ppm;
             let t = Instant::now();
-            let resp = self.rt.block_on((api.apply)(loss.request()))?;
+            let resp = self.host.rt.block_on((api.apply)(loss.request()))?;
             lat.apply_update.push(t.elapsed());
             ensure!(resp.updated, "bench-update was not reported as an update");
         }
-        self.progress(&format!(
+        self.host.progress(&format!(
             "latency: {n} updates, p50 {:.0} us",
             us(quantile_d(&lat.apply_update, 0.5))
         ));
@@ -70,19 +70,19 @@ impl Bench {
         // The RPC path alone, for reference: GetCapabilities makes no syscall.
         for _ in 0..n {
             let t = Instant::now();
-            self.rt.block_on((api.caps)(()))?;
+            self.host.rt.block_on((api.caps)(()))?;
             lat.caps.push(t.elapsed());
         }
 
         // Reverts of the new faults: detach + map delete.
         for id in &new_ids {
             let t = Instant::now();
-            let resp = self.rt.block_on((api.revert)(id.clone()))?;
+            let resp = self.host.rt.block_on((api.revert)(id.clone()))?;
             lat.revert.push(t.elapsed());
             ensure!(resp.existed, "{id} did not exist at revert");
         }
-        self.rt.block_on((api.revert)("bench-update".into()))?;
-        self.progress(&format!(
+        self.host.rt.block_on((api.revert)("bench-update".into()))?;
+        self.host.progress(&format!(
             "latency: {n} reverts, p50 {:.0} us",
             us(quantile_d(&lat.revert, 0.5))
         ));
@@ -90,7 +90,7 @@ impl Bench {
         // Verified with traffic.
         let pool = &self.others[n..n + self.opts.verified];
         for (k, cg) in pool.iter().enumerate() {
-            let s = verify_once(&self.rt, &api, cg, k)?;
+            let s = verify_once(&self.host.rt, &api, cg, k)?;
             if s.violations > 0 {
                 self.problems.push(format!(
                     "verified apply {k}: {} packets sent after ApplyFault returned still \
@@ -100,7 +100,7 @@ impl Bench {
             }
             lat.verified.push(s);
         }
-        self.progress(&format!(
+        self.host.progress(&format!(
             "latency: {} applies verified with traffic",
             self.opts.verified
         ));

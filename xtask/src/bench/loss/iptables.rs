@@ -6,7 +6,6 @@ use std::{
     fmt::Write as _,
     io::Write as _,
     net::SocketAddr,
-    path::PathBuf,
     process::{Command, Stdio},
 };
 
@@ -23,15 +22,6 @@ use crate::{bench::netns::NetNs, util::cmd_output};
 const IPT_PROBABILITY: &str = "0.30000000000";
 pub(super) const CHAIN: &str = "FAULTD_BENCH";
 
-/// Whether `tool` is on PATH or in the sbin directories.
-pub(super) fn which(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths)
-            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-            .any(|d| d.join(tool).is_file())
-    })
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Iptables {
     Nft,
@@ -40,13 +30,6 @@ pub(super) enum Iptables {
 
 impl Iptables {
     pub(super) fn tool(self) -> &'static str {
-        match self {
-            Self::Nft => "iptables-nft",
-            Self::Legacy => "iptables-legacy",
-        }
-    }
-
-    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Nft => "iptables-nft",
             Self::Legacy => "iptables-legacy",
@@ -137,7 +120,7 @@ impl IptChain {
         let (lo, hi) = binomial_interval(count, 0.3, 0.999);
         let what = format!(
             "{} with {} rule(s): target's UDP dropped {:.1}% ({eperm} of {count}, 99.9% interval for 30%: {:.1}..{:.1}%)",
-            self.tool.name(),
+            self.tool.tool(),
             self.rules,
             observed * 100.0,
             lo * 100.0,
@@ -174,7 +157,7 @@ impl Drop for IptChain {
             eprintln!(
                 "bench: removing {CHAIN} ({}) in netns {}: {e:#}; the namespace, and its rules, \
                  go away with this process",
-                self.tool.name(),
+                self.tool.tool(),
                 self.ns.name()
             );
         }

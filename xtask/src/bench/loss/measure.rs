@@ -5,7 +5,6 @@
 use std::{
     fs,
     net::UdpSocket,
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -28,8 +27,8 @@ use super::{
     },
 };
 use crate::bench::{
-    api::{Api, BULK_CLIENTS, FAULT_DURATION, bulk},
-    env::progress,
+    api::{Api, BULK_CLIENTS, BoxFut, FAULT_DURATION, bulk},
+    host::Host,
     netns::NetNs,
     table::group,
 };
@@ -45,6 +44,17 @@ pub(super) struct MemorySample {
     pub(super) label: String,
     pub(super) faults: usize,
     pub(super) rss_kib: u64,
+}
+
+impl MemorySample {
+    /// The agent `pid`'s VmRSS now, with `faults` faults held.
+    fn of(pid: u32, label: impl Into<String>, faults: usize) -> anyhow::Result<Self> {
+        Ok(Self {
+            label: label.into(),
+            faults,
+            rss_kib: rss_kib(pid)?,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -66,9 +76,7 @@ pub(super) struct Bench {
     pub(super) target: CgroupGuard,
     pub(super) others: Vec<CgroupGuard>,
     pub(super) opts: Options,
-    pub(super) started: Instant,
-    pub(super) rt: tokio::runtime::Runtime,
-    pub(super) faultd: PathBuf,
+    pub(super) host: Host,
     pub(super) state: State,
     pub(super) configs: Vec<Config>,
     pub(super) memory: Vec<MemorySample>,
@@ -84,10 +92,6 @@ pub(super) struct Bench {
 }
 
 impl Bench {
-    pub(super) fn progress(&self, what: &str) {
-        progress(self.started, what);
-    }
-
     pub(super) fn per_packet(&mut self) -> anyhow::Result<()> {
         for round in 0..self.opts.rounds {
             let order: &[State] = if round % 2 == 0 {
@@ -107,7 +111,8 @@ impl Bench {
                     self.check_target_fault()?;
                 }
             }
-            self.progress(&format!("round {}/{} done", round + 1, self.opts.rounds));
+            self.host
+                .progress(&format!("round {}/{} done", round + 1, self.opts.rounds));
         }
         Ok(())
     }
@@ -161,7 +166,7 @@ impl Bench {
         );
         drop(_pinned);
         drop(_in);
-        self.progress(&line);
+        self.host.progress(&line);
         Ok(())
     }
 
@@ -186,13 +191,13 @@ impl Bench {
     pub(super) fn spawn_agent(&self) -> anyhow::Result<(RunningAgent, f64)> {
         let t = Instant::now();
         let mut guard = AgentGuard::start(AgentOptions {
-            bin: Some(self.faultd.clone()),
+            bin: Some(self.host.faultd.clone()),
             config_toml: Some(format!("[limits]\nmax_faults = {}\n", self.max_faults())),
             ..AgentOptions::default()
         });
         guard.wait_ready();
         let ready = t.elapsed().as_secs_f64();
-        let api = self.rt.block_on(Api::connect(&guard.socket()))?;
+        let api = self.host.rt.block_on(Api::connect(&guard.socket()))?;
         Ok((
             RunningAgent {
                 guard,
@@ -213,25 +218,18 @@ impl Bench {
             seconds: ready,
         });
         let pid = agent.guard.pid();
-        self.memory.push(MemorySample {
-            label: "just started, no fault".into(),
-            faults: 0,
-            rss_kib: rss_kib(pid)?,
-        });
+        self.memory
+            .push(MemorySample::of(pid, "just started, no fault", 0)?);
         if self.maps.is_none() {
             let objects = self.kernel_objects(&agent.api)?;
             self.maps = Some((objects, Value::Null));
         }
         let req = target_fault(&self.target).request();
-        self.rt.block_on((agent.api.apply)(req))?;
+        self.host.rt.block_on((agent.api.apply)(req))?;
         self.agent = Some(agent);
         self.state = State::One;
-        self.memory.push(MemorySample {
-            label: "1 fault".into(),
-            faults: 1,
-            rss_kib: rss_kib(pid)?,
-        });
-        self.progress(&format!(
+        self.memory.push(MemorySample::of(pid, "1 fault", 1)?);
+        self.host.progress(&format!(
             "agent started (ready in {ready:.2} s) with the target's fault"
         ));
         Ok(())
@@ -250,7 +248,7 @@ impl Bench {
             seconds: t.elapsed().as_secs_f64(),
         });
         self.state = State::Off;
-        self.progress("agent stopped");
+        self.host.progress("agent stopped");
         Ok(())
     }
 
@@ -258,7 +256,7 @@ impl Bench {
     pub(super) fn stop(&mut self, agent: RunningAgent) -> anyhow::Result<()> {
         let RunningAgent { guard, api } = agent;
         drop(api);
-        let (guard, status) = guard.stop_driving(&self.rt);
+        let (guard, status) = guard.stop_driving(&self.host.rt);
         self.collect_log(&guard);
         if !status.success() {
             self.problems
@@ -271,8 +269,24 @@ impl Bench {
         self.agent_logs.extend(guard.warnings());
     }
 
+    /// Runs `call` over `items` from [`BULK_CLIENTS`] connections and
+    /// records it as the transition `what`; returns the seconds it took.
+    fn timed_bulk<T: Send + 'static, R: Send + 'static>(
+        &mut self,
+        what: String,
+        items: Vec<T>,
+        call: fn(&Api, T) -> BoxFut<R>,
+    ) -> anyhow::Result<f64> {
+        let socket = self.agent.as_ref().context("no agent")?.guard.socket();
+        let n = items.len();
+        let t = Instant::now();
+        self.host.rt.block_on(bulk(&socket, items, call))?;
+        let seconds = t.elapsed().as_secs_f64();
+        self.transitions.push(Transition { what, n, seconds });
+        Ok(seconds)
+    }
+
     pub(super) fn add_others(&mut self) -> anyhow::Result<()> {
-        let agent = self.agent.as_ref().context("no agent")?;
         let reqs: Vec<pb::ApplyFaultRequest> = self.others[..self.opts.faults - 1]
             .iter()
             .enumerate()
@@ -283,26 +297,19 @@ impl Bench {
             })
             .collect();
         let n = reqs.len();
-        let socket = agent.guard.socket();
-        let t = Instant::now();
-        self.rt
-            .block_on(bulk(&socket, reqs, |api, req| (api.apply)(req)))?;
-        let secs = t.elapsed().as_secs_f64();
-        self.transitions.push(Transition {
-            what: format!(
-                "apply {} new faults, {BULK_CLIENTS} concurrent clients",
-                group(n as u64)
-            ),
-            n,
-            seconds: secs,
-        });
-        let pid = agent.guard.pid();
+        let what = format!(
+            "apply {} new faults, {BULK_CLIENTS} concurrent clients",
+            group(n as u64)
+        );
+        let secs = self.timed_bulk(what, reqs, |api, req| (api.apply)(req))?;
+        let agent = self.agent.as_ref().context("no agent")?;
         self.state = State::Many;
-        self.memory.push(MemorySample {
-            label: format!("{} faults", group(self.opts.faults as u64)),
-            faults: self.opts.faults,
-            rss_kib: rss_kib(pid)?,
-        });
+        let label = format!("{} faults", group(self.opts.faults as u64));
+        self.memory.push(MemorySample::of(
+            agent.guard.pid(),
+            label,
+            self.opts.faults,
+        )?);
         if self.maps.as_ref().is_some_and(|(_, many)| many.is_null()) {
             let api = Arc::clone(&agent.api);
             let objects = self.kernel_objects(&api)?;
@@ -323,48 +330,29 @@ impl Bench {
             }
             self.checks.push(what);
         }
-        self.progress(&format!(
-            "{} faults applied in {secs:.1} s ({:.0}/s)",
-            group(self.opts.faults as u64),
-            n as f64 / secs
-        ));
+        let all = self.opts.faults as u64;
+        self.host.progress(&rate(all, "applied", n, secs));
         Ok(())
     }
 
     pub(super) fn remove_others(&mut self) -> anyhow::Result<()> {
-        let agent = self.agent.as_ref().context("no agent")?;
         let ids: Vec<String> = (0..self.opts.faults - 1)
             .map(|i| format!("bench-other-{i}"))
             .collect();
         let n = ids.len();
-        let socket = agent.guard.socket();
-        let t = Instant::now();
-        self.rt
-            .block_on(bulk(&socket, ids, |api, id| (api.revert)(id)))?;
-        let secs = t.elapsed().as_secs_f64();
-        self.transitions.push(Transition {
-            what: format!(
-                "revert {} faults, {BULK_CLIENTS} concurrent clients",
-                group(n as u64)
-            ),
-            n,
-            seconds: secs,
-        });
-        let pid = agent.guard.pid();
+        let what = format!(
+            "revert {} faults, {BULK_CLIENTS} concurrent clients",
+            group(n as u64)
+        );
+        let secs = self.timed_bulk(what, ids, |api, id| (api.revert)(id))?;
+        let pid = self.agent.as_ref().context("no agent")?.guard.pid();
         self.state = State::One;
-        self.memory.push(MemorySample {
-            label: format!(
-                "1 fault, after {} were reverted",
-                group(self.opts.faults as u64 - 1)
-            ),
-            faults: 1,
-            rss_kib: rss_kib(pid)?,
-        });
-        self.progress(&format!(
-            "{} faults reverted in {secs:.1} s ({:.0}/s)",
-            group(n as u64),
-            n as f64 / secs
-        ));
+        let label = format!(
+            "1 fault, after {} were reverted",
+            group(self.opts.faults as u64 - 1)
+        );
+        self.memory.push(MemorySample::of(pid, label, 1)?);
+        self.host.progress(&rate(n as u64, "reverted", n, secs));
         Ok(())
     }
 
@@ -376,7 +364,7 @@ impl Bench {
             self.goto(State::One)?;
         }
         let agent = self.agent.as_ref().context("no agent")?;
-        let caps = self.rt.block_on((agent.api.caps)(()))?;
+        let caps = self.host.rt.block_on((agent.api.caps)(()))?;
         let id = caps
             .programs
             .iter()
@@ -401,7 +389,7 @@ impl Bench {
         });
         sent?;
         self.prog_stats = Some((runs, per_run));
-        self.progress(&format!(
+        self.host.progress(&format!(
             "faultd_egress: {runs} runs, {per_run:.0} ns per run (bpf_stats)"
         ));
         Ok(())
@@ -412,6 +400,7 @@ impl Bench {
     pub(super) fn check_target_fault(&mut self) -> anyhow::Result<()> {
         let agent = self.agent.as_ref().context("no agent")?;
         let fault = self
+            .host
             .rt
             .block_on((agent.api.get)("bench-target".to_owned()))?;
         let matched = fault.counters.map_or(0, |c| c.matched);
@@ -436,7 +425,7 @@ impl Bench {
     }
 
     pub(super) fn kernel_objects(&self, api: &Api) -> anyhow::Result<Value> {
-        let caps = self.rt.block_on((api.caps)(()))?;
+        let caps = self.host.rt.block_on((api.caps)(()))?;
         let show = |kind: &str, o: &pb::KernelObject| -> Value {
             let id = o.id.to_string();
             let v: Value = bpf::bpftool_json(&[kind, "show", "id", &id]);
@@ -453,6 +442,16 @@ impl Bench {
             "programs": caps.programs.iter().map(|o| show("prog", o)).collect::<Vec<_>>(),
         }))
     }
+}
+
+/// "`count` faults `done` in S s (R/s)", for `n` calls in `secs`.
+fn rate(count: u64, done: &str, n: usize, secs: f64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "a rate")]
+    let per_s = n as f64 / secs;
+    format!(
+        "{} faults {done} in {secs:.1} s ({per_s:.0}/s)",
+        group(count)
+    )
 }
 
 fn target_fault(target: &CgroupGuard) -> Loss {

@@ -26,23 +26,22 @@
 //! one around each measurement, and the traffic processes it spawns inherit
 //! it; the agent is namespace-agnostic (cgroup programs run in every netns).
 
-use std::{fs, time::Instant};
+use std::time::Instant;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::ensure;
 use faultd_tests::CgroupGuard;
 
 use self::{
-    iptables::{IptChain, Iptables, which},
+    iptables::{IptChain, Iptables},
     measure::Bench,
     plan::{State, configs},
     report::Report,
 };
-use crate::{
-    bench::{
-        env::{Environment, loadavg, progress, raise_priority},
-        netns::NetNs,
-    },
-    util::{target_dir, workspace_root},
+use crate::bench::{
+    env::{loadavg, progress},
+    host::{Host, require_root},
+    netns::NetNs,
+    report::write_report,
 };
 
 mod apply;
@@ -54,40 +53,13 @@ mod report;
 pub use plan::Options;
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the benchmark attaches eBPF programs and edits iptables: run as root");
-    }
+    require_root("attaches eBPF programs and edits iptables")?;
     ensure!(opts.rounds >= 1, "--rounds must be at least 1");
     ensure!(opts.reps >= 1, "--reps must be at least 1");
     ensure!(opts.faults >= 2, "--faults must be at least 2");
-    let started = Instant::now();
-    let release = target_dir("release");
-    let faultd = release.join("faultd");
-    let traffic = release.join("faultd-traffic");
-    for bin in [&faultd, &traffic] {
-        ensure!(bin.is_file(), "{} is missing", bin.display());
-    }
-    // SAFETY: no other thread exists yet; the kit reads it when spawning.
-    unsafe { std::env::set_var("FAULTD_TRAFFIC_BIN", &traffic) };
-    for tool in ["iptables-nft-restore", "iptables-legacy-restore", "ip"] {
-        ensure!(
-            which(tool),
-            "{tool} not found; `cargo xtask setup` installs it"
-        );
-    }
-    let renice = raise_priority();
-    let env = Environment::collect()?;
-    progress(started, &format!("{}, {}", env.kernel, env.cpu));
+    let host = Host::start(&["iptables-nft-restore", "iptables-legacy-restore", "ip"])?;
 
-    // One thread: each call is driven by the thread that times it, with no
-    // hand-off to a worker and back, so the client adds as little as it can
-    // to the round trips measured in section 2.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-
-    progress(started, &format!("creating {} cgroups", opts.faults + 1));
+    host.progress(&format!("creating {} cgroups", opts.faults + 1));
     let bystander = CgroupGuard::new("bench-bystander");
     let target = CgroupGuard::new("bench-target");
     let extra = opts
@@ -106,7 +78,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         )
         .collect();
 
-    progress(started, "network namespaces and iptables rules");
+    host.progress("network namespaces and iptables rules");
     let clean = NetNs::new("clean")?;
     let mut ipt = Vec::new();
     for tool in [Iptables::Nft, Iptables::Legacy] {
@@ -114,29 +86,24 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             let ns = NetNs::new(if name == "1" { "ipt-1" } else { "ipt-many" })?;
             let t = Instant::now();
             let chain = IptChain::load(ns, tool, paths)?;
-            progress(
-                started,
-                &format!(
-                    "{}: {} rule(s) loaded in {:.2} s",
-                    tool.name(),
-                    paths.len(),
-                    t.elapsed().as_secs_f64()
-                ),
-            );
+            host.progress(&format!(
+                "{}: {} rule(s) loaded in {:.2} s",
+                tool.tool(),
+                paths.len(),
+                t.elapsed().as_secs_f64()
+            ));
             ipt.push(chain);
         }
     }
     let mut checks = Vec::new();
     for chain in &ipt {
         checks.push(chain.verify_drops(&target)?);
-        progress(started, checks.last().map_or("", String::as_str));
+        host.progress(checks.last().map_or("", String::as_str));
     }
 
     let mut bench = Bench {
         opts: opts.clone(),
-        started,
-        rt,
-        faultd,
+        host,
         bystander,
         target,
         others,
@@ -157,34 +124,25 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     bench.program_stats()?;
     let latency = bench.latency()?;
     bench.goto(State::Off)?;
-    let runtime = started.elapsed();
-    progress(started, "writing the report");
+    let runtime = bench.host.started.elapsed();
+    bench.host.progress("writing the report");
     let report = Report {
-        env: &env,
         bench: &bench,
         latency: &latency,
         runtime,
-        renice: &renice,
         load_end: loadavg(),
     };
-    let dir = workspace_root().join("docs/benchmarks");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let md = dir.join("loss.md");
-    let js = dir.join("loss.json");
-    fs::write(&md, report.markdown()).with_context(|| format!("writing {}", md.display()))?;
-    let mut json_text = serde_json::to_string_pretty(&report.json())?;
-    json_text.push('\n');
-    fs::write(&js, json_text).with_context(|| format!("writing {}", js.display()))?;
-    progress(
-        started,
-        &format!("wrote {} and {}", md.display(), js.display()),
-    );
+    let (md, js) = write_report("loss", &report.markdown(), &report.json())?;
+    bench
+        .host
+        .progress(&format!("wrote {} and {}", md.display(), js.display()));
     println!("\n{}", report.tables());
     for p in &bench.problems {
         println!("problem: {p}");
     }
-    progress(started, "cleaning up");
+    let host_started = bench.host.started;
+    bench.host.progress("cleaning up");
     drop(bench);
-    progress(started, "done");
+    progress(host_started, "done");
     Ok(())
 }

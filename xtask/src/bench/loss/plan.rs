@@ -143,69 +143,59 @@ pub(super) fn configs(faults: usize) -> Vec<Config> {
         runs: Vec::new(),
         probe: None,
     };
-    vec![
-        c(
+    let (by, target) = (Who::Bystander, Who::Target);
+    let mut v: Vec<Config> = [
+        (
             "a",
-            "bystander, no agent (baseline)".into(),
             State::Off,
-            Who::Bystander,
-            Ns::Clean,
+            by,
+            "bystander, no agent (baseline)".to_owned(),
         ),
-        c(
+        (
             "b",
+            State::One,
+            by,
             "bystander, agent with 1 fault on another cgroup".into(),
-            State::One,
-            Who::Bystander,
-            Ns::Clean,
         ),
-        c(
+        (
             "c",
+            State::Many,
+            by,
             format!("bystander, agent with {n} faults on {n} other cgroups"),
-            State::Many,
-            Who::Bystander,
-            Ns::Clean,
         ),
-        c(
+        (
             "d1",
-            "target, its fault never matches; 1 fault in the agent".into(),
             State::One,
-            Who::Target,
-            Ns::Clean,
+            target,
+            "target, its fault never matches; 1 fault in the agent".into(),
         ),
-        c(
+        (
             "dN",
-            format!("target, its fault never matches; {n} faults in the agent"),
             State::Many,
-            Who::Target,
-            Ns::Clean,
-        ),
-        c(
-            "e-nft-1",
-            "bystander, no agent, iptables-nft: 1 rule for another cgroup".into(),
-            State::Off,
-            Who::Bystander,
-            Ns::Ipt(0),
-        ),
-        c(
-            "e-nft-N",
-            format!("bystander, no agent, iptables-nft: {n} rules for {n} other cgroups"),
-            State::Off,
-            Who::Bystander,
-            Ns::Ipt(1),
-        ),
-        c(
-            "e-legacy-1",
-            "bystander, no agent, iptables-legacy: 1 rule for another cgroup".into(),
-            State::Off,
-            Who::Bystander,
-            Ns::Ipt(2),
-        ),
-        c(
-            "e-legacy-N",
-            format!("bystander, no agent, iptables-legacy: {n} rules for {n} other cgroups"),
-            State::Off,
-            Who::Bystander,
-            Ns::Ipt(3),
+            target,
+            format!("target, its fault never matches; {n} faults in the agent"),
         ),
     ]
+    .into_iter()
+    .map(|(key, state, who, label)| c(key, label, state, who, Ns::Clean))
+    .collect();
+    // One per iptables chain, in the order `run` loads them into `Bench::ipt`.
+    for (k, (key, tool, many)) in [
+        ("e-nft-1", "iptables-nft", false),
+        ("e-nft-N", "iptables-nft", true),
+        ("e-legacy-1", "iptables-legacy", false),
+        ("e-legacy-N", "iptables-legacy", true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let rules = if many {
+            format!("{n} rules for {n} other cgroups")
+        } else {
+            "1 rule for another cgroup".to_owned()
+        };
+        let label = format!("bystander, no agent, {tool}: {rules}");
+        v.push(c(key, label, State::Off, by, Ns::Ipt(k)));
+    }
+    v
 }

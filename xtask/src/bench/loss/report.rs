@@ -18,18 +18,15 @@ use super::{
 };
 use crate::bench::{
     api::BULK_CLIENTS,
-    env::Environment,
     stats::{max, median, min, paired, quantile, verdict},
     table::{group, ratio_cell, signed_cell, spread_cell},
 };
 
 #[derive(Debug)]
 pub(super) struct Report<'a> {
-    pub(super) env: &'a Environment,
     pub(super) bench: &'a Bench,
     pub(super) latency: &'a Latency,
     pub(super) runtime: Duration,
-    pub(super) renice: &'a str,
     pub(super) load_end: String,
 }
 
@@ -285,7 +282,7 @@ impl Report<'_> {
     }
 
     pub(super) fn markdown(&self) -> String {
-        let e = self.env;
+        let e = &self.bench.host.env;
         let o = &self.bench.opts;
         let n = group(o.faults as u64);
         let mut m = String::new();
@@ -319,7 +316,7 @@ impl Report<'_> {
                 .collect::<Vec<_>>()
                 .join("; "),
             e.netem,
-            self.renice,
+            self.bench.host.renice,
             e.load_start,
             self.load_end,
             self.runtime.as_secs_f64(),
@@ -707,7 +704,7 @@ impl Report<'_> {
     }
 
     pub(super) fn json(&self) -> Value {
-        let e = self.env;
+        let e = &self.bench.host.env;
         let b = self.bench;
         let l = self.latency;
         let ns = |v: &[Duration]| -> Vec<u64> {
@@ -724,7 +721,7 @@ impl Report<'_> {
             "commit": e.commit,
             "iptables": e.iptables.iter().map(|(t, v)| json!({"tool": t, "version": v})).collect::<Vec<_>>(),
             "netem": e.netem,
-            "priority": self.renice,
+            "priority": self.bench.host.renice,
             "loadavg_start": e.load_start,
             "loadavg_end": self.load_end,
             "runtime_s": self.runtime.as_secs_f64(),
@@ -743,7 +740,7 @@ impl Report<'_> {
                 "label": c.label,
                 "agent_state": c.state.name(),
                 "cgroup": match c.who { Who::Bystander => b.bystander.relative_str(), Who::Target => b.target.relative_str() },
-                "netns": match c.ns { Ns::Clean => "clean".to_owned(), Ns::Ipt(k) => format!("{} with {} rules", b.ipt[k].tool.name(), b.ipt[k].rules) },
+                "netns": match c.ns { Ns::Clean => "clean".to_owned(), Ns::Ipt(k) => format!("{} with {} rules", b.ipt[k].tool.tool(), b.ipt[k].rules) },
                 "udp_packets_per_run": c.udp_count,
                 "tcp_bytes_per_run": c.tcp_bytes,
                 "per_round_median": {

@@ -4,7 +4,6 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -23,7 +22,7 @@ use faultd_tests::{
 use super::plan::{Config, LoopReport, NEVER_MATCHING_PORT, Op, Options, Run, State, Who};
 use crate::bench::{
     api::{Api, FAULT_DURATION, bulk},
-    env::progress,
+    host::Host,
     netns::NetNs,
 };
 
@@ -39,9 +38,7 @@ pub(super) struct Bench {
     pub(super) other_socket: CgroupGuard,
     pub(super) others: Vec<CgroupGuard>,
     pub(super) opts: Options,
-    pub(super) started: Instant,
-    pub(super) rt: tokio::runtime::Runtime,
-    pub(super) faultd: PathBuf,
+    pub(super) host: Host,
     pub(super) state: State,
     pub(super) configs: Vec<Config>,
     pub(super) checks: Vec<String>,
@@ -147,20 +144,17 @@ impl Rounds for Bench {
         let cfg = &mut self.configs[i];
         cfg.runs.push(Run { round, wall, cpu });
         let line = format!("  {:<11} {wall:>7.0} ns/call wall {cpu:>7.0} CPU", cfg.key);
-        self.progress(&line);
+        self.host.progress(&line);
         Ok(())
     }
 
     fn round_done(&mut self, round: usize, rounds: usize) {
-        self.progress(&format!("round {}/{rounds} done", round + 1));
+        self.host
+            .progress(&format!("round {}/{rounds} done", round + 1));
     }
 }
 
 impl Bench {
-    pub(super) fn progress(&self, what: &str) {
-        progress(self.started, what);
-    }
-
     pub(super) fn cgroup(&self, who: Who, op: Op) -> &CgroupGuard {
         match (who, op) {
             (Who::Bystander, _) => &self.bystander,
@@ -213,7 +207,7 @@ impl Bench {
 
     pub(super) fn start_agent(&mut self) -> anyhow::Result<()> {
         let mut guard = AgentGuard::start(AgentOptions {
-            bin: Some(self.faultd.clone()),
+            bin: Some(self.host.faultd.clone()),
             config_toml: Some(format!(
                 "[limits]\nmax_faults = {}\n",
                 self.opts.faults + 64
@@ -221,8 +215,8 @@ impl Bench {
             ..AgentOptions::default()
         });
         guard.wait_ready();
-        let api = Arc::new(self.rt.block_on(Api::connect(&guard.socket()))?);
-        let caps = self.rt.block_on((api.caps)(()))?;
+        let api = Arc::new(self.host.rt.block_on(Api::connect(&guard.socket()))?);
+        let caps = self.host.rt.block_on((api.caps)(()))?;
         let hooks = caps.features.iter().find(|f| f.name == "cgroup_sock_hooks");
         ensure!(
             hooks.is_some_and(|f| f.available),
@@ -277,21 +271,21 @@ impl Bench {
             ),
         ];
         for req in reqs {
-            self.rt.block_on((api.apply)(req))?;
+            self.host.rt.block_on((api.apply)(req))?;
         }
         self.agent = Some((guard, api));
         self.state = State::Base;
-        self.progress("agent started with the 4 base faults");
+        self.host.progress("agent started with the 4 base faults");
         Ok(())
     }
 
     pub(super) fn stop_agent(&mut self) -> anyhow::Result<()> {
         if let Some((guard, api)) = self.agent.take() {
             drop(api);
-            self.problems.extend(guard.stop_and_review(&self.rt));
+            self.problems.extend(guard.stop_and_review(&self.host.rt));
         }
         self.state = State::Off;
-        self.progress("agent stopped");
+        self.host.progress("agent stopped");
         Ok(())
     }
 
@@ -312,18 +306,20 @@ impl Bench {
                     syscall_spec(&format!("sys-other-{i}"), cg, op, errno, None)
                 })
                 .collect();
-            self.rt
+            self.host
+                .rt
                 .block_on(bulk(&socket, reqs, |api, req| (api.apply)(req)))?;
         } else {
             let ids: Vec<String> = (0..self.others.len())
                 .map(|i| format!("sys-other-{i}"))
                 .collect();
-            self.rt
+            self.host
+                .rt
                 .block_on(bulk(&socket, ids, |api, id| (api.revert)(id)))?;
         }
         drop(api);
         self.state = if add { State::Many } else { State::Base };
-        self.progress(&format!(
+        self.host.progress(&format!(
             "{} {} faults in {:.1} s",
             if add { "applied" } else { "reverted" },
             self.others.len(),
@@ -336,26 +332,22 @@ impl Bench {
     /// programs sit where expected, and the never-matching filters matched
     /// nothing.
     pub(super) fn sanity(&mut self) -> anyhow::Result<()> {
-        let (r, _) = self.helper(Op::Connect, &self.other_connect, 200)?;
-        let refused = r.errors.get("ECONNREFUSED").copied().unwrap_or(0);
-        let what = format!(
-            "connect fault on the other cgroup: {refused} of {} connects failed with ECONNREFUSED",
-            r.attempted
-        );
-        if refused != r.attempted {
-            self.problems.push(what.clone());
+        for (op, cgroup, errno, calls) in [
+            (Op::Connect, &self.other_connect, "ECONNREFUSED", "connects"),
+            (Op::Socket, &self.other_socket, "EPERM", "socket() calls"),
+        ] {
+            let (r, _) = self.helper(op, cgroup, 200)?;
+            let failed = r.errors.get(errno).copied().unwrap_or(0);
+            let what = format!(
+                "{} fault on the other cgroup: {failed} of {} {calls} failed with {errno}",
+                op.name(),
+                r.attempted
+            );
+            if failed != r.attempted {
+                self.problems.push(what.clone());
+            }
+            self.checks.push(what);
         }
-        self.checks.push(what);
-        let (r, _) = self.helper(Op::Socket, &self.other_socket, 200)?;
-        let eperm = r.errors.get("EPERM").copied().unwrap_or(0);
-        let what = format!(
-            "socket fault on the other cgroup: {eperm} of {} socket() calls failed with EPERM",
-            r.attempted
-        );
-        if eperm != r.attempted {
-            self.problems.push(what.clone());
-        }
-        self.checks.push(what);
 
         let links = bpf::links_of_programs_named("faultd_");
         let on = |cg: &CgroupGuard| -> Vec<String> {
@@ -378,7 +370,7 @@ impl Bench {
         if !b.is_empty() || tc.is_empty() || ts.is_empty() {
             self.problems.push(what.clone());
         }
-        self.progress(&what);
+        self.host.progress(&what);
         self.checks.push(what);
 
         // Run the targets once so the counters have something to not match.
@@ -387,7 +379,7 @@ impl Bench {
         }
         let api = self.api()?;
         for id in ["sys-target-connect", "sys-target-socket"] {
-            let f = self.rt.block_on((api.get)(id.to_owned()))?;
+            let f = self.host.rt.block_on((api.get)(id.to_owned()))?;
             let matched = f.counters.map_or(0, |c| c.matched);
             let what = format!("{id}: matched {matched} calls (its filter never matches)");
             if matched != 0 {
@@ -404,7 +396,7 @@ impl Bench {
     pub(super) fn program_stats(&mut self) -> anyhow::Result<()> {
         self.goto(State::Base)?;
         let api = self.api()?;
-        let caps = self.rt.block_on((api.caps)(()))?;
+        let caps = self.host.rt.block_on((api.caps)(()))?;
         let id_of = |name: &str| -> anyhow::Result<u32> {
             Ok(caps
                 .programs
@@ -429,7 +421,7 @@ impl Bench {
                     .map(drop);
             });
             ran?;
-            self.progress(&format!(
+            self.host.progress(&format!(
                 "{name}: {runs} runs for {count} calls, {per_run:.0} ns per run (bpf_stats)"
             ));
             self.prog_stats.push((name, count, runs, per_run));

@@ -16,18 +16,16 @@
 //! which the host does not have: `--vm` measures them in the VM tier
 //! ([`super::syscall_vm`]).
 
-use std::{fs, time::Instant};
-
-use anyhow::{Context as _, bail, ensure};
+use anyhow::ensure;
 use faultd_tests::CgroupGuard;
 
 use self::{
     measure::{Bench, Place},
     plan::{State, configs},
 };
-use crate::{
-    bench::env::{Environment, progress, raise_priority},
-    util::{target_dir, workspace_root},
+use crate::bench::{
+    host::{Host, require_root},
+    report::write_report,
 };
 
 mod measure;
@@ -37,29 +35,12 @@ mod report;
 pub use plan::Options;
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the benchmark attaches eBPF programs: run as root");
-    }
+    require_root("attaches eBPF programs")?;
     ensure!(
         opts.schedule.rounds >= 1 && opts.schedule.reps >= 1,
         "--rounds and --reps >= 1"
     );
-    let started = Instant::now();
-    let release = target_dir("release");
-    let faultd = release.join("faultd");
-    let traffic = release.join("faultd-traffic");
-    for bin in [&faultd, &traffic] {
-        ensure!(bin.is_file(), "{} is missing", bin.display());
-    }
-    // SAFETY: no other thread exists yet; the kit reads it when spawning.
-    unsafe { std::env::set_var("FAULTD_TRAFFIC_BIN", &traffic) };
-    let renice = raise_priority();
-    let env = Environment::collect()?;
-    progress(started, &format!("{}, {}", env.kernel, env.cpu));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let host = Host::start(&[])?;
 
     let mut bench = Bench {
         agent: None,
@@ -73,9 +54,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             .map(|_| CgroupGuard::new("sysbench-other"))
             .collect(),
         opts: opts.clone(),
-        started,
-        rt,
-        faultd,
+        host,
         state: State::Off,
         configs: configs(),
         checks: Vec::new(),
@@ -87,19 +66,14 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         .run(&[State::Off, State::Base, State::Many], &mut bench)?;
     bench.program_stats()?;
     bench.goto(State::Off)?;
-    let runtime = started.elapsed().as_secs_f64();
-    let md = bench.markdown(&env, &renice, runtime);
-    let js = bench.json(&env, &renice, runtime);
-    let dir = workspace_root().join("docs/benchmarks");
-    fs::create_dir_all(&dir)?;
-    fs::write(dir.join("syscall.md"), &md).context("writing syscall.md")?;
-    let mut text = serde_json::to_string_pretty(&js)?;
-    text.push('\n');
-    fs::write(dir.join("syscall.json"), text).context("writing syscall.json")?;
+    let runtime = bench.host.started.elapsed().as_secs_f64();
+    write_report("syscall", &bench.markdown(runtime), &bench.json(runtime))?;
     println!("\n{}", bench.table());
     for p in &bench.problems {
         println!("problem: {p}");
     }
-    progress(started, "wrote docs/benchmarks/syscall.md and syscall.json");
+    bench
+        .host
+        .progress("wrote docs/benchmarks/syscall.md and syscall.json");
     Ok(())
 }

@@ -10,7 +10,8 @@ use super::{
     plan::{Config, NEVER_MATCHING_PORT, Op, Run, State, Who, cpu, wall},
 };
 use crate::bench::{
-    env::{Environment, loadavg},
+    env::loadavg,
+    report::checks_and_problems,
     stats::{max, median, min, verdict},
     table::{group, signed_cell, spread_cell},
 };
@@ -157,7 +158,8 @@ impl Bench {
         }
     }
 
-    pub(super) fn markdown(&self, env: &Environment, renice: &str, runtime: f64) -> String {
+    pub(super) fn markdown(&self, runtime: f64) -> String {
+        let (env, renice) = (&self.host.env, &self.host.renice);
         let o = &self.opts;
         let mut out = format!(
             "# Syscall fault benchmark\n\n```\n{}\n```\n\n\
@@ -228,19 +230,7 @@ impl Bench {
             let _ = writeln!(out, "| `{name}` | {calls} | {runs} | {ns:.0} |");
         }
         out.push_str("\n## 3. Checks\n\n");
-        for c in &self.checks {
-            let _ = writeln!(out, "- {c}");
-        }
-        if self.problems.is_empty() {
-            out.push_str(
-                "\nNo problems: every check passed and the agents logged no warning or error.\n",
-            );
-        } else {
-            out.push_str("\nProblems:\n\n");
-            for p in &self.problems {
-                let _ = writeln!(out, "- {p}");
-            }
-        }
+        out.push_str(&checks_and_problems(&self.checks, &self.problems));
         let lsm = self.bpf_lsm.as_ref().map_or_else(
             || "not reported".to_owned(),
             |(a, d)| format!("available: {a}; detail: \"{d}\""),
@@ -259,7 +249,8 @@ impl Bench {
         out
     }
 
-    pub(super) fn json(&self, env: &Environment, renice: &str, runtime: f64) -> Value {
+    pub(super) fn json(&self, runtime: f64) -> Value {
+        let (env, renice) = (&self.host.env, &self.host.renice);
         json!({
             "command": env.command,
             "date": env.date,

@@ -2,15 +2,13 @@
 //! tonic): each call is a boxed future over a clone of the client, and
 //! [`bulk`] spreads many calls over a few connections.
 
-use std::{future::Future, path::Path, pin::Pin, time::Duration};
+use std::{future::Future, path::Path, pin::Pin};
 
 use anyhow::Context as _;
 use faultd_proto::agent::v1 as pb;
 
 /// Concurrent gRPC clients for bulk applies and reverts.
 pub(crate) const BULK_CLIENTS: usize = 4;
-/// How long the benchmarks' faults last: longer than any run.
-pub(crate) const FAULT_DURATION: Duration = Duration::from_secs(3_000);
 
 pub(crate) type BoxFut<T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send>>;
 pub(crate) type Call<A, T> = Box<dyn Fn(A) -> BoxFut<T> + Send + Sync>;

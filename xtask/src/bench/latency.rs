@@ -22,15 +22,8 @@ use crate::{
     vm::bench::{KernelResult, run_as},
 };
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct Options {
-    /// Probes per measurement.
-    #[arg(long, default_value_t = 2_000)]
-    pub probes: u64,
-    /// Interval between probes, µs.
-    #[arg(long, default_value_t = 1_000)]
-    pub interval_us: u64,
-}
+/// The options: the probes, which the guest sends.
+pub use faultd_tests::measure::Probes as Options;
 
 #[derive(Debug, Deserialize)]
 struct Guest {
@@ -133,10 +126,7 @@ fn goal_ms(delay_ms: u64) -> f64 {
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let host = VmHost::collect()?;
-    let args = vec![
-        format!("--probes={}", opts.probes),
-        format!("--interval-us={}", opts.interval_us),
-    ];
+    let args = opts.args();
     let kernels: Vec<Kernel> = run_as("latency", &args)?;
     let png = report_dir()?.join("latency.png");
     write_png(&png, &panels(&kernels)).context("drawing latency.png")?;

@@ -202,16 +202,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "--rounds and --reps >= 1"
     );
     let host = VmHost::collect()?;
-    let args: Vec<String> = [
-        ("--rounds", opts.schedule.rounds as u64),
-        ("--reps", opts.schedule.reps as u64),
-        ("--opens", opts.opens),
-        ("--reads", opts.reads),
-        ("--writes", opts.writes),
-    ]
-    .iter()
-    .map(|(k, v)| format!("{k}={v}"))
-    .collect();
+    let args = [opts.schedule.args(), opts.file.args()].concat();
     let kernels: Vec<Kernel> = run_as("syscall", &args)?;
     write_report(
         "syscall-vm",

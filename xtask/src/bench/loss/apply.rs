@@ -13,16 +13,13 @@ use std::{
 };
 
 use anyhow::{Context as _, ensure};
-use faultd_tests::{CgroupGuard, cgroup2_mount, faults::Loss};
+use faultd_tests::{CgroupGuard, cgroup2_mount, faults::Loss, measure::FAULT_DURATION};
 
 use super::{
     measure::Bench,
     plan::{OTHER_PPM, State, UDP_PAYLOAD, VERIFY_SEND_GAP},
 };
-use crate::bench::{
-    api::{Api, FAULT_DURATION},
-    stats::quantile,
-};
+use crate::bench::{api::Api, stats::quantile};
 
 impl Bench {
     pub(super) fn latency(&mut self) -> anyhow::Result<Latency> {

@@ -14,7 +14,7 @@ use faultd_proto::agent::v1 as pb;
 use faultd_tests::{
     AgentGuard, AgentOptions, CgroupGuard, bpf,
     faults::Loss,
-    measure::{Pinned, children_cpu, prog_runs_during, round_order},
+    measure::{FAULT_DURATION, Pinned, children_cpu, prog_runs_during, round_order},
     traffic::{sendto_bench, tcp_send, tcp_sink},
 };
 use serde_json::{Value, json};
@@ -27,7 +27,7 @@ use super::{
     },
 };
 use crate::bench::{
-    api::{Api, BULK_CLIENTS, BoxFut, FAULT_DURATION, bulk},
+    api::{Api, BULK_CLIENTS, BoxFut, bulk},
     host::Host,
     netns::NetNs,
     table::group,
@@ -270,20 +270,26 @@ impl Bench {
     }
 
     /// Runs `call` over `items` from [`BULK_CLIENTS`] connections and
-    /// records it as the transition `what`; returns the seconds it took.
+    /// records it as the transition "`verb` N `faults`"; returns N and the
+    /// seconds it took.
     fn timed_bulk<T: Send + 'static, R: Send + 'static>(
         &mut self,
-        what: String,
+        verb: &str,
+        faults: &str,
         items: Vec<T>,
         call: fn(&Api, T) -> BoxFut<R>,
-    ) -> anyhow::Result<f64> {
+    ) -> anyhow::Result<(usize, f64)> {
         let socket = self.agent.as_ref().context("no agent")?.guard.socket();
         let n = items.len();
         let t = Instant::now();
         self.host.rt.block_on(bulk(&socket, items, call))?;
         let seconds = t.elapsed().as_secs_f64();
+        let what = format!(
+            "{verb} {} {faults}, {BULK_CLIENTS} concurrent clients",
+            group(n as u64)
+        );
         self.transitions.push(Transition { what, n, seconds });
-        Ok(seconds)
+        Ok((n, seconds))
     }
 
     pub(super) fn add_others(&mut self) -> anyhow::Result<()> {
@@ -296,12 +302,8 @@ impl Bench {
                     .request()
             })
             .collect();
-        let n = reqs.len();
-        let what = format!(
-            "apply {} new faults, {BULK_CLIENTS} concurrent clients",
-            group(n as u64)
-        );
-        let secs = self.timed_bulk(what, reqs, |api, req| (api.apply)(req))?;
+        let (n, secs) =
+            self.timed_bulk("apply", "new faults", reqs, |api, req| (api.apply)(req))?;
         let agent = self.agent.as_ref().context("no agent")?;
         self.state = State::Many;
         let label = format!("{} faults", group(self.opts.faults as u64));
@@ -339,12 +341,7 @@ impl Bench {
         let ids: Vec<String> = (0..self.opts.faults - 1)
             .map(|i| format!("bench-other-{i}"))
             .collect();
-        let n = ids.len();
-        let what = format!(
-            "revert {} faults, {BULK_CLIENTS} concurrent clients",
-            group(n as u64)
-        );
-        let secs = self.timed_bulk(what, ids, |api, id| (api.revert)(id))?;
+        let (n, secs) = self.timed_bulk("revert", "faults", ids, |api, id| (api.revert)(id))?;
         let pid = self.agent.as_ref().context("no agent")?.guard.pid();
         self.state = State::One;
         let label = format!(

@@ -3,11 +3,8 @@
 //! and BPF statistics taken on the way.
 
 use std::{
-    net::{SocketAddr, TcpListener},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    net::TcpListener,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -16,12 +13,13 @@ use faultd_proto::agent::v1 as pb;
 use faultd_tests::{
     AgentGuard, AgentOptions, CgroupGuard, Traffic, bpf,
     faults::Syscall,
-    measure::{Pinned, Rounds, children_cpu, failed_calls, prog_runs_during},
+    listener::Acceptor,
+    measure::{FAULT_DURATION, Pinned, Rounds, children_cpu, failed_calls, prog_runs_during},
 };
 
 use super::plan::{Config, LoopReport, NEVER_MATCHING_PORT, Op, Options, Run, State, Who};
 use crate::bench::{
-    api::{Api, FAULT_DURATION, bulk},
+    api::{Api, bulk},
     host::Host,
     netns::NetNs,
 };
@@ -58,9 +56,9 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// retransmit. The listener's queue is deep for the same reason.
 #[derive(Debug)]
 pub(super) struct Place {
+    /// Stops accepting before the namespace's fd is closed.
+    acceptor: Acceptor,
     netns: NetNs,
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
 }
 
 impl Place {
@@ -68,30 +66,13 @@ impl Place {
         let netns = NetNs::new("syscall")?;
         let _in = netns.enter()?;
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the listener")?;
-        let addr = listener.local_addr()?;
         // Room for the connects made while the accept thread waits for a CPU:
         // a SYN meeting a full accept queue is dropped and retried after 1 s.
         nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::new(LISTEN_BACKLOG)?)
             .context("listen backlog")?;
-        listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => drop(stream),
-                    Err(_) => std::thread::sleep(Duration::from_micros(100)),
-                }
-            }
-        });
+        let acceptor = Acceptor::spawn(listener, Duration::from_micros(100));
         drop(_in);
-        Ok(Self { netns, addr, stop })
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        Ok(Self { acceptor, netns })
     }
 }
 
@@ -173,7 +154,7 @@ impl Bench {
     ) -> anyhow::Result<(LoopReport, f64)> {
         let _in = self.place.netns.enter()?;
         let _pinned = Pinned::last_cpu();
-        let (dst, n) = (self.place.addr.to_string(), count.to_string());
+        let (dst, n) = (self.place.acceptor.addr().to_string(), count.to_string());
         let args: Vec<&str> = match op {
             Op::Connect => vec!["tcp-connect", "--dst", &dst, "--count", &n],
             Op::Socket => vec!["socket-loop", "--count", &n, "--protocol", "tcp"],

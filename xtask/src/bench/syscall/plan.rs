@@ -3,11 +3,18 @@
 
 use std::collections::BTreeMap;
 
-use faultd_tests::measure::Schedule;
+use faultd_tests::measure::{FileCalls, Schedule};
 
 use crate::bench::stats::per_round_medians;
 
 #[derive(Debug, Clone, clap::Args)]
+// The file calls' own help describes them as the guest makes them; here
+// they matter only with --vm, which is what this command's help says.
+#[command(
+    mut_arg("opens", |a| a.help("open() calls per run (--vm)")),
+    mut_arg("reads", |a| a.help("read() calls per run (--vm)")),
+    mut_arg("writes", |a| a.help("write() calls per run (--vm)"))
+)]
 pub struct Options {
     #[command(flatten)]
     pub schedule: Schedule,
@@ -26,15 +33,8 @@ pub struct Options {
     /// docs/benchmarks/syscall-vm.md and syscall-vm.json. No root needed.
     #[arg(long)]
     pub vm: bool,
-    /// open() calls per run (--vm).
-    #[arg(long, default_value_t = 10_000)]
-    pub opens: u64,
-    /// read() calls per run (--vm).
-    #[arg(long, default_value_t = 50_000)]
-    pub reads: u64,
-    /// write() calls per run (--vm).
-    #[arg(long, default_value_t = 50_000)]
-    pub writes: u64,
+    #[command(flatten)]
+    pub file: FileCalls,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,6 +4,8 @@
 mod bench;
 mod demo;
 mod install;
+#[cfg(test)]
+mod layering;
 mod plot;
 mod setup;
 mod test;

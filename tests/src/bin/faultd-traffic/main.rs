@@ -24,7 +24,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::{
     calls::{file_ops, recv_loop, socket_loop, tcp_connect},
@@ -71,12 +71,8 @@ enum Mode {
     /// Send sequence-numbered UDP datagrams, paced;
     /// report `{"attempted":N,"sent":S,"errors":{"EPERM":k},"elapsed_ns":T}`.
     UdpSend {
-        #[arg(long)]
-        dst: SocketAddr,
-        #[arg(long)]
-        count: u64,
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
+        #[command(flatten)]
+        datagrams: Datagrams,
         /// Packets per second; 0 sends as fast as possible.
         #[arg(long, default_value_t = 20_000)]
         pps: u64,
@@ -171,14 +167,7 @@ enum Mode {
         protocol: String,
     },
     /// sendto() in a tight loop; report `{"count":N,"elapsed_ns":T,"errors":{..}}`.
-    SendtoBench {
-        #[arg(long)]
-        dst: SocketAddr,
-        #[arg(long)]
-        count: u64,
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
-    },
+    SendtoBench(Datagrams),
     /// Send N probes, each `seq` and the CLOCK_REALTIME send time, paced at
     /// `interval_us`; with `--fresh-socket` each from a new socket (its own
     /// flow). Report like udp-send.
@@ -208,6 +197,17 @@ enum Mode {
     Sleep,
 }
 
+/// Where a sender's datagrams go, how many, and their size.
+#[derive(Debug, Args)]
+struct Datagrams {
+    #[arg(long)]
+    dst: SocketAddr,
+    #[arg(long)]
+    count: u64,
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(netns) = &cli.netns {
@@ -233,9 +233,12 @@ fn main() -> Result<()> {
             idle_ms.map(Duration::from_millis),
         ),
         Mode::UdpSend {
-            dst,
-            count,
-            payload,
+            datagrams:
+                Datagrams {
+                    dst,
+                    count,
+                    payload,
+                },
             pps,
             bind,
         } => udp_send(dst, count, payload, pps, bind),
@@ -259,11 +262,11 @@ fn main() -> Result<()> {
             bytes,
             timeout_ms,
         } => tcp_send(dst, bytes, Duration::from_millis(timeout_ms)),
-        Mode::SendtoBench {
+        Mode::SendtoBench(Datagrams {
             dst,
             count,
             payload,
-        } => sendto_bench(dst, count, payload),
+        }) => sendto_bench(dst, count, payload),
         Mode::TcpConnect {
             dst,
             count,

@@ -1,7 +1,10 @@
 //! SIGTERM and SIGINT: a server stops, drains what is queued, prints its
 //! report and exits 0.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
@@ -30,4 +33,11 @@ pub fn install_stop_handler() -> Result<()> {
 /// Whether a stop signal arrived.
 pub fn stopped() -> bool {
     STOP.load(Ordering::Relaxed)
+}
+
+/// How long a server may go on: the time left until `deadline`, or `None`
+/// once it has passed or a stop signal arrived.
+pub fn time_left(deadline: Instant) -> Option<Duration> {
+    let now = Instant::now();
+    (now < deadline && !stopped()).then(|| deadline - now)
 }

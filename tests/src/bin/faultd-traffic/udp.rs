@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::{
     net::{POLL, is_timeout, pace_until, payload_buf, seq_of, stamp, udp_socket, unspecified_for},
     report::{Tally, elapsed_ns, emit, emit_ready},
-    stop::stopped,
+    stop::time_left,
 };
 
 /// How long a stopping sink keeps reading after the last datagram.
@@ -29,33 +29,24 @@ pub fn udp_sink(
     emit_ready(socket.local_addr().context("getsockname")?.port())?;
     let deadline = Instant::now() + duration;
     let mut buf = vec![0u8; 65536];
-    let (mut received, mut bytes) = (0u64, 0u64);
-    let mut first: Option<Instant> = None;
-    let mut last: Option<Instant> = None;
+    let mut got = Arrivals::default();
     loop {
-        if expect.is_some_and(|n| received >= n) {
+        if expect.is_some_and(|n| got.received >= n) {
             break;
         }
-        let now = Instant::now();
-        if now >= deadline || stopped() {
+        let Some(left) = time_left(deadline) else {
             break;
-        }
-        if let (Some(idle), Some(last)) = (idle, last)
-            && now - last >= idle
+        };
+        if let (Some(idle), Some(last)) = (idle, got.last)
+            && last.elapsed() >= idle
         {
             break;
         }
         socket
-            .set_read_timeout(Some(POLL.min(deadline - now)))
+            .set_read_timeout(Some(POLL.min(left)))
             .context("SO_RCVTIMEO")?;
         match socket.recv(&mut buf) {
-            Ok(n) => {
-                let now = Instant::now();
-                received += 1;
-                bytes += n as u64;
-                first.get_or_insert(now);
-                last = Some(now);
-            }
+            Ok(n) => got.add(n),
             Err(e) if is_timeout(&e) => {}
             Err(e) => return Err(e).context("recv"),
         }
@@ -65,24 +56,38 @@ pub fn udp_sink(
     socket
         .set_read_timeout(Some(DRAIN_QUIET))
         .context("SO_RCVTIMEO")?;
-    while expect.is_none_or(|n| received < n) {
+    while expect.is_none_or(|n| got.received < n) {
         match socket.recv(&mut buf) {
-            Ok(n) => {
-                let now = Instant::now();
-                received += 1;
-                bytes += n as u64;
-                first.get_or_insert(now);
-                last = Some(now);
-            }
+            Ok(n) => got.add(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    let span = match (first, last) {
+    let span = match (got.first, got.last) {
         (Some(first), Some(last)) => u64::try_from((last - first).as_nanos()).unwrap_or(u64::MAX),
         _ => 0,
     };
-    emit(json!({ "received": received, "bytes": bytes, "elapsed_ns": span }))
+    emit(json!({ "received": got.received, "bytes": got.bytes, "elapsed_ns": span }))
+}
+
+/// What a sink received: datagrams, bytes, and when the first and the last
+/// arrived.
+#[derive(Debug, Default)]
+struct Arrivals {
+    received: u64,
+    bytes: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Arrivals {
+    fn add(&mut self, len: usize) {
+        let now = Instant::now();
+        self.received += 1;
+        self.bytes += len as u64;
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
 }
 
 pub fn udp_send(
@@ -115,13 +120,9 @@ pub fn udp_echo(bind: SocketAddr, duration: Duration) -> Result<()> {
     let deadline = Instant::now() + duration;
     let mut buf = vec![0u8; 65536];
     let mut echoed = Tally::default();
-    loop {
-        let now = Instant::now();
-        if now >= deadline || stopped() {
-            break;
-        }
+    while let Some(left) = time_left(deadline) {
         socket
-            .set_read_timeout(Some(POLL.min(deadline - now)))
+            .set_read_timeout(Some(POLL.min(left)))
             .context("SO_RCVTIMEO")?;
         match socket.recv_from(&mut buf) {
             Ok((n, peer)) => echoed.record(socket.send_to(&buf[..n], peer)),

@@ -46,6 +46,7 @@ use crate::bench::{
 
 mod apply;
 mod iptables;
+mod markdown;
 mod measure;
 mod plan;
 mod report;

@@ -7,10 +7,15 @@
 //! - [`latency`]: faultd's EDT delay against tc netem in the VM tier
 //!   (`bench latency`).
 //!
-//! The toolkit: [`env`] (what a report says about the machine and the run),
-//! [`netns`] (namespaces to measure in), [`api`] (the agent's API),
-//! [`stats`] (medians, quantiles, paired ratios, a sign test) and [`table`]
-//! (the cells of the reports' tables).
+//! The toolkit they share:
+//!
+//! - [`host`]: what a benchmark on this host starts from; [`env`](mod@env):
+//!   what a report says about the machine and the run;
+//! - [`netns`]: namespaces to measure in; [`api`]: the agent's API;
+//! - [`stats`]: medians, quantiles, paired ratios, a sign test; [`table`]:
+//!   the cells of the reports' tables;
+//! - [`report`]: the report files and the checks and problems list;
+//!   [`vm_report`]: what the VM benchmarks' reports share.
 
 pub mod api;
 pub mod env;

@@ -14,8 +14,8 @@
 //! 4. read the console into a [`results::Column`] of the summary table.
 //!
 //! Console logs and the summary land in `target/vm-logs/`, the initramfs
-//! images in `target/vm/`. [`bench`] boots the same kernels to run a
-//! benchmark instead of the tests.
+//! images in `target/vm/`. [`bench`](mod@bench) boots the same kernels to
+//! run a benchmark instead of the tests.
 //!
 //! Knobs (environment):
 //! - `FAULTD_VM_KERNELS`: comma-separated names, e.g. `debian-6.12` or `6.12`;

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 
 use crate::util::cargo;
 
-/// Integration test executables (tests/tests/<name>.rs) that run in the VM.
+/// Integration test executables (`tests/tests/<name>.rs`) that run in the VM.
 /// Explicit, so a new slow test does not silently stretch the matrix: add
 /// it here or to [`HOST_ONLY`].
 pub const VM_TESTS: &[&str] = &["kit_smoke", "loss", "caps", "config", "syscall", "latency"];

@@ -127,6 +127,37 @@ fn main() -> anyhow::Result<()> {
 mod tests {
     use std::process::Command;
 
+    use clap::Parser as _;
+
+    use super::{BenchWhat, Cli, Task};
+
+    /// The benchmark options parse into the fields the benchmarks read,
+    /// including those shared with the VM benchmarks through the kit.
+    #[test]
+    fn bench_options_parse() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["xtask", "bench"].iter().chain(args))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let Task::Bench { what, .. } = cli.task else {
+                panic!("{args:?} is not a bench task");
+            };
+            what
+        };
+        let Some(BenchWhat::Syscall(o)) = parse(&[
+            "syscall", "--vm", "--rounds", "2", "--opens", "5", "--writes", "6",
+        ]) else {
+            panic!("not bench syscall");
+        };
+        assert!(o.vm);
+        assert_eq!((o.schedule.rounds, o.schedule.reps), (2, 3));
+        assert_eq!((o.file.opens, o.file.reads, o.file.writes), (5, 50_000, 6));
+        let Some(BenchWhat::Latency(o)) = parse(&["latency", "--interval-us", "500"]) else {
+            panic!("not bench latency");
+        };
+        assert_eq!((o.probes, o.interval_us), (2_000, 500));
+        assert!(parse(&["--rounds", "4"]).is_none());
+    }
+
     /// `cargo xtask` is how a fresh machine gets set up, so building it must
     /// need nothing that set-up provides: no crate that builds the eBPF
     /// programs (bpf-linker, rust-src) may be among its dependencies.

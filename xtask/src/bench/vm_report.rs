@@ -10,10 +10,10 @@ use crate::vm::{bench::BenchRun, qemu_version};
 /// The host side of a VM benchmark's report.
 #[derive(Debug)]
 pub(crate) struct VmHost {
-    pub(crate) env: Environment,
+    env: Environment,
     /// The command that started the run, from `cargo` on.
-    pub(crate) command: String,
-    pub(crate) qemu: String,
+    command: String,
+    qemu: String,
 }
 
 impl VmHost {

@@ -5,6 +5,18 @@ use std::time::Duration;
 
 use faultd_proto::agent::v1 as pb;
 
+/// Builder methods that each set one field and return the builder.
+macro_rules! setters {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        $(
+            pub fn $field(mut self, value: $ty) -> Self {
+                self.$field = value;
+                self
+            }
+        )*
+    };
+}
+
 /// A loss fault on a cgroup path (relative to the cgroup2 mount).
 #[derive(Debug, Clone)]
 pub struct Loss {
@@ -28,20 +40,7 @@ impl Loss {
         }
     }
 
-    pub fn direction(mut self, d: pb::Direction) -> Self {
-        self.direction = d;
-        self
-    }
-
-    pub fn duration(mut self, d: Duration) -> Self {
-        self.duration = d;
-        self
-    }
-
-    pub fn filter(mut self, f: pb::PacketFilter) -> Self {
-        self.filter = f;
-        self
-    }
+    setters!(direction: pb::Direction, duration: Duration, filter: pb::PacketFilter);
 
     pub fn spec(&self) -> pb::FaultSpec {
         on_cgroup(
@@ -57,10 +56,7 @@ impl Loss {
     }
 
     pub fn request(&self) -> pb::ApplyFaultRequest {
-        pb::ApplyFaultRequest {
-            spec: Some(self.spec()),
-            lease: None,
-        }
+        request(self.spec())
     }
 }
 
@@ -91,15 +87,7 @@ impl Syscall {
         }
     }
 
-    pub fn duration(mut self, d: Duration) -> Self {
-        self.duration = d;
-        self
-    }
-
-    pub fn filter(mut self, f: Option<pb::PacketFilter>) -> Self {
-        self.filter = f;
-        self
-    }
+    setters!(duration: Duration, filter: Option<pb::PacketFilter>);
 
     pub fn path_prefix(mut self, dir: &str) -> Self {
         dir.clone_into(&mut self.path_prefix);
@@ -122,10 +110,14 @@ impl Syscall {
     }
 
     pub fn request(&self) -> pb::ApplyFaultRequest {
-        pb::ApplyFaultRequest {
-            spec: Some(self.spec()),
-            lease: None,
-        }
+        request(self.spec())
+    }
+}
+
+fn request(spec: pb::FaultSpec) -> pb::ApplyFaultRequest {
+    pb::ApplyFaultRequest {
+        spec: Some(spec),
+        lease: None,
     }
 }
 
@@ -187,48 +179,35 @@ impl Latency {
         self
     }
 
-    pub fn direction(mut self, d: pb::Direction) -> Self {
-        self.direction = d;
-        self
-    }
+    setters!(direction: pb::Direction);
 
     pub fn request(&self) -> pb::ApplyFaultRequest {
-        pb::ApplyFaultRequest {
-            spec: Some(pb::FaultSpec {
-                id: self.id.clone(),
-                target: Some(pb::Target {
-                    kind: Some(pb::target::Kind::CgroupPath(self.cgroup.clone())),
-                }),
-                duration: Some(prost_duration(self.duration)),
-                kind: Some(pb::fault_spec::Kind::Latency(pb::LatencyFault {
-                    delay: Some(prost_duration(self.delay)),
-                    jitter: (!self.jitter.is_zero()).then(|| prost_duration(self.jitter)),
-                    distribution: self.distribution as i32,
-                    correlation_percent: self.correlation_percent,
-                    direction: self.direction as i32,
-                    filter: Some(self.filter.clone()),
-                })),
+        request(on_cgroup(
+            &self.id,
+            &self.cgroup,
+            self.duration,
+            pb::fault_spec::Kind::Latency(pb::LatencyFault {
+                delay: Some(prost_duration(self.delay)),
+                jitter: (!self.jitter.is_zero()).then(|| prost_duration(self.jitter)),
+                distribution: self.distribution as i32,
+                correlation_percent: self.correlation_percent,
+                direction: self.direction as i32,
+                filter: Some(self.filter.clone()),
             }),
-            lease: None,
-        }
+        ))
     }
 }
 
 /// A bandwidth fault (egress) on a cgroup path.
 pub fn bandwidth_request(id: &str, cgroup: &str, rate_bps: u64) -> pb::ApplyFaultRequest {
-    pb::ApplyFaultRequest {
-        spec: Some(pb::FaultSpec {
-            id: id.to_owned(),
-            target: Some(pb::Target {
-                kind: Some(pb::target::Kind::CgroupPath(cgroup.to_owned())),
-            }),
-            duration: Some(prost_duration(Duration::from_secs(120))),
-            kind: Some(pb::fault_spec::Kind::Bandwidth(pb::BandwidthFault {
-                rate_bps,
-                direction: pb::Direction::Egress as i32,
-                filter: Some(pb::PacketFilter::default()),
-            })),
+    request(on_cgroup(
+        id,
+        cgroup,
+        Duration::from_secs(120),
+        pb::fault_spec::Kind::Bandwidth(pb::BandwidthFault {
+            rate_bps,
+            direction: pb::Direction::Egress as i32,
+            filter: Some(pb::PacketFilter::default()),
         }),
-        lease: None,
-    }
+    ))
 }

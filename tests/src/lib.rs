@@ -10,6 +10,8 @@
 //! - [`stats`]: acceptance intervals for loss rates, so a 30% loss test neither
 //!   flakes nor accepts 25%.
 //! - [`bpf`]: what the kernel has loaded and attached, read through `bpftool -j`.
+//! - [`listener`]: a loopback TCP listener that accepts and closes every
+//!   connection, for connect() loops.
 //! - [`measure`]: CPU pinning, helper CPU time, BPF run-time statistics for the
 //!   benchmarks.
 //!
@@ -20,6 +22,7 @@ pub mod agent;
 pub mod bpf;
 pub mod cgroup;
 pub mod faults;
+pub mod listener;
 mod locate;
 pub mod measure;
 pub mod stats;

@@ -1,7 +1,8 @@
 //! Measurement plumbing the benchmarks share, on the host (`cargo xtask
-//! bench`) and inside the VM (`faultd-vmbench`): the round schedule, CPU
-//! pinning, the helper processes' CPU time, sysctls set for a while, and
-//! the kernel's own BPF run-time counters.
+//! bench`) and inside the VM (`faultd-vmbench`): the round schedule and the
+//! options the host passes into the VM, CPU pinning, the helper processes'
+//! CPU time, sysctls set for a while, and the kernel's own BPF run-time
+//! counters.
 //!
 //! Like the rest of the kit these panic with context: a benchmark that
 //! cannot pin itself or read its counters has nothing valid to report.
@@ -126,6 +127,63 @@ pub struct Schedule {
     pub reps: usize,
 }
 
+/// Calls per run of the file benchmark, which runs in the VM tier: `cargo
+/// xtask bench syscall --vm` takes them and passes them to `faultd-vmbench
+/// syscall`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct FileCalls {
+    /// open() + close() calls per run.
+    #[arg(long, default_value_t = 10_000)]
+    pub opens: u64,
+    /// 1-byte pread() calls per run, on a file opened before the loop.
+    #[arg(long, default_value_t = 50_000)]
+    pub reads: u64,
+    /// 1-byte pwrite() calls per run, on a file opened before the loop.
+    #[arg(long, default_value_t = 50_000)]
+    pub writes: u64,
+}
+
+impl FileCalls {
+    /// The options as `faultd-vmbench syscall` is started with them.
+    pub fn args(&self) -> Vec<String> {
+        options(&[
+            ("opens", self.opens),
+            ("reads", self.reads),
+            ("writes", self.writes),
+        ])
+    }
+}
+
+/// The one-way-delay probes of the latency benchmark, which runs in the VM
+/// tier: `cargo xtask bench latency` takes them and passes them to
+/// `faultd-vmbench latency`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Probes {
+    /// Probes per measurement.
+    #[arg(long, default_value_t = 2_000)]
+    pub probes: u64,
+    /// Interval between probes, µs.
+    #[arg(long, default_value_t = 1_000)]
+    pub interval_us: u64,
+}
+
+impl Probes {
+    /// The options as `faultd-vmbench latency` is started with them.
+    pub fn args(&self) -> Vec<String> {
+        options(&[("probes", self.probes), ("interval-us", self.interval_us)])
+    }
+}
+
+/// `--NAME=VALUE` for each pair: options in one word each, as the kernel
+/// command line carries them into the VM.
+fn options(pairs: &[(&str, u64)]) -> Vec<String> {
+    pairs.iter().map(|(k, v)| format!("--{k}={v}")).collect()
+}
+
+/// How long a benchmark's faults last: longer than any run, so none expires
+/// in the middle of a measurement.
+pub const FAULT_DURATION: Duration = Duration::from_secs(3_000);
+
 /// What was wrong with a measured run, if anything: every call must have
 /// succeeded, or the run timed an error path instead of the call.
 pub fn failed_calls(attempted: u64, ok: u64, errors: &BTreeMap<String, u64>) -> Option<String> {
@@ -152,6 +210,11 @@ pub trait Rounds {
 }
 
 impl Schedule {
+    /// The options as a benchmark in the VM is started with them.
+    pub fn args(&self) -> Vec<String> {
+        options(&[("rounds", self.rounds as u64), ("reps", self.reps as u64)])
+    }
+
     /// Measures every configuration `reps` times in each of `rounds`
     /// rounds. Even rounds visit `states` in the given order, odd rounds in
     /// reverse, so a drift over the run or the after-effects of a state
@@ -216,6 +279,45 @@ mod tests {
         assert_eq!(round_order(vec![1, 2, 3], 0, 2), [1, 2, 3, 1, 2, 3]);
         assert_eq!(round_order(vec![1, 2, 3], 4, 1), [2, 3, 1]);
         assert!(round_order(Vec::new(), 1, 3).is_empty());
+    }
+
+    /// What `faultd-vmbench` declares: the options xtask renders must
+    /// parse back to the same values.
+    #[derive(Debug, clap::Parser)]
+    struct Guest {
+        #[command(flatten)]
+        schedule: Schedule,
+        #[command(flatten)]
+        calls: FileCalls,
+        #[command(flatten)]
+        probes: Probes,
+    }
+
+    #[test]
+    fn options_render_as_the_vm_benchmarks_parse_them() {
+        let schedule = Schedule { rounds: 7, reps: 3 };
+        let calls = FileCalls {
+            opens: 1,
+            reads: 2,
+            writes: 3,
+        };
+        let probes = Probes {
+            probes: 20,
+            interval_us: 10,
+        };
+        assert_eq!(schedule.args(), ["--rounds=7", "--reps=3"]);
+        assert_eq!(probes.args(), ["--probes=20", "--interval-us=10"]);
+        let words = [schedule.args(), calls.args(), probes.args()].concat();
+        let guest = <Guest as clap::Parser>::try_parse_from(
+            std::iter::once("faultd-vmbench".to_owned()).chain(words),
+        )
+        .expect("the rendered options parse");
+        assert_eq!((guest.schedule.rounds, guest.schedule.reps), (7, 3));
+        assert_eq!(
+            (guest.calls.opens, guest.calls.reads, guest.calls.writes),
+            (1, 2, 3)
+        );
+        assert_eq!((guest.probes.probes, guest.probes.interval_us), (20, 10));
     }
 
     /// Records what [`Schedule::run`] asks for.

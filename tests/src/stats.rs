@@ -420,6 +420,19 @@ mod tests {
         (a - b).abs() <= tol
     }
 
+    /// The exact probability that Binomial(n, p) / n falls outside
+    /// [lo, hi].
+    fn outside(n: u64, p: f64, (lo, hi): (f64, f64)) -> f64 {
+        (0u64..)
+            .zip(small_mean_pmf(n, p))
+            .filter(|&(k, _)| {
+                let f = to_f64(k) / to_f64(n);
+                f < lo || f > hi
+            })
+            .map(|(_, m)| m)
+            .sum()
+    }
+
     #[test]
     fn z_values() {
         assert!(
@@ -497,15 +510,7 @@ mod tests {
     fn exact_interval_is_conservative() {
         for (n, p) in [(1000, 0.01), (5000, 0.001), (200, 0.1), (70, 0.5)] {
             let alpha = 0.001;
-            let (lo, hi) = binomial_interval(n, p, 1.0 - alpha);
-            let outside: f64 = (0u64..)
-                .zip(small_mean_pmf(n, p))
-                .filter(|&(k, _)| {
-                    let f = to_f64(k) / to_f64(n);
-                    f < lo || f > hi
-                })
-                .map(|(_, m)| m)
-                .sum();
+            let outside = outside(n, p, binomial_interval(n, p, 1.0 - alpha));
             assert!(outside <= alpha, "n={n} p={p}: outside {outside}");
         }
     }
@@ -517,15 +522,7 @@ mod tests {
         for (n, p) in [(1000, 0.05), (5000, 0.01), (100_000, 0.0005), (200, 0.25)] {
             for confidence in [0.95, 0.99, 0.999] {
                 let alpha = 1.0 - confidence;
-                let (lo, hi) = binomial_interval(n, p, confidence);
-                let outside: f64 = (0u64..)
-                    .zip(small_mean_pmf(n, p))
-                    .filter(|&(k, _)| {
-                        let f = to_f64(k) / to_f64(n);
-                        f < lo || f > hi
-                    })
-                    .map(|(_, m)| m)
-                    .sum();
+                let outside = outside(n, p, binomial_interval(n, p, confidence));
                 assert!(
                     outside <= 1.3 * alpha,
                     "n={n} p={p} c={confidence}: outside {outside} vs alpha {alpha}"

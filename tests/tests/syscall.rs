@@ -8,10 +8,6 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -20,6 +16,7 @@ use faultd_tests::{
     AgentGuard, CgroupGuard, Traffic,
     bpf::links_of_programs_named,
     faults::{self, prost_duration},
+    listener::Acceptor,
     require_root,
     stats::{RATE_CONFIDENCE, assert_loss_rate},
     traffic::{FileOpsReport, file_ops},
@@ -30,36 +27,9 @@ const CONNECTS: u64 = 4_000;
 
 /// A TCP listener on loopback that accepts and drops connections until
 /// dropped, so thousands of connects never fill its backlog.
-struct Listener {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl Listener {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind listener");
-        let addr = listener.local_addr().expect("listener address");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => drop(stream),
-                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
-                }
-            }
-        });
-        Self { addr, stop }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+fn listener() -> Acceptor {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind listener");
+    Acceptor::spawn(listener, Duration::from_micros(200))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -160,8 +130,8 @@ async fn connect_fails_with_the_chosen_errno_at_the_requested_rate() {
     }
     let target = CgroupGuard::new("connect-target");
     let bystander = CgroupGuard::new("connect-bystander");
-    let chosen = Listener::start();
-    let other = Listener::start();
+    let chosen = listener();
+    let other = listener();
     let spec = syscall_fault(
         "refuse",
         target.relative_str(),
@@ -169,10 +139,10 @@ async fn connect_fails_with_the_chosen_errno_at_the_requested_rate() {
         "ECONNREFUSED",
         500_000,
     );
-    let fault = apply(&mut client, with_port(spec, chosen.addr.port())).await;
+    let fault = apply(&mut client, with_port(spec, chosen.addr().port())).await;
     assert_eq!(fault.backend, "cgroup_sock_addr");
 
-    let r = connect_loop(Some(&target), chosen.addr, CONNECTS);
+    let r = connect_loop(Some(&target), chosen.addr(), CONNECTS);
     let refused = r.errors.get("ECONNREFUSED").copied().unwrap_or(0);
     assert_eq!(
         refused + r.connected,
@@ -190,11 +160,11 @@ async fn connect_fails_with_the_chosen_errno_at_the_requested_rate() {
 
     assert_all_connected(
         "other port",
-        &connect_loop(Some(&target), other.addr, 1_000),
+        &connect_loop(Some(&target), other.addr(), 1_000),
     );
     assert_all_connected(
         "bystander",
-        &connect_loop(Some(&bystander), chosen.addr, 1_000),
+        &connect_loop(Some(&bystander), chosen.addr(), 1_000),
     );
 
     let c = client
@@ -220,7 +190,7 @@ async fn connect_fails_with_the_chosen_errno_at_the_requested_rate() {
         .expect("revert");
     assert_all_connected(
         "after revert",
-        &connect_loop(Some(&target), chosen.addr, 1_000),
+        &connect_loop(Some(&target), chosen.addr(), 1_000),
     );
     assert!(
         links_of_programs_named("faultd_").is_empty(),
@@ -238,7 +208,7 @@ async fn connect_faults_end_at_their_deadline_and_with_the_agent() {
         return;
     }
     let target = CgroupGuard::new("connect-deadline");
-    let listener = Listener::start();
+    let listener = listener();
     let spec = syscall_fault(
         "short",
         target.relative_str(),
@@ -248,7 +218,7 @@ async fn connect_faults_end_at_their_deadline_and_with_the_agent() {
     );
     let applied = Instant::now();
     apply(&mut client, with_duration(spec, Duration::from_secs(2))).await;
-    let r = connect_loop(Some(&target), listener.addr, 200);
+    let r = connect_loop(Some(&target), listener.addr(), 200);
     assert_eq!(
         r.errors.get("ETIMEDOUT").copied(),
         Some(200),
@@ -261,7 +231,7 @@ async fn connect_faults_end_at_their_deadline_and_with_the_agent() {
     std::thread::sleep(
         Duration::from_secs(2).saturating_sub(applied.elapsed()) + Duration::from_millis(300),
     );
-    let after_deadline = connect_loop(Some(&target), listener.addr, 500);
+    let after_deadline = connect_loop(Some(&target), listener.addr(), 500);
     agent.thaw();
     assert_all_connected("after the deadline, agent frozen", &after_deadline);
 
@@ -274,7 +244,7 @@ async fn connect_faults_end_at_their_deadline_and_with_the_agent() {
         1_000_000,
     );
     apply(&mut client, spec).await;
-    let r = connect_loop(Some(&target), listener.addr, 100);
+    let r = connect_loop(Some(&target), listener.addr(), 100);
     assert_eq!(
         r.errors.get("EHOSTUNREACH").copied(),
         Some(100),
@@ -284,7 +254,7 @@ async fn connect_faults_end_at_their_deadline_and_with_the_agent() {
     agent.kill();
     assert_all_connected(
         "after SIGKILL",
-        &connect_loop(Some(&target), listener.addr, 500),
+        &connect_loop(Some(&target), listener.addr(), 500),
     );
     assert!(links_of_programs_named("faultd_").is_empty());
 }

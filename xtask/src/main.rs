@@ -2,10 +2,8 @@
 //! fresh machine needs nothing but this repository and rustup.
 
 mod bench;
-mod bench_latency;
-mod bench_syscall;
-mod bench_syscall_vm;
 mod demo;
+mod install;
 #[cfg(test)]
 mod layers;
 mod plot;
@@ -46,7 +44,7 @@ enum Task {
     /// syscall --vm` the BPF LSM ones in the VM tier (syscall-vm.md).
     Bench {
         #[command(flatten)]
-        opts: bench::Options,
+        opts: bench::loss::Options,
         #[command(subcommand)]
         what: Option<BenchWhat>,
     },
@@ -74,34 +72,34 @@ enum BenchWhat {
     /// through (root; writes docs/benchmarks/syscall.md and syscall.json).
     /// With --vm: open(), read() and write() in the VM tier's kernels
     /// (docs/benchmarks/syscall-vm.md and syscall-vm.json).
-    Syscall(bench_syscall::Options),
+    Syscall(bench::syscall::Options),
     /// faultd's EDT latency against tc netem on the VM tier's kernels:
     /// added-delay error at p50/p99/p99.9 for 1 ms to 1 s and with jitter,
     /// the bystander's throughput and CPU per packet (writes
     /// docs/benchmarks/latency.md, latency.json and latency.png).
-    Latency(bench_latency::Options),
+    Latency(bench::latency::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Setup => set_up(setup::Scope::Vm),
+        Task::Setup => setup::setup(setup::Scope::Vm),
         Task::Build { release } => {
-            set_up(setup::Scope::Build)?;
-            build(if release { "release" } else { "dev" })
+            setup::setup(setup::Scope::Build)?;
+            util::build(if release { "release" } else { "dev" })
         }
         Task::Run { no_demo } => {
-            set_up(setup::Scope::Build)?;
-            build("release")?;
+            setup::setup(setup::Scope::Build)?;
+            util::build("release")?;
             demo::run(no_demo)
         }
         Task::Bench { opts, what } => {
-            set_up(setup::Scope::Build)?;
-            build("release")?;
+            setup::setup(setup::Scope::Build)?;
+            util::build("release")?;
             match what {
-                None => bench::run(&opts),
-                Some(BenchWhat::Syscall(o)) if o.vm => bench_syscall_vm::run(&o),
-                Some(BenchWhat::Syscall(o)) => bench_syscall::run(&o),
-                Some(BenchWhat::Latency(o)) => bench_latency::run(&o),
+                None => bench::loss::run(&opts),
+                Some(BenchWhat::Syscall(o)) if o.vm => bench::syscall_vm::run(&o),
+                Some(BenchWhat::Syscall(o)) => bench::syscall::run(&o),
+                Some(BenchWhat::Latency(o)) => bench::latency::run(&o),
             }
         }
         Task::Test {
@@ -116,7 +114,7 @@ fn main() -> anyhow::Result<()> {
                 (_, true, _) => test::Tiers::NoVm,
                 _ => test::Tiers::All,
             };
-            set_up(match tiers {
+            setup::setup(match tiers {
                 test::Tiers::UnitOnly | test::Tiers::NoVm => setup::Scope::Build,
                 test::Tiers::All | test::Tiers::VmOnly => setup::Scope::Vm,
             })?;
@@ -125,35 +123,40 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Set-up for a task: the base steps, and the VM kernels for `Scope::Vm`.
-fn set_up(scope: setup::Scope) -> anyhow::Result<()> {
-    setup::base()?;
-    if scope == setup::Scope::Vm {
-        setup::step("VM kernels", vm::fetch_kernels)?;
-    }
-    Ok(())
-}
-
-/// Builds every binary the tasks start: the agent, faultctl and the test
-/// traffic generator.
-pub fn build(profile: &str) -> anyhow::Result<()> {
-    let mut args = vec!["build", "--workspace", "--bins"];
-    if profile == "release" {
-        args.push("--release");
-    }
-    let start = std::time::Instant::now();
-    eprintln!("build: {profile} binaries (faultd, faultctl, test helpers)");
-    util::run(util::cargo(&args))?;
-    eprintln!(
-        "build: {profile} binaries: done in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::process::Command;
+
+    use clap::Parser as _;
+
+    use super::{BenchWhat, Cli, Task};
+
+    /// The benchmark options parse into the fields the benchmarks read,
+    /// including those shared with the VM benchmarks through the kit.
+    #[test]
+    fn bench_options_parse() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["xtask", "bench"].iter().chain(args))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let Task::Bench { what, .. } = cli.task else {
+                panic!("{args:?} is not a bench task");
+            };
+            what
+        };
+        let Some(BenchWhat::Syscall(o)) = parse(&[
+            "syscall", "--vm", "--rounds", "2", "--opens", "5", "--writes", "6",
+        ]) else {
+            panic!("not bench syscall");
+        };
+        assert!(o.vm);
+        assert_eq!((o.schedule.rounds, o.schedule.reps), (2, 3));
+        assert_eq!((o.file.opens, o.file.reads, o.file.writes), (5, 50_000, 6));
+        let Some(BenchWhat::Latency(o)) = parse(&["latency", "--interval-us", "500"]) else {
+            panic!("not bench latency");
+        };
+        assert_eq!((o.probes, o.interval_us), (2_000, 500));
+        assert!(parse(&["--rounds", "4"]).is_none());
+    }
 
     /// `cargo xtask` is how a fresh machine gets set up, so building it must
     /// need nothing that set-up provides: no crate that builds the eBPF

@@ -5,16 +5,17 @@
 //! this, from `./x`: rustup's cargo proxy cannot start xtask without it.)
 
 use std::{
-    env,
     path::{Path, PathBuf},
     process::Command,
-    sync::atomic::{AtomicBool, Ordering},
     time::Instant,
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::util::{cmd_output, run};
+use crate::{
+    install::{Done, apt, apt_update, cache_dir},
+    util::{cmd_output, run},
+};
 
 /// Debian packages the tests, the demo and the VM tier use.
 pub const APT_PACKAGES: &[&str] = &[
@@ -32,14 +33,6 @@ pub const APT_PACKAGES: &[&str] = &[
 /// bpf-linker release built against the toolchain's own LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = env::var_os("FAULTD_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let home = env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    home.join(".cache/faultd")
-}
-
 /// What a task needs set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -49,23 +42,18 @@ pub enum Scope {
     Vm,
 }
 
-/// The steps every task needs; the VM tier's kernels are `vm`'s step,
-/// which the caller runs for `Scope::Vm` (see `main`).
-pub fn base() -> anyhow::Result<()> {
+pub fn setup(scope: Scope) -> anyhow::Result<()> {
     step("Debian packages", apt_packages)?;
-    step("bpf-linker", bpf_linker)
-}
-
-/// What a set-up step found: already there, or installed now.
-#[derive(Debug)]
-pub enum Done {
-    Cached(String),
-    Installed(String),
+    step("bpf-linker", bpf_linker)?;
+    if scope == Scope::Vm {
+        step("VM kernels", crate::vm::fetch_kernels)?;
+    }
+    Ok(())
 }
 
 /// Runs one step between a start and an end line, so a newcomer sees what is
 /// being installed and how long each part took.
-pub fn step(name: &str, f: impl FnOnce() -> anyhow::Result<Done>) -> anyhow::Result<()> {
+fn step(name: &str, f: impl FnOnce() -> anyhow::Result<Done>) -> anyhow::Result<()> {
     let start = Instant::now();
     let done = f().with_context(|| format!("setup step `{name}`"))?;
     let secs = start.elapsed().as_secs_f64();
@@ -73,33 +61,6 @@ pub fn step(name: &str, f: impl FnOnce() -> anyhow::Result<Done>) -> anyhow::Res
         Done::Cached(what) => eprintln!("setup: [{name}] {what} ({secs:.1} s)"),
         Done::Installed(what) => eprintln!("setup: [{name}] {what}: done in {secs:.1} s"),
     }
-    Ok(())
-}
-
-/// `apt-get`, through sudo when not root, non-interactive.
-pub fn apt(args: &[&str]) -> Command {
-    let mut c = if nix::unistd::geteuid().is_root() {
-        Command::new("apt-get")
-    } else {
-        let mut c = Command::new("sudo");
-        c.arg("apt-get");
-        c
-    };
-    c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-    c
-}
-
-/// `apt-get update`, at most once per run: package installs and kernel
-/// downloads both need current lists (a fresh image's lists may be months
-/// old and miss the pinned kernels), but once is enough.
-pub fn apt_update() -> anyhow::Result<()> {
-    static UPDATED: AtomicBool = AtomicBool::new(false);
-    if UPDATED.load(Ordering::Relaxed) {
-        return Ok(());
-    }
-    eprintln!("setup: apt-get update");
-    run(apt(&["update", "-q"]))?;
-    UPDATED.store(true, Ordering::Relaxed);
     Ok(())
 }
 

@@ -39,7 +39,7 @@ pub fn run(tiers: Tiers) -> anyhow::Result<()> {
         return Ok(());
     }
     // The integration tests start the real agent and traffic binaries.
-    crate::build("dev")?;
+    crate::util::build("dev")?;
     let bin_dir = target_dir("dev");
     let tests = vm::integration_tests()?;
     let log_dir = vm::log_dir()?;

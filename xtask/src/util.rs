@@ -1,3 +1,6 @@
+//! Running commands, and cargo in the workspace, and where the workspace
+//! and its build output are.
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -43,4 +46,21 @@ pub fn target_dir(profile: &str) -> PathBuf {
     let base = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace_root().join("target"), PathBuf::from);
     base.join(if profile == "dev" { "debug" } else { profile })
+}
+
+/// Builds every binary the tasks start: the agent, faultctl and the test
+/// traffic generator.
+pub fn build(profile: &str) -> anyhow::Result<()> {
+    let mut args = vec!["build", "--workspace", "--bins"];
+    if profile == "release" {
+        args.push("--release");
+    }
+    let start = std::time::Instant::now();
+    eprintln!("build: {profile} binaries (faultd, faultctl, test helpers)");
+    run(cargo(&args))?;
+    eprintln!(
+        "build: {profile} binaries: done in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

@@ -9,7 +9,7 @@
 //! 2. init runs `faultd-vmbench --out FILE <name> <args>` and prints FILE
 //!    between `FAULTD-VM: result-begin <name>` and `result-end <name>`;
 //! 3. [`run`] returns each kernel's JSON with how it was run, and the
-//!    caller (e.g. `bench_syscall_vm`) turns them into a report.
+//!    caller (e.g. `bench::syscall_vm`) turns them into a report.
 //!
 //! A new benchmark is a subcommand of `faultd-vmbench` and a report module
 //! calling [`run`]; nothing here changes.
@@ -22,12 +22,12 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
 
-use super::{MARKER, RunSpec, boot_kernel, env_secs, initramfs, log_dir, prepare, target_root};
+use super::{
+    boot::{RunSpec, boot_kernel, env_secs, log_dir, prepare, target_root},
+    console::{MARKER, RESULT_BEGIN, RESULT_END},
+    initramfs::Payload,
+};
 use crate::util::target_dir;
-
-/// Marker words around a benchmark's JSON result on the console.
-pub const RESULT_BEGIN: &str = "result-begin";
-pub const RESULT_END: &str = "result-end";
 
 const DEFAULT_BENCH_TIMEOUT_SECS: u64 = 3_600;
 
@@ -49,18 +49,26 @@ pub struct BenchRun {
     pub result: Value,
 }
 
+/// One kernel's run with its result read as the benchmark's own type.
+#[derive(Debug)]
+pub struct KernelResult<G> {
+    pub run: BenchRun,
+    /// The fields of the result that the report uses.
+    pub guest: G,
+}
+
 /// [`run`], with each kernel's result read as the benchmark's own result
 /// type `G` (the fields its report uses).
 pub fn run_as<G: serde::de::DeserializeOwned>(
     name: &str,
     args: &[String],
-) -> anyhow::Result<Vec<(BenchRun, G)>> {
+) -> anyhow::Result<Vec<KernelResult<G>>> {
     run(name, args)?
         .into_iter()
         .map(|run| {
             let guest = serde_json::from_value(run.result.clone())
                 .with_context(|| format!("{}: unexpected result JSON", run.kernel))?;
-            Ok((run, guest))
+            Ok(KernelResult { run, guest })
         })
         .collect()
 }
@@ -78,7 +86,7 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<Vec<BenchRun>> {
         );
     }
     let bin_dir = target_dir("release");
-    let payload = initramfs::Payload {
+    let payload = Payload {
         agent: bin_dir.join("faultd"),
         traffic: bin_dir.join("faultd-traffic"),
         tests: Vec::new(),

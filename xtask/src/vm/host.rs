@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{TestBinary, results::Column};
+use super::{results::Column, suite::TestBinary};
 
 /// What this project's machines (Debian 12 in a Firecracker VM, kernel
 /// 6.18 booted with lockdown and `nomodule`) offer, for tests/tests/caps.rs:

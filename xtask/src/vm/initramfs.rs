@@ -34,10 +34,10 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{
-    MARKER, TestBinary,
-    bench::{RESULT_BEGIN, RESULT_END},
+    console::{MARKER, RESULT_BEGIN, RESULT_END},
     cpio::CpioWriter,
     kernel::{Kernel, Module},
+    suite::TestBinary,
 };
 
 /// Where Debian's tc looks for netem distribution tables.

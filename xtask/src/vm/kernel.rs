@@ -167,7 +167,7 @@ fn download(dir: &Path, package: &str) -> anyhow::Result<PathBuf> {
         // A fresh image's apt lists can be months old and miss the pinned
         // package (or its whole series); update once and try again.
         eprintln!("vm: {first:#}; updating apt's lists and retrying");
-        crate::setup::apt_update()?;
+        crate::install::apt_update()?;
         try_download(dir, package)?;
     }
     deb_in(dir, package)

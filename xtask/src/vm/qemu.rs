@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::MARKER;
+use super::console::MARKER;
 
 /// The kernel command line. `lsm=` replaces the compiled-in `CONFIG_LSM`
 /// order, so `bpf` is active whatever the distribution chose (Debian lists it,

@@ -9,7 +9,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::MARKER;
+use super::console::MARKER;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -34,7 +34,7 @@ use faultd_proto::agent::v1::{self as pb, agent_client::AgentClient};
 use faultd_tests::{
     AgentGuard, CgroupGuard,
     faults::Latency,
-    measure::prog_runs_during,
+    measure::{Probes, prog_runs_during},
     stats::{inverse_normal_cdf, quantile},
     traffic::{OwdReport, owd_send, owd_sink, tcp_send, udp_send},
 };
@@ -45,12 +45,8 @@ use crate::Progress;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Probes per measurement.
-    #[arg(long, default_value_t = 2_000)]
-    pub probes: u64,
-    /// Interval between probes, µs.
-    #[arg(long, default_value_t = 1_000)]
-    pub interval_us: u64,
+    #[command(flatten)]
+    pub probe: Probes,
     /// Requested fixed delays, ms, separated by ':' (the kernel command line
     /// carrying the arguments splits on commas).
     #[arg(long, value_delimiter = ':', default_value = "1:10:100:1000")]
@@ -129,7 +125,7 @@ impl Case {
 }
 
 pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
-    ensure!(opts.probes >= 100, "--probes >= 100");
+    ensure!(opts.probe.probes >= 100, "--probes >= 100");
     let topology = Topology::create()?;
     progress.say("veth pair fdv0 <-> fdv1 (netns fdpeer) up");
     let mut agent = AgentGuard::start(faultd_tests::AgentOptions::default());
@@ -168,8 +164,8 @@ pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
     };
 
     let rounds = u64::try_from(opts.rounds.max(1)).context("rounds")?;
-    let probes_per_round = opts.probes.div_ceil(rounds);
-    let baseline = b.probe(opts.probes)?;
+    let probes_per_round = opts.probe.probes.div_ceil(rounds);
+    let baseline = b.probe(opts.probe.probes)?;
     let base_median = quantile(&baseline, 0.5);
     progress.say(&format!(
         "no fault: one-way delay median {:.1} µs, p99 {:.1} µs",
@@ -257,8 +253,8 @@ pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
     drop(topology);
     Ok(json!({
         "options": {
-            "probes": opts.probes,
-            "interval_us": opts.interval_us,
+            "probes": opts.probe.probes,
+            "interval_us": opts.probe.interval_us,
             "delays_ms": opts.delays_ms,
             "jitter_ms": opts.jitter_ms,
             "bulk_bytes": opts.bulk_bytes,
@@ -390,7 +386,7 @@ struct Bench {
 impl Bench {
     /// One-way delays (ms) of `probes` probes from the target.
     fn probe(&mut self, probes: u64) -> anyhow::Result<Vec<f64>> {
-        let interval = Duration::from_micros(self.opts.interval_us);
+        let interval = Duration::from_micros(self.opts.probe.interval_us);
         #[expect(clippy::cast_possible_truncation, reason = "probes * interval fits")]
         let span = interval * probes as u32;
         let mut sink = owd_sink(

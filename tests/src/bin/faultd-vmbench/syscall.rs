@@ -26,14 +26,17 @@
 //! medians and the paired differences. The calls come from
 //! `faultd-traffic file-ops`, pinned to the last CPU.
 
-use std::{fs, path::PathBuf, time::Duration};
+use std::{fs, path::PathBuf};
 
 use anyhow::{Context as _, bail, ensure};
 use faultd_proto::agent::v1::{self as pb, agent_client::AgentClient};
 use faultd_tests::{
     AgentGuard, AgentOptions, CgroupGuard,
     faults::Syscall,
-    measure::{Pinned, Rounds, Schedule, children_cpu, failed_calls, prog_runs_during},
+    measure::{
+        FAULT_DURATION, FileCalls, Pinned, Rounds, Schedule, children_cpu, failed_calls,
+        prog_runs_during,
+    },
     traffic::{FileOpsReport, file_ops},
 };
 use serde_json::{Value, json};
@@ -45,15 +48,8 @@ use crate::Progress;
 pub struct Options {
     #[command(flatten)]
     pub schedule: Schedule,
-    /// open() + close() calls per run.
-    #[arg(long, default_value_t = 10_000)]
-    pub opens: u64,
-    /// 1-byte pread() calls per run, on a file opened before the loop.
-    #[arg(long, default_value_t = 50_000)]
-    pub reads: u64,
-    /// 1-byte pwrite() calls per run, on a file opened before the loop.
-    #[arg(long, default_value_t = 50_000)]
-    pub writes: u64,
+    #[command(flatten)]
+    pub calls: FileCalls,
 }
 
 /// The file the calls work on (tmpfs in the VM) and the directory the
@@ -61,7 +57,6 @@ pub struct Options {
 const FILE: &str = "/tmp/faultd-vmbench/data";
 const ELSEWHERE: &str = "/run/faultd-vmbench-elsewhere";
 const ERRNO: &str = "EIO";
-const FAULT_DURATION: Duration = Duration::from_secs(3_000);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
@@ -270,9 +265,9 @@ pub fn run(opts: &Options, progress: &Progress) -> anyhow::Result<Value> {
         "options": {
             "rounds": opts.schedule.rounds,
             "reps": opts.schedule.reps,
-            "opens_per_run": opts.opens,
-            "reads_per_run": opts.reads,
-            "writes_per_run": opts.writes,
+            "opens_per_run": opts.calls.opens,
+            "reads_per_run": opts.calls.reads,
+            "writes_per_run": opts.calls.writes,
         },
         "file": FILE,
         "path_prefix_elsewhere": ELSEWHERE,
@@ -353,9 +348,9 @@ impl Rounds for Bench {
 impl Bench {
     fn count(&self, op: Op) -> u64 {
         match op {
-            Op::Open => self.opts.opens,
-            Op::Read => self.opts.reads,
-            Op::Write => self.opts.writes,
+            Op::Open => self.opts.calls.opens,
+            Op::Read => self.opts.calls.reads,
+            Op::Write => self.opts.calls.writes,
         }
     }
 

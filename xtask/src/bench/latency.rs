@@ -6,28 +6,24 @@
 //! side tabulates, checks the goal (error at p99 no worse than netem's and
 //! under max(100 µs, 1%) of the requested delay) and draws the chart.
 
-use std::{fmt::Write as _, fs};
+use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{
-    bench::{Environment, loadavg, median},
+    bench::{
+        report::{report_dir, write_report},
+        table::spread_cell,
+        vm_report::{VmHost, run_json},
+    },
     plot::{Panel, Series, write_png},
-    util::workspace_root,
-    vm::bench::{BenchRun, run_as},
+    vm::bench::{KernelResult, run_as},
 };
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct Options {
-    /// Probes per measurement.
-    #[arg(long, default_value_t = 2_000)]
-    pub probes: u64,
-    /// Interval between probes, µs.
-    #[arg(long, default_value_t = 1_000)]
-    pub interval_us: u64,
-}
+/// The options: the probes, which the guest sends.
+pub use faultd_tests::measure::Probes as Options;
 
 #[derive(Debug, Deserialize)]
 struct Guest {
@@ -92,10 +88,8 @@ struct CpuRound {
     netem_ns: f64,
 }
 
-struct Kernel {
-    run: BenchRun,
-    guest: Guest,
-}
+/// One kernel's run, parsed.
+type Kernel = KernelResult<Guest>;
 
 impl Delay {
     fn at(&self, q: f64) -> Option<&Quantile> {
@@ -131,28 +125,16 @@ fn goal_ms(delay_ms: u64) -> f64 {
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
-    let env = Environment::collect()?;
-    let command = crate::bench_syscall_vm::as_a_user_types_it(&env.command);
-    let args = vec![
-        format!("--probes={}", opts.probes),
-        format!("--interval-us={}", opts.interval_us),
-    ];
-    let kernels: Vec<Kernel> = run_as::<Guest>("latency", &args)?
-        .into_iter()
-        .map(|(run, guest)| Kernel { run, guest })
-        .collect();
-    let qemu = crate::vm::qemu_version();
-    let dir = workspace_root().join("docs/benchmarks");
-    fs::create_dir_all(&dir)?;
-    write_png(&dir.join("latency.png"), &panels(&kernels)).context("drawing latency.png")?;
-    fs::write(
-        dir.join("latency.md"),
-        markdown(&env, &command, &qemu, &kernels),
-    )
-    .context("writing latency.md")?;
-    let mut text = serde_json::to_string_pretty(&to_json(&env, &command, &qemu, &kernels))?;
-    text.push('\n');
-    fs::write(dir.join("latency.json"), text).context("writing latency.json")?;
+    let host = VmHost::collect()?;
+    let args = opts.args();
+    let kernels: Vec<Kernel> = run_as("latency", &args)?;
+    let png = report_dir()?.join("latency.png");
+    write_png(&png, &panels(&kernels)).context("drawing latency.png")?;
+    write_report(
+        "latency",
+        &markdown(&host, &kernels),
+        &to_json(&host, &kernels),
+    )?;
     for k in &kernels {
         println!("{}", delay_table(k));
         for p in &k.guest.problems {
@@ -233,21 +215,16 @@ fn delay_table(k: &Kernel) -> String {
     out
 }
 
-/// "median [min – max]" of `v`, with `digits` decimals.
-fn spread(v: &[f64], digits: usize) -> String {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{:.digits$} [{lo:.digits$} – {hi:.digits$}]", median(v))
+/// One value per round: `f` of each row.
+fn column<R>(rows: &[R], f: fn(&R) -> f64) -> Vec<f64> {
+    rows.iter().map(f).collect()
 }
 
 fn side_table(k: &Kernel) -> String {
     let t = &k.guest.bystander_throughput;
-    let col = |f: fn(&ThroughputRound) -> f64| t.rounds.iter().map(f).collect::<Vec<_>>();
-    let (none, faultd, netem) = (
-        col(|r| r.none_mb_s),
-        col(|r| r.faultd_mb_s),
-        col(|r| r.netem_mb_s),
-    );
+    let none = column(&t.rounds, |r| r.none_mb_s);
+    let faultd = column(&t.rounds, |r| r.faultd_mb_s);
+    let netem = column(&t.rounds, |r| r.netem_mb_s);
     // Per round, against the same round's no-fault transfer.
     let ratio = |v: &[f64]| {
         v.iter()
@@ -256,12 +233,9 @@ fn side_table(k: &Kernel) -> String {
             .collect::<Vec<_>>()
     };
     let c = &k.guest.cpu;
-    let ccol = |f: fn(&CpuRound) -> f64| c.rounds.iter().map(f).collect::<Vec<_>>();
-    let (cn, cf, cm) = (
-        ccol(|r| r.none_ns),
-        ccol(|r| r.faultd_ns),
-        ccol(|r| r.netem_ns),
-    );
+    let cn = column(&c.rounds, |r| r.none_ns);
+    let cf = column(&c.rounds, |r| r.faultd_ns);
+    let cm = column(&c.rounds, |r| r.netem_ns);
     let diff = |v: &[f64]| v.iter().zip(&cn).map(|(x, n)| x - n).collect::<Vec<_>>();
     let prog: Vec<f64> = c
         .rounds
@@ -282,20 +256,20 @@ fn side_table(k: &Kernel) -> String {
          The faultd_egress program itself (kernel bpf_stats): {} ns/run.\n",
         t.target_delay_ms,
         t.rounds.len(),
-        spread(&none, 1),
-        spread(&faultd, 1),
-        spread(&netem, 1),
-        spread(&ratio(&faultd), 0),
-        spread(&ratio(&netem), 0),
+        spread_cell(&none, 1),
+        spread_cell(&faultd, 1),
+        spread_cell(&netem, 1),
+        spread_cell(&ratio(&faultd), 0),
+        spread_cell(&ratio(&netem), 0),
         c.pps,
         c.delay_ms,
         c.rounds.len(),
-        spread(&cn, 0),
-        spread(&cf, 0),
-        spread(&cm, 0),
-        spread(&diff(&cf), 0),
-        spread(&diff(&cm), 0),
-        spread(&prog, 0),
+        spread_cell(&cn, 0),
+        spread_cell(&cf, 0),
+        spread_cell(&cm, 0),
+        spread_cell(&diff(&cf), 0),
+        spread_cell(&diff(&cm), 0),
+        spread_cell(&prog, 0),
     )
 }
 
@@ -349,25 +323,15 @@ fn panels(kernels: &[Kernel]) -> Vec<Panel> {
         .collect()
 }
 
-fn markdown(env: &Environment, command: &str, qemu: &str, kernels: &[Kernel]) -> String {
+fn markdown(host: &VmHost, kernels: &[Kernel]) -> String {
     let tcg = kernels.iter().any(|k| k.run.accel == "tcg");
-    let mut out = format!(
-        "# Latency benchmark: faultd (EDT + fq) and tc netem\n\n```\n{}\n```\n\n\
-         - date: {}\n- commit: `{}`\n- host: kernel `{}`, {} × {}; {qemu}\n\
-         - host load average (1, 5, 15 min) at the start: {}; at the end: {}\n\n\
-         Generated by `xtask/src/bench_latency.rs` from what \
+    let mut out = host.markdown_head("Latency benchmark: faultd (EDT + fq) and tc netem");
+    out.push_str(
+        "Generated by `xtask/src/bench/latency.rs` from what \
          `tests/src/bin/faultd-vmbench/latency.rs` measured inside each VM (all quantiles \
          in `latency.json`). The host kernel has neither fq nor netem, so both tools are \
          measured on the VM tier's Debian kernels, on the same kernel and path, one after \
          the other.\n\n![absolute error of the added delay](latency.png)\n\n",
-        command,
-        env.date,
-        env.commit,
-        env.kernel,
-        env.cpus,
-        env.cpu,
-        env.load_start,
-        loadavg(),
     );
     if tcg {
         out.push_str(
@@ -421,25 +385,13 @@ fn markdown(env: &Environment, command: &str, qemu: &str, kernels: &[Kernel]) ->
     out
 }
 
-fn to_json(env: &Environment, command: &str, qemu: &str, kernels: &[Kernel]) -> Value {
-    let mut out = env.vm_report_head(command, qemu);
-    out.insert(
-        "kernels".into(),
+fn to_json(host: &VmHost, kernels: &[Kernel]) -> Value {
+    host.json(
         kernels
             .iter()
-            .map(|k| {
-                json!({
-                    "kernel": k.run.kernel,
-                    "package": k.run.package,
-                    "release": k.run.release,
-                    "accel": k.run.accel,
-                    "vm_elapsed_s": k.run.elapsed_secs,
-                    "result": k.run.result,
-                })
-            })
+            .map(|k| Value::Object(run_json(&k.run)))
             .collect(),
-    );
-    Value::Object(out)
+    )
 }
 
 #[cfg(test)]

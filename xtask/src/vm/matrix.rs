@@ -1,0 +1,109 @@
+//! The VM tier of the tests: the integration executables on every kernel
+//! of the matrix, one VM after the other, and the summary table of all
+//! tiers.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context as _, bail};
+
+use super::{
+    boot::{RunSpec, boot_kernel, env_secs, prepare, target_root},
+    initramfs::Payload,
+    results::{self, Column},
+    suite::{HOST_ONLY, TestBinary, vm_tests},
+};
+
+const DEFAULT_VM_TIMEOUT_SECS: u64 = 900;
+const DEFAULT_TEST_TIMEOUT_SECS: u64 = 180;
+
+/// Runs the VM tier: every kernel of the matrix (or of FAULTD_VM_KERNELS),
+/// one after the other. The tests inside a VM measure traffic rates and
+/// time; two emulated VMs on two cores would disturb each other.
+pub fn run_matrix(
+    tests: &[TestBinary],
+    bin_dir: &Path,
+    log_dir: &Path,
+) -> anyhow::Result<Vec<Column>> {
+    let prepared = prepare()?;
+    let vm_timeout = Duration::from_secs(env_secs("FAULTD_VM_TIMEOUT", DEFAULT_VM_TIMEOUT_SECS)?);
+    let test_timeout_secs = env_secs("FAULTD_VM_TEST_TIMEOUT", DEFAULT_TEST_TIMEOUT_SECS)?;
+    let payload = Payload {
+        agent: bin_dir.join("faultd"),
+        traffic: bin_dir.join("faultd-traffic"),
+        tests: vm_tests(tests)?,
+        bench: None,
+        staging: target_root().join("vm/staging"),
+        test_timeout_secs,
+    };
+    let expected: Vec<String> = payload.tests.iter().map(|t| t.name.clone()).collect();
+
+    let mut columns = Vec::new();
+    for kernel in &prepared.kernels {
+        let name = kernel.spec.name;
+        let log = log_dir.join(format!("{name}.log"));
+        let booted = boot_kernel(
+            &prepared,
+            kernel,
+            &payload,
+            &RunSpec {
+                image: "initramfs",
+                extra_cmdline: "",
+                log: log.clone(),
+                timeout: vm_timeout,
+            },
+        )?;
+        let outcome = booted.outcome;
+        let mut column = Column::new(name, log.display().to_string());
+        column.add_console(&outcome.console, &expected);
+        column.elapsed_secs = outcome.elapsed.as_secs_f64();
+        if outcome.timed_out {
+            column.problems.push(format!(
+                "VM killed after {} s (FAULTD_VM_TIMEOUT)",
+                vm_timeout.as_secs()
+            ));
+        }
+        columns.push(column);
+    }
+    Ok(columns)
+}
+
+/// Prints the summary table, saves it as `target/vm-logs/summary.txt`, and
+/// fails if anything failed anywhere.
+pub fn report(columns: &[Column], log_dir: &Path) -> anyhow::Result<()> {
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let mut table = results::render(columns);
+    let host_only: Vec<String> = HOST_ONLY
+        .iter()
+        .filter(|(name, _)| {
+            let prefix = format!("{name}::");
+            columns
+                .iter()
+                .any(|c| c.tests.keys().any(|k| k.starts_with(&prefix)))
+        })
+        .map(|(name, why)| format!("{name} ({why})"))
+        .collect();
+    if !host_only.is_empty() {
+        table.push_str(&format!(
+            "\n  \"-\": not run there; host only: {}\n",
+            host_only.join(", ")
+        ));
+    }
+    let path = log_dir.join("summary.txt");
+    std::fs::write(&path, &table).with_context(|| format!("writing {}", path.display()))?;
+    println!("\n=== integration tests: host and VM kernels ===\n{table}");
+    let failed: Vec<&str> = columns
+        .iter()
+        .filter(|c| c.failed())
+        .map(|c| c.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "integration tests failed on: {} (table in {})",
+            failed.join(", "),
+            path.display()
+        );
+    }
+    Ok(())
+}

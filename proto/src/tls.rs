@@ -103,6 +103,11 @@ fn certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>
     Ok(certs)
 }
 
+/// The certificates of a PEM file (a chain, or a CA bundle).
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    certs("certificate", path)
+}
+
 fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read("private key", path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {

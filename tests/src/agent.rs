@@ -45,6 +45,14 @@ pub struct AgentOptions {
     /// Extra environment variables. `RUST_LOG` defaults to `info` unless set here
     /// or in the test's own environment.
     pub env: Vec<(String, String)>,
+    /// Run inside this network namespace (a file such as /run/netns/NAME).
+    /// Entered with `nsenter --net`, which changes only the network
+    /// namespace (`ip netns exec` would also remount /sys, hiding the cgroup
+    /// mount from the agent).
+    pub netns: Option<PathBuf>,
+    /// Take a lock file of its own instead of the node-wide one, so several
+    /// agents (each with its own `cgroup.scope`) run side by side.
+    pub own_lock: bool,
 }
 
 /// A running `faultd` with its own temp dir:
@@ -171,6 +179,19 @@ impl AgentGuard {
     /// The agent's Unix socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("faultd.sock")
+    }
+
+    /// The agent's audit log, one JSON value per line.
+    pub fn audit_log(&self) -> Vec<serde_json::Value> {
+        let path = self.dir.join("audit.jsonl");
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{}: bad audit line {l:?}: {e}", path.display()))
+            })
+            .collect()
     }
 
     /// The agent's `--state-dir`.
@@ -329,12 +350,25 @@ impl AgentGuard {
 
 fn spawn(dir: &Path, opts: &AgentOptions) -> Child {
     let bin = opts.bin.clone().unwrap_or_else(faultd_bin);
-    let mut cmd = Command::new(&bin);
+    let mut cmd = match &opts.netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", ns.display())).arg("--").arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
     cmd.arg("--socket")
         .arg(dir.join("faultd.sock"))
         .arg("--state-dir")
         .arg(dir.join("state"))
+        // Never the node's audit log.
+        .arg("--audit-log")
+        .arg(dir.join("audit.jsonl"))
         .args(["--log-format", "text"]);
+    if opts.own_lock {
+        cmd.arg("--lock-file").arg(dir.join("faultd.lock"));
+    }
     if opts.config_toml.is_some() {
         cmd.arg("--config").arg(dir.join("faultd.toml"));
     }

@@ -7,6 +7,9 @@
 //!   joins a cgroup *before* it opens any socket and then sends, sinks or echoes
 //!   traffic, reporting one JSON line.
 //! - [`agent`]: runs the real `faultd` binary in a temp dir and tears it down.
+//! - [`certs`]: a CA and the certificates it signs, for the mutual-TLS tests.
+//! - [`netns`], [`lab`]: network namespaces, connections made inside them,
+//!   and a multi-node lab of agents and a coordinator on one kernel.
 //! - [`stats`]: acceptance intervals for loss rates, so a 30% loss test neither
 //!   flakes nor accepts 25%.
 //! - [`bpf`]: what the kernel has loaded and attached, read through `bpftool -j`.
@@ -20,11 +23,14 @@
 
 pub mod agent;
 pub mod bpf;
+pub mod certs;
 pub mod cgroup;
 pub mod faults;
+pub mod lab;
 pub mod listener;
 mod locate;
 pub mod measure;
+pub mod netns;
 pub mod stats;
 pub mod traffic;
 

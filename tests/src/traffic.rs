@@ -527,6 +527,8 @@ pub struct SinkOptions {
     pub expect: Option<u64>,
     /// End after this long without a datagram, counted from the first one.
     pub idle: Option<Duration>,
+    /// Listen inside this network namespace (a file such as /run/netns/NAME).
+    pub netns: Option<PathBuf>,
 }
 
 impl Default for SinkOptions {
@@ -535,6 +537,7 @@ impl Default for SinkOptions {
             duration: Duration::from_secs(60),
             expect: None,
             idle: None,
+            netns: None,
         }
     }
 }
@@ -550,7 +553,12 @@ pub fn udp_sink_with(cgroup: Option<&CgroupGuard>, bind: &str, opts: &SinkOption
     let duration = opts.duration.as_millis().to_string();
     let expect = opts.expect.map(|n| n.to_string());
     let idle = opts.idle.map(|d| d.as_millis().to_string());
-    let mut args = vec!["udp-sink", "--bind", bind, "--duration-ms", &duration];
+    let netns = opts.netns.as_ref().map(|p| p.display().to_string());
+    let mut args = Vec::new();
+    if let Some(netns) = &netns {
+        args.extend(["--netns", netns.as_str()]);
+    }
+    args.extend(["udp-sink", "--bind", bind, "--duration-ms", &duration]);
     if let Some(expect) = &expect {
         args.extend(["--expect", expect]);
     }
@@ -571,6 +579,9 @@ pub struct UdpSendOptions {
     pub pps: u64,
     /// Source address; default: unspecified address, ephemeral port.
     pub bind: Option<SocketAddr>,
+    /// Send from inside this network namespace (a file such as
+    /// /run/netns/NAME); default: the test's own.
+    pub netns: Option<PathBuf>,
 }
 
 impl UdpSendOptions {
@@ -582,11 +593,16 @@ impl UdpSendOptions {
             payload: 64,
             pps: 20_000,
             bind: None,
+            netns: None,
         }
     }
 
     fn args(&self) -> Vec<String> {
-        let mut args = vec![
+        let mut args = Vec::new();
+        if let Some(netns) = &self.netns {
+            args.extend(["--netns".to_owned(), netns.display().to_string()]);
+        }
+        args.extend([
             "udp-send".to_owned(),
             "--dst".to_owned(),
             self.dst.to_string(),
@@ -596,7 +612,7 @@ impl UdpSendOptions {
             self.payload.to_string(),
             "--pps".to_owned(),
             self.pps.to_string(),
-        ];
+        ]);
         if let Some(bind) = self.bind {
             args.extend(["--bind".to_owned(), bind.to_string()]);
         }

@@ -1,0 +1,414 @@
+//! A multi-node lab on one kernel: each node a network namespace with its
+//! own address on a bridge, its own agent (own socket, state directory,
+//! lock, node name and `cgroup.scope`, a mutual-TLS listener), and the
+//! coordinator in the hub namespace that holds the bridge. The cgroup tree
+//! is the host's, so each node owns a subtree and its agent may fault only
+//! there; the coordinator reaches every agent over TLS on the bridge.
+//!
+//! ```text
+//!   hub netns: br0 10.77.0.254 ── coordinator :7444
+//!     ├─ veth ── node-1 netns: eth0 10.77.0.11 ── faultd :7443, scope faultd-test/lab-…/node-1
+//!     ├─ veth ── node-2 netns: eth0 10.77.0.12 ── faultd :7443, scope …/node-2
+//!     └─ …
+//! ```
+
+use std::{
+    fs,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use faultd_proto::{
+    agent::v1::agent_client::AgentClient, coordinator::v1::coordinator_client::CoordinatorClient,
+    tls::TlsFiles,
+};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+use crate::{
+    AgentGuard, AgentOptions, CgroupGuard,
+    certs::DevCa,
+    locate::locate_binary,
+    netns::{NetNs, tls_channel_in},
+};
+
+/// The agents' TLS port in their namespaces, and the coordinator's.
+pub const AGENT_PORT: u16 = 7443;
+pub const COORDINATOR_PORT: u16 = 7444;
+/// The identities the lab's certificates carry.
+pub const COORDINATOR_ID: &str = "coordinator.faultd";
+pub const OPERATOR_ID: &str = "operator.faultd";
+pub const READER_ID: &str = "reader.faultd";
+
+const HUB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 254);
+
+/// The `faultd-coordinator` binary, as [`crate::faultd_bin`] finds faultd.
+pub fn coordinator_bin() -> PathBuf {
+    locate_binary(
+        "FAULTD_COORDINATOR_BIN",
+        "faultd-coordinator",
+        "cargo build -p faultd-coordinator",
+    )
+}
+
+/// How to build a lab.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    pub nodes: usize,
+    /// The coordinator's policy file.
+    pub policy_toml: String,
+    /// The coordinator's lease ttl.
+    pub lease_ttl: Duration,
+    /// Appended to every agent's config.
+    pub agent_toml: String,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            // Tests pick their limits; the defaults would refuse touching
+            // more than half of three nodes.
+            policy_toml: "[limits]\nmax_node_fraction = 1.0\n".to_owned(),
+            lease_ttl: Duration::from_secs(6),
+            agent_toml: String::new(),
+        }
+    }
+}
+
+/// One node of the lab.
+#[derive(Debug)]
+pub struct LabNode {
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub netns: NetNs,
+    /// The cgroup subtree the node's agent owns.
+    pub scope: CgroupGuard,
+    pub agent: AgentGuard,
+    pub tls: TlsFiles,
+}
+
+impl LabNode {
+    pub fn agent_addr(&self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(self.addr, AGENT_PORT))
+    }
+
+    /// Drops every packet between the coordinator and this node (both
+    /// ways), as a network partition would.
+    pub fn cut_from_coordinator(&self) {
+        let hub = HUB_ADDR.to_string();
+        self.netns
+            .exec("iptables", &["-I", "INPUT", "-s", &hub, "-j", "DROP"]);
+        self.netns
+            .exec("iptables", &["-I", "OUTPUT", "-d", &hub, "-j", "DROP"]);
+    }
+
+    pub fn heal(&self) {
+        self.netns.exec("iptables", &["-F"]);
+    }
+}
+
+/// The running coordinator of a lab.
+#[derive(Debug)]
+pub struct CoordinatorGuard {
+    dir: PathBuf,
+    config: PathBuf,
+    hub: PathBuf,
+    child: Option<Child>,
+}
+
+impl CoordinatorGuard {
+    fn spawn(&mut self) {
+        let log = |name: &str| {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(name))
+                .unwrap_or_else(|e| panic!("opening {name}: {e}"))
+        };
+        let bin = coordinator_bin();
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.hub.display()))
+            .arg("--")
+            .arg(&bin)
+            .arg("--config")
+            .arg(&self.config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log("coordinator.stdout.log"))
+            .stderr(log("coordinator.log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+        self.child = Some(child);
+    }
+
+    /// Waits until the coordinator logs that it serves.
+    ///
+    /// # Panics
+    /// If it exits first or takes more than 20 s.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let start_len = self.log().len();
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("faultd-coordinator exited with {status}:\n{}", self.log());
+            }
+            if self.log()[start_len.min(self.log().len())..]
+                .contains("serving faultd.coordinator.v1")
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "faultd-coordinator did not serve within 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("coordinator.log")).unwrap_or_default()
+    }
+
+    /// kill -9 and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and reap.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again with the same config and store.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart: the coordinator still runs");
+        self.spawn();
+        self.wait_ready();
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        if let Some(c) = &self.child
+            && let Ok(pid) = i32::try_from(c.id())
+        {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// Its audit log, one JSON value per line.
+    pub fn audit_log(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.dir.join("coordinator-audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line"))
+            .collect()
+    }
+}
+
+impl Drop for CoordinatorGuard {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- faultd-coordinator log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A lab: hub, nodes with agents, a coordinator.
+#[derive(Debug)]
+pub struct Lab {
+    // Dropped in declaration order: the coordinator and the agents before
+    // their namespaces and cgroups.
+    pub coordinator: CoordinatorGuard,
+    pub nodes: Vec<LabNode>,
+    pub hub: NetNs,
+    pub ca: DevCa,
+    pub root: CgroupGuard,
+    dir: TempDir,
+}
+
+impl Lab {
+    /// Builds the lab and starts everything.
+    ///
+    /// # Panics
+    /// On any set-up failure, with what failed.
+    pub fn new(opts: &LabOptions) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("faultd-lab-")
+            .tempdir()
+            .expect("lab dir");
+        let tag = format!("fdl{}", std::process::id());
+        let ca = DevCa::new(dir.path(), "lab");
+        let root = CgroupGuard::new("lab");
+        let hub = NetNs::new(&format!("{tag}h"));
+        hub.ip(&["link", "add", "br0", "type", "bridge"]);
+        hub.ip(&["addr", "add", &format!("{HUB_ADDR}/24"), "dev", "br0"]);
+        hub.ip(&["link", "set", "br0", "up"]);
+
+        let mut nodes = Vec::new();
+        let mut inventory = String::new();
+        for i in 1..=opts.nodes {
+            let name = format!("node-{i}");
+            let netns = NetNs::new(&format!("{tag}n{i}"));
+            let addr = Ipv4Addr::new(
+                10,
+                77,
+                0,
+                u8::try_from(10 + i).expect("fewer than 240 nodes"),
+            );
+            let veth = format!("vh{i}");
+            crate::netns::ip(&[
+                "link",
+                "add",
+                &veth,
+                "netns",
+                hub.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                netns.name(),
+            ]);
+            hub.ip(&["link", "set", &veth, "master", "br0", "up"]);
+            netns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+            netns.ip(&["link", "set", "eth0", "up"]);
+            let tls = ca.issue(&name, &[&name]);
+            let scope = root.child(&name);
+            let config = format!(
+                "[node]\nname = \"{name}\"\n\n[cgroup]\nscope = \"{scope}\"\n\n[server.tls]\nlisten = \
+                 \"{addr}:{AGENT_PORT}\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+                 coordinator_identities = [\"{COORDINATOR_ID}\"]\nreader_identities = \
+                 [\"{READER_ID}\"]\n{extra}",
+                scope = scope.relative_str(),
+                ca = tls.ca.display(),
+                cert = tls.cert.display(),
+                key = tls.key.display(),
+                extra = opts.agent_toml,
+            );
+            let mut agent = AgentGuard::start(AgentOptions {
+                config_toml: Some(config),
+                netns: Some(netns.path()),
+                own_lock: true,
+                ..AgentOptions::default()
+            });
+            agent.wait_ready();
+            inventory.push_str(&format!(
+                "[[agent]]\nnode = \"{name}\"\naddress = \"{addr}:{AGENT_PORT}\"\nlabels = {{ zone = \
+                 \"{zone}\", index = \"{i}\" }}\n\n",
+                zone = if i % 2 == 1 { "a" } else { "b" },
+            ));
+            nodes.push(LabNode {
+                name,
+                addr,
+                netns,
+                scope,
+                agent,
+                tls,
+            });
+        }
+
+        let coordinator_tls = ca.issue("coordinator", &[COORDINATOR_ID]);
+        let d = dir.path();
+        fs::write(d.join("inventory.toml"), inventory).expect("inventory");
+        fs::write(d.join("policy.toml"), &opts.policy_toml).expect("policy");
+        let config = format!(
+            "name = \"lab-coordinator\"\n\n[server]\nlisten = \"{HUB_ADDR}:{COORDINATOR_PORT}\"\nca = \
+             \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\noperators = [\"{OPERATOR_ID}\"]\nreaders \
+             = [\"{READER_ID}\"]\n\n[agents]\ninventory = \"{inv}\"\nca = \"{ca}\"\ncert = \
+             \"{cert}\"\nkey = \"{key}\"\nlease_ttl = \"{ttl}ms\"\ncall_timeout = \"{timeout}ms\"\n\n\
+             [store]\npath = \"{store}\"\n\n[policy]\npath = \"{policy}\"\n\n[audit]\npath = \
+             \"{audit}\"\n",
+            ca = coordinator_tls.ca.display(),
+            cert = coordinator_tls.cert.display(),
+            key = coordinator_tls.key.display(),
+            inv = d.join("inventory.toml").display(),
+            ttl = opts.lease_ttl.as_millis(),
+            timeout = (opts.lease_ttl / 4).as_millis(),
+            store = d.join("coordinator.db").display(),
+            policy = d.join("policy.toml").display(),
+            audit = d.join("coordinator-audit.jsonl").display(),
+        );
+        let config_path = d.join("coordinator.toml");
+        fs::write(&config_path, config).expect("coordinator config");
+        let mut coordinator = CoordinatorGuard {
+            dir: d.to_owned(),
+            config: config_path,
+            hub: hub.path(),
+            child: None,
+        };
+        coordinator.spawn();
+        coordinator.wait_ready();
+        Self {
+            coordinator,
+            nodes,
+            hub,
+            ca,
+            root,
+            dir,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Rewrites the coordinator's policy file (reload it with SIGHUP or
+    /// ReloadPolicy).
+    pub fn write_policy(&self, toml: &str) {
+        fs::write(self.dir.path().join("policy.toml"), toml).expect("policy");
+    }
+
+    /// A client certificate from the lab's CA naming `identity`.
+    pub fn client_cert(&self, identity: &str) -> TlsFiles {
+        self.ca.issue(&format!("client-{identity}"), &[identity])
+    }
+
+    /// A coordinator client presenting `files`, connected from the hub.
+    pub fn coordinator_client_with(&self, files: &TlsFiles) -> CoordinatorClient<Channel> {
+        let addr = SocketAddr::V4(SocketAddrV4::new(HUB_ADDR, COORDINATOR_PORT));
+        CoordinatorClient::new(tls_channel_in(
+            &self.hub.path(),
+            addr,
+            COORDINATOR_ID,
+            files,
+        ))
+    }
+
+    /// A coordinator client as an operator.
+    pub fn operator(&self) -> CoordinatorClient<Channel> {
+        self.coordinator_client_with(&self.client_cert(OPERATOR_ID))
+    }
+
+    /// A client of node `i`'s TLS listener presenting `files`, from the hub.
+    pub fn agent_over_tls(&self, i: usize, files: &TlsFiles) -> AgentClient<Channel> {
+        let node = &self.nodes[i];
+        AgentClient::new(tls_channel_in(
+            &self.hub.path(),
+            node.agent_addr(),
+            &node.name,
+            files,
+        ))
+    }
+}

@@ -292,7 +292,7 @@ impl Policy {
         {
             return Err(state_rule(
                 "limits.max_concurrent_experiments",
-                format!("{running} experiments already run, the limit is {max}"),
+                format!("{running} running, the limit is {max}"),
             ));
         }
         Ok(())

@@ -149,20 +149,16 @@ impl<D: Datapath, R: Resolver, C: Clock> Shared<D, R, C> {
     }
 
     /// The caller of `request`, if it may make `rpc`; a refusal is audited.
-    fn authorize<T>(&self, request: &Request<T>, rpc: Rpc) -> Result<Caller, Status> {
+    fn authorize<T: Auditable>(&self, request: &Request<T>, rpc: Rpc) -> Result<Caller, Status> {
         let caller = Caller::of(request);
         match self.access.check(&caller, rpc) {
             Ok(()) => Ok(caller),
             Err(why) => {
-                let err = ApiError::Denied(why);
-                self.audit.call::<()>(
-                    &caller,
-                    rpc,
-                    json!({}),
-                    &Err(ApiError::Denied(err.to_string())),
-                );
-                warn!(caller = %caller, rpc = rpc.name(), "refused: {err}");
-                Err(api::status(err))
+                let denied: Result<(), ApiError> = Err(ApiError::Denied(why.clone()));
+                self.audit
+                    .call(&caller, rpc, request.get_ref().what(), &denied);
+                warn!(caller = %caller, rpc = rpc.name(), "refused: {why}");
+                Err(api::status(ApiError::Denied(why)))
             }
         }
     }
@@ -208,10 +204,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
     ) -> Result<Response<pb::ApplyFaultResponse>, Status> {
         let caller = self.shared.authorize(&request, Rpc::ApplyFault)?;
         let req = request.into_inner();
-        let what = json!({
-            "id": req.spec.as_ref().map(|s| s.id.clone()),
-            "lease": req.lease.as_ref().map(|l| l.id.clone()),
-        });
+        let what = req.what();
         let result = async {
             let (spec, lease) = api::apply_request(req)?;
             let span = info_span!("apply", fault_id = %spec.id, target = %spec.target);
@@ -309,7 +302,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
     ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
         let caller = self.shared.authorize(&request, Rpc::RenewLease)?;
         let req = request.into_inner();
-        let what = json!({ "lease": req.lease.as_ref().map(|l| l.id.clone()) });
+        let what = req.what();
         let result = async {
             let lease = api::lease_from_pb(
                 req.lease
@@ -396,6 +389,51 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
         })))
     }
 }
+
+/// What a request is about, for the audit log (also of refused calls).
+trait Auditable {
+    fn what(&self) -> serde_json::Value {
+        json!({})
+    }
+}
+
+impl Auditable for pb::ApplyFaultRequest {
+    fn what(&self) -> serde_json::Value {
+        json!({
+            "id": self.spec.as_ref().map(|s| s.id.clone()),
+            "lease": self.lease.as_ref().map(|l| l.id.clone()),
+        })
+    }
+}
+
+impl Auditable for pb::RevertFaultRequest {
+    fn what(&self) -> serde_json::Value {
+        json!({ "id": self.id })
+    }
+}
+
+impl Auditable for pb::RenewLeaseRequest {
+    fn what(&self) -> serde_json::Value {
+        json!({ "lease": self.lease.as_ref().map(|l| l.id.clone()) })
+    }
+}
+
+impl Auditable for pb::RevertLeaseRequest {
+    fn what(&self) -> serde_json::Value {
+        json!({ "lease": self.id })
+    }
+}
+
+impl Auditable for pb::GetFaultRequest {
+    fn what(&self) -> serde_json::Value {
+        json!({ "id": self.id })
+    }
+}
+
+impl Auditable for pb::RevertAllRequest {}
+impl Auditable for pb::ListFaultsRequest {}
+impl Auditable for pb::ListTargetsRequest {}
+impl Auditable for pb::GetCapabilitiesRequest {}
 
 /// The fault kind's name, for the audit log.
 fn kind_name(kind: &pb::fault_spec::Kind) -> &'static str {

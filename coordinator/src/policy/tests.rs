@@ -108,8 +108,7 @@ fn concurrency() {
         (
             "limits.max_concurrent_experiments",
             true,
-            "policy limits.max_concurrent_experiments: 2 experiments already run, the limit is 2"
-                .to_owned()
+            "policy limits.max_concurrent_experiments: 2 running, the limit is 2".to_owned()
         )
     );
 }

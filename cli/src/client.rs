@@ -1,11 +1,15 @@
-//! Connecting to the agent, and the one place gRPC statuses become exit codes.
+//! Connecting to the agent (its Unix socket) and to the coordinator (mutual
+//! TLS), and the one place gRPC statuses become exit codes.
 
 use std::error::Error as _;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use faultd_proto::agent::v1::agent_client::AgentClient;
+use faultd_proto::{
+    agent::v1::agent_client::AgentClient, coordinator::v1::coordinator_client::CoordinatorClient,
+    tls,
+};
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
@@ -39,6 +43,61 @@ pub async fn connect(socket: &Path) -> Result<AgentClient<Channel>, ConnectError
                 source,
             })?;
     Ok(AgentClient::new(channel))
+}
+
+/// How long a coordinator call may take (a CreateExperiment waits for
+/// every agent's apply).
+const COORDINATOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What `faultctl experiment`, `halt`, `resume` and `status` need and lack.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(
+        "this command talks to the coordinator and needs {0} (flags --coordinator, --ca, \
+         --cert, --key, or FAULTD_COORDINATOR, FAULTD_TLS_CA, FAULTD_TLS_CERT, FAULTD_TLS_KEY)"
+    )]
+    Missing(&'static str),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// A client of the coordinator over mutual TLS, from the global flags.
+/// Connects on the first call.
+pub fn connect_coordinator(
+    args: &crate::args::CoordinatorArgs,
+) -> Result<CoordinatorClient<tonic::transport::Channel>, CoordinatorError> {
+    let address = args
+        .coordinator
+        .as_deref()
+        .ok_or(CoordinatorError::Missing("the coordinator's address"))?;
+    let files = tls::TlsFiles {
+        ca: args
+            .ca
+            .clone()
+            .ok_or(CoordinatorError::Missing("the coordinator's CA"))?,
+        cert: args
+            .cert
+            .clone()
+            .ok_or(CoordinatorError::Missing("a client certificate"))?,
+        key: args
+            .key
+            .clone()
+            .ok_or(CoordinatorError::Missing("the client certificate's key"))?,
+    };
+    let name = args.coordinator_name.clone().unwrap_or_else(|| {
+        address
+            .rsplit_once(':')
+            .map_or(address, |(host, _)| host)
+            .trim_matches(['[', ']'])
+            .to_owned()
+    });
+    let config = tls::client_config(&files)?;
+    Ok(CoordinatorClient::new(tls::channel(
+        address,
+        &name,
+        config,
+        COORDINATOR_TIMEOUT,
+    )?))
 }
 
 /// The agent's socket could not be reached.

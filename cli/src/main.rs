@@ -1,4 +1,5 @@
-//! `faultctl`: talks to the faultd agent on this node over its Unix socket.
+//! `faultctl`: talks to the faultd agent on this node over its Unix socket,
+//! or to the faultd coordinator over mutual TLS.
 
 use std::io::{self, Write as _};
 use std::process::ExitCode;
@@ -6,17 +7,22 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser as _};
-use faultctl::cli::{Cli, Command, OutputFormat, RevertArgs};
-use faultctl::client::{EXIT_FAILURE, exit_code, status_line};
+use faultctl::args::{Cli, Command, ExperimentCommand, OutputFormat, RevertArgs};
+use faultctl::client::{
+    CoordinatorError, EXIT_FAILURE, connect_coordinator, exit_code, status_line,
+};
 use faultctl::output::{
-    CapabilitiesView, FaultView, RevertAllView, RevertView, capabilities_table, fault_table, json,
+    CapabilitiesView, EventView, ExperimentView, FaultView, HaltView, RevertAllView, RevertView,
+    StatusView, capabilities_table, event_line, experiment_table, experiments_table, fault_table,
+    json, status_table,
 };
 use faultctl::{ConnectError, connect};
-use faultd_proto::agent::v1 as pb;
+use faultd_proto::{agent::v1 as pb, coordinator::v1 as cpb};
 
 /// Why a run failed; each kind is reported and exits differently.
 enum Failure {
     Connect(ConnectError),
+    Coordinator(CoordinatorError),
     Rpc(tonic::Status),
     Other(anyhow::Error),
 }
@@ -47,6 +53,10 @@ async fn main() -> ExitCode {
             eprintln!("error: {err}");
             ExitCode::from(EXIT_FAILURE)
         }
+        Err(Failure::Coordinator(err)) => {
+            eprintln!("error: {err}");
+            ExitCode::from(EXIT_FAILURE)
+        }
         Err(Failure::Other(err)) => {
             eprintln!("error: {err:#}");
             ExitCode::from(EXIT_FAILURE)
@@ -54,7 +64,28 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Exits with a usage error for a flag combination clap cannot check,
+/// attributed to subcommand `path` (e.g. ["experiment", "create"]).
+fn usage_error(path: &[&str], err: impl std::fmt::Display) -> ! {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut sub = cmd;
+    for name in path {
+        let Some(next) = sub.find_subcommand(name).cloned() else {
+            break;
+        };
+        sub = next;
+    }
+    sub.error(clap::error::ErrorKind::ArgumentConflict, err)
+        .exit()
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if cli.command.is_coordinator() {
+        let text = run_coordinator(cli).await?;
+        write_stdout(&text)?;
+        return Ok(());
+    }
     // Check flag combinations before touching the socket, so a bad command
     // line is a usage error even when the agent is down.
     let request = match &cli.command {
@@ -64,20 +95,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bandwidth(b) => Some(("bandwidth", b.to_request())),
         _ => None,
     };
-    let apply = request.map(|(sub_name, request)| {
-        request.unwrap_or_else(|err| {
-            let mut cmd = Cli::command();
-            cmd.build();
-            match cmd.find_subcommand_mut(sub_name) {
-                Some(sub) => sub
-                    .error(clap::error::ErrorKind::ArgumentConflict, err)
-                    .exit(),
-                None => cmd
-                    .error(clap::error::ErrorKind::ArgumentConflict, err)
-                    .exit(),
-            }
-        })
-    });
+    let apply = request
+        .map(|(sub_name, request)| request.unwrap_or_else(|err| usage_error(&[sub_name], err)));
     let mut client = connect(&cli.socket).await.map_err(Failure::Connect)?;
     let out = cli.output;
     let now = SystemTime::now();
@@ -149,6 +168,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
+        Command::Experiment(_) | Command::Halt { .. } | Command::Resume | Command::Status => {
+            unreachable!("coordinator commands are run by run_coordinator")
+        }
         Command::Caps => {
             let caps = client
                 .get_capabilities(pb::GetCapabilitiesRequest {})
@@ -163,6 +185,144 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     };
     write_stdout(&text)?;
     Ok(())
+}
+
+/// The coordinator's commands.
+async fn run_coordinator(cli: Cli) -> Result<String, Failure> {
+    let spec = match &cli.command {
+        Command::Experiment(ExperimentCommand::Create(create)) => Some(
+            create
+                .to_spec()
+                .unwrap_or_else(|err| usage_error(&["experiment", "create"], err)),
+        ),
+        _ => None,
+    };
+    let mut client = connect_coordinator(&cli.coordinator).map_err(Failure::Coordinator)?;
+    let out = cli.output;
+    let now = SystemTime::now();
+    let one = |x: &cpb::Experiment| -> anyhow::Result<String> {
+        Ok(match out {
+            OutputFormat::Json => to_json(&ExperimentView::from(x))?,
+            OutputFormat::Table => experiment_table(x, now),
+        })
+    };
+    Ok(match cli.command {
+        Command::Experiment(ExperimentCommand::Create(_)) => {
+            let x = client
+                .create_experiment(cpb::CreateExperimentRequest { spec })
+                .await?
+                .into_inner();
+            let text = one(&x)?;
+            if x.state == i32::from(cpb::ExperimentState::Failed) {
+                // Applied nowhere; say so on the way out, with the reason.
+                write_stdout(&text)?;
+                return Err(Failure::Rpc(tonic::Status::failed_precondition(format!(
+                    "experiment failed: {}",
+                    x.end_reason
+                ))));
+            }
+            text
+        }
+        Command::Experiment(ExperimentCommand::Get { id }) => one(&client
+            .get_experiment(cpb::GetExperimentRequest { id })
+            .await?
+            .into_inner())?,
+        Command::Experiment(ExperimentCommand::List { state }) => {
+            let experiments = client
+                .list_experiments(cpb::ListExperimentsRequest {
+                    states: state
+                        .into_iter()
+                        .map(|s| cpb::ExperimentState::from(s).into())
+                        .collect(),
+                })
+                .await?
+                .into_inner()
+                .experiments;
+            match out {
+                OutputFormat::Json => to_json(
+                    &experiments
+                        .iter()
+                        .map(ExperimentView::from)
+                        .collect::<Vec<_>>(),
+                )?,
+                OutputFormat::Table if experiments.is_empty() => "no experiments\n".to_owned(),
+                OutputFormat::Table => experiments_table(&experiments, now),
+            }
+        }
+        Command::Experiment(ExperimentCommand::Stop { id, reason }) => one(&client
+            .stop_experiment(cpb::StopExperimentRequest { id, reason })
+            .await?
+            .into_inner())?,
+        Command::Experiment(ExperimentCommand::Watch { id }) => {
+            let mut events = client
+                .watch_experiment(cpb::WatchExperimentRequest { id })
+                .await?
+                .into_inner();
+            while let Some(ev) = events.message().await? {
+                let line = match out {
+                    OutputFormat::Json => {
+                        let mut l = serde_json::to_string(&EventView::from(&ev))
+                            .context("encoding JSON output")?;
+                        l.push('\n');
+                        l
+                    }
+                    OutputFormat::Table => event_line(&ev),
+                };
+                write_stdout(&line)?;
+            }
+            String::new()
+        }
+        Command::Halt { reason } => {
+            let h = client
+                .halt_all(cpb::HaltAllRequest { reason })
+                .await?
+                .into_inner();
+            let view = HaltView {
+                stopped: h.stopped,
+                reverted: h.reverted,
+                unreachable: h.unreachable,
+            };
+            match out {
+                OutputFormat::Json => to_json(&view)?,
+                OutputFormat::Table => {
+                    let mut text = format!(
+                        "halted: stopped {} experiments, reverted {} faults; new experiments are \
+                         refused until `faultctl resume`\n",
+                        view.stopped, view.reverted
+                    );
+                    if !view.unreachable.is_empty() {
+                        text.push_str(&format!(
+                            "unreachable agents (their faults end with their leases): {}\n",
+                            view.unreachable.join(", ")
+                        ));
+                    }
+                    text
+                }
+            }
+        }
+        Command::Resume => {
+            let r = client.resume(cpb::ResumeRequest {}).await?.into_inner();
+            match out {
+                OutputFormat::Json => to_json(&serde_json::json!({ "was_halted": r.was_halted }))?,
+                OutputFormat::Table if r.was_halted => {
+                    "resumed: experiments are accepted again\n".to_owned()
+                }
+                OutputFormat::Table => "not halted; nothing to resume\n".to_owned(),
+            }
+        }
+        Command::Status => {
+            let s = client
+                .get_status(cpb::GetStatusRequest {})
+                .await?
+                .into_inner();
+            let view = StatusView::from(&s);
+            match out {
+                OutputFormat::Json => to_json(&view)?,
+                OutputFormat::Table => status_table(&view),
+            }
+        }
+        _ => unreachable!("agent commands are run by run"),
+    })
 }
 
 /// `list` prints a JSON array; `get`, `loss` print a single object.

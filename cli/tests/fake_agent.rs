@@ -21,6 +21,17 @@ struct FakeAgent {
     faults: Arc<Mutex<Vec<pb::Fault>>>,
 }
 
+fn unused() -> Status {
+    Status::unimplemented("not used by faultctl")
+}
+
+/// Where fault `id` is in `faults`.
+fn position(faults: &[pb::Fault], id: &str) -> Option<usize> {
+    faults
+        .iter()
+        .position(|f| f.spec.as_ref().is_some_and(|s| s.id == id))
+}
+
 #[tonic::async_trait]
 impl Agent for FakeAgent {
     async fn apply_fault(
@@ -53,9 +64,7 @@ impl Agent for FakeAgent {
             ..Default::default()
         };
         let mut faults = self.faults.lock().unwrap();
-        let existing = faults
-            .iter()
-            .position(|f| f.spec.as_ref().is_some_and(|s| s.id == spec.id));
+        let existing = position(&faults, &spec.id);
         let updated = existing.is_some();
         if let Some(i) = existing {
             faults.remove(i);
@@ -73,10 +82,7 @@ impl Agent for FakeAgent {
     ) -> Result<Response<pb::RevertFaultResponse>, Status> {
         let id = request.into_inner().id;
         let mut faults = self.faults.lock().unwrap();
-        let found = faults
-            .iter()
-            .position(|f| f.spec.as_ref().is_some_and(|s| s.id == id));
-        let fault = found.map(|i| {
+        let fault = position(&faults, &id).map(|i| {
             let mut f = faults.remove(i);
             f.state = pb::FaultState::Reverted.into();
             f
@@ -92,13 +98,9 @@ impl Agent for FakeAgent {
         request: Request<pb::GetFaultRequest>,
     ) -> Result<Response<pb::Fault>, Status> {
         let id = request.into_inner().id;
-        self.faults
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|f| f.spec.as_ref().is_some_and(|s| s.id == id))
-            .cloned()
-            .map(Response::new)
+        let faults = self.faults.lock().unwrap();
+        position(&faults, &id)
+            .map(|i| Response::new(faults[i].clone()))
             .ok_or_else(|| Status::not_found(format!("no fault with id {id}")))
     }
 
@@ -126,21 +128,21 @@ impl Agent for FakeAgent {
         &self,
         _: Request<pb::RenewLeaseRequest>,
     ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
-        Err(Status::unimplemented("not used by faultctl"))
+        Err(unused())
     }
 
     async fn revert_lease(
         &self,
         _: Request<pb::RevertLeaseRequest>,
     ) -> Result<Response<pb::RevertLeaseResponse>, Status> {
-        Err(Status::unimplemented("not used by faultctl"))
+        Err(unused())
     }
 
     async fn list_targets(
         &self,
         _: Request<pb::ListTargetsRequest>,
     ) -> Result<Response<pb::ListTargetsResponse>, Status> {
-        Err(Status::unimplemented("not used by faultctl"))
+        Err(unused())
     }
 
     async fn get_capabilities(

@@ -1,0 +1,198 @@
+//! `faultctl experiment ...`, `halt`, `resume`, `status`: the coordinator's
+//! commands, and the experiment spec the create flags describe.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
+
+use super::{ArgsError, fault::KindCommand};
+use crate::parse::parse_duration;
+
+#[derive(Debug, Subcommand)]
+pub enum ExperimentCommand {
+    /// Check an experiment against the coordinator's policy, apply its fault
+    /// on the selected targets of every matching agent (all or nothing), and
+    /// run it for --duration.
+    Create(Box<CreateArgs>),
+    /// Show one experiment, its targets and how it ended.
+    Get {
+        /// The experiment id.
+        id: String,
+    },
+    /// List experiments.
+    List {
+        /// Only experiments in this state (repeatable).
+        #[arg(long, value_enum)]
+        state: Vec<StateArg>,
+    },
+    /// Stop a running experiment, reverting its faults everywhere.
+    Stop {
+        /// The experiment id.
+        id: String,
+        /// Why, for the audit log and the experiment's events.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Follow an experiment's events until it ends.
+    Watch {
+        /// The experiment id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    Applying,
+    Running,
+    Completed,
+    Stopped,
+    Aborted,
+    Failed,
+}
+
+impl From<StateArg> for pb::ExperimentState {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Applying => Self::Applying,
+            StateArg::Running => Self::Running,
+            StateArg::Completed => Self::Completed,
+            StateArg::Stopped => Self::Stopped,
+            StateArg::Aborted => Self::Aborted,
+            StateArg::Failed => Self::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The experiment id (1 to 64 of [A-Za-z0-9._-]); creating it again with
+    /// the same flags returns the same experiment.
+    #[arg(long)]
+    pub id: String,
+
+    /// How long the faults stay (e.g. 2m).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// How many of the matching targets to hit: all, one, fixed=N or
+    /// percent=P (rounded down).
+    #[arg(long, value_name = "MODE", value_parser = parse_mode, default_value = "all")]
+    pub mode: Mode,
+
+    /// Only this node (repeatable); default every node of the inventory.
+    #[arg(long = "node", value_name = "NAME", help_heading = "Selector")]
+    pub nodes: Vec<String>,
+
+    /// Only nodes with this label (repeatable; all must match).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label, help_heading = "Selector")]
+    pub labels: Vec<(String, String)>,
+
+    /// Targets: cgroups matching this glob on each node (`*` within a path
+    /// component, `**` across them).
+    #[arg(long = "cgroup-glob", value_name = "GLOB", help_heading = "Selector")]
+    pub cgroup_globs: Vec<String>,
+
+    /// Targets: systemd units matching this glob (e.g. "checkout-*.service").
+    #[arg(long = "unit-glob", value_name = "GLOB", help_heading = "Selector")]
+    pub unit_globs: Vec<String>,
+
+    /// Targets: the pod with this uid (repeatable).
+    #[arg(long = "pod-uid", value_name = "UID", help_heading = "Selector")]
+    pub pod_uids: Vec<String>,
+
+    /// What the experiment is for.
+    #[arg(long, default_value = "")]
+    pub description: String,
+
+    /// The fault applied to every selected target.
+    #[command(subcommand)]
+    pub fault: KindCommand,
+}
+
+/// A selection mode, as `--mode` spells it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    All,
+    One,
+    Fixed(u32),
+    Percent(f64),
+}
+
+fn parse_mode(input: &str) -> Result<Mode, String> {
+    let bad = || format!("{input:?} is not all, one, fixed=N or percent=P");
+    match input.split_once('=') {
+        None if input == "all" => Ok(Mode::All),
+        None if input == "one" => Ok(Mode::One),
+        Some(("fixed", n)) => n
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Mode::Fixed)
+            .ok_or_else(bad),
+        Some(("percent", p)) => p
+            .trim_end_matches('%')
+            .parse::<f64>()
+            .ok()
+            .filter(|p| *p > 0.0 && *p <= 100.0)
+            .map(Mode::Percent)
+            .ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+fn parse_label(input: &str) -> Result<(String, String), String> {
+    match input.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{input:?} is not KEY=VALUE")),
+    }
+}
+
+impl CreateArgs {
+    /// The experiment these flags describe.
+    pub fn to_spec(&self) -> Result<pb::ExperimentSpec, ArgsError> {
+        use apb::target_pattern::Kind;
+        let targets: Vec<apb::TargetPattern> = self
+            .cgroup_globs
+            .iter()
+            .map(|g| Kind::CgroupGlob(g.clone()))
+            .chain(
+                self.unit_globs
+                    .iter()
+                    .map(|g| Kind::SystemdUnitGlob(g.clone())),
+            )
+            .chain(self.pod_uids.iter().map(|u| Kind::PodUid(u.clone())))
+            .map(|k| apb::TargetPattern { kind: Some(k) })
+            .collect();
+        if targets.is_empty() {
+            return Err(ArgsError::NoTargets);
+        }
+        let kind = match self.fault.kind()? {
+            apb::fault_spec::Kind::Loss(l) => pb::fault_template::Kind::Loss(l),
+            apb::fault_spec::Kind::Syscall(s) => pb::fault_template::Kind::Syscall(s),
+            apb::fault_spec::Kind::Latency(l) => pb::fault_template::Kind::Latency(l),
+            apb::fault_spec::Kind::Bandwidth(b) => pb::fault_template::Kind::Bandwidth(b),
+        };
+        let mode = match self.mode {
+            Mode::All => pb::selection_mode::Mode::All(pb::selection_mode::All {}),
+            Mode::One => pb::selection_mode::Mode::One(pb::selection_mode::One {}),
+            Mode::Fixed(n) => pb::selection_mode::Mode::Fixed(n),
+            Mode::Percent(p) => pb::selection_mode::Mode::Percent(p),
+        };
+        Ok(pb::ExperimentSpec {
+            id: self.id.clone(),
+            faults: vec![pb::FaultTemplate { kind: Some(kind) }],
+            selector: Some(pb::Selector {
+                node_names: self.nodes.clone(),
+                node_labels: self.labels.iter().cloned().collect(),
+                targets,
+            }),
+            mode: Some(pb::SelectionMode { mode: Some(mode) }),
+            duration: Some(
+                prost_types::Duration::try_from(self.duration)
+                    .map_err(|_| ArgsError::DurationTooLong(self.duration))?,
+            ),
+            description: self.description.clone(),
+        })
+    }
+}

@@ -472,9 +472,10 @@ while True:
         assert!(agent.state_dir().is_dir());
         let log = agent.log();
         let expected_args = format!(
-            "--socket {} --state-dir {} --log-format text --extra",
+            "--socket {} --state-dir {} --audit-log {} --log-format text --extra",
             agent.socket().display(),
-            agent.state_dir().display()
+            agent.state_dir().display(),
+            agent.dir().join("audit.jsonl").display()
         );
         assert!(log.contains(&expected_args), "{log}");
         if std::env::var_os("RUST_LOG").is_none() {

@@ -148,10 +148,12 @@ pub trait Resolver: Send + 'static {
     fn resolve(&self, target: &TargetSpec) -> Result<ResolvedCgroup, TargetError>;
     /// Absolute path of a cgroup given relative to the mount.
     fn absolute(&self, relative: &str) -> PathBuf;
-    /// The targets `pattern` matches, each with its cgroup.
+    /// The targets `pattern` matches at or below `scope`, each with its
+    /// cgroup.
     fn list(
         &self,
         pattern: &TargetPattern,
+        scope: &str,
     ) -> Result<Vec<(TargetSpec, ResolvedCgroup)>, TargetError>;
 }
 
@@ -167,8 +169,9 @@ impl Resolver for CgroupFs {
     fn list(
         &self,
         pattern: &TargetPattern,
+        scope: &str,
     ) -> Result<Vec<(TargetSpec, ResolvedCgroup)>, TargetError> {
-        CgroupFs::list(self, pattern)
+        CgroupFs::list(self, pattern, scope)
     }
 }
 
@@ -568,8 +571,8 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
     }
 
     /// The targets `patterns` match that this agent may fault, each once in
-    /// path order, and how many matches were left out as protected or
-    /// outside the agent's scope.
+    /// path order, and how many matches were left out as protected. Only
+    /// the agent's cgroup.scope is searched.
     pub fn list_targets(
         &self,
         patterns: &[TargetPattern],
@@ -577,7 +580,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
         let mut found = BTreeMap::new();
         let mut excluded = 0;
         for pattern in patterns {
-            for (target, cgroup) in self.resolver.list(pattern)? {
+            for (target, cgroup) in self.resolver.list(pattern, &self.policy.scope)? {
                 if self.check_protected(&cgroup).is_err() {
                     excluded += 1;
                     continue;

@@ -425,9 +425,26 @@ impl CgroupFs {
         &self,
         target: &str,
         max_depth: u32,
+        visit: impl FnMut(&str, &str) -> bool,
+    ) -> Result<(), TargetError> {
+        self.walk_from("", target, max_depth, visit)
+    }
+
+    /// [`Self::walk`] below `start` (a path relative to the mount, already
+    /// validated), whose children are at depth components(start) + 1.
+    fn walk_from(
+        &self,
+        start: &str,
+        target: &str,
+        max_depth: u32,
         mut visit: impl FnMut(&str, &str) -> bool,
     ) -> Result<(), TargetError> {
-        let mut queue = VecDeque::from([(self.mount.clone(), String::new(), 0_u32)]);
+        let start_depth = if start.is_empty() {
+            0
+        } else {
+            u32::try_from(start.split('/').count()).unwrap_or(u32::MAX)
+        };
+        let mut queue = VecDeque::from([(self.mount.join(start), start.to_owned(), start_depth)]);
         let mut visited = 0_usize;
         while let Some((dir, path, depth)) = queue.pop_front() {
             let entries = match fs::read_dir(&dir) {

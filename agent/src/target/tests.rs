@@ -594,3 +594,105 @@ fn resolves_own_cgroup_on_this_machine() {
         own
     );
 }
+
+#[test]
+fn patterns_list_what_they_match() {
+    let node = Node::with_noise();
+    for path in [
+        "lab/node-1/app",
+        "lab/node-1/db",
+        "lab/node-2/app",
+        "lab/node-2/app/inner",
+        "system.slice/checkout-1.service",
+        "system.slice/checkout-2.service",
+        "other.slice/checkout-2.service",
+    ] {
+        node.cg(path);
+    }
+    let fs = node.fs();
+    let paths = |p: TargetPattern| -> Vec<String> {
+        fs.list(&p, "")
+            .unwrap()
+            .into_iter()
+            .map(|(_, c)| c.path)
+            .collect()
+    };
+    assert_eq!(
+        paths(TargetPattern::CgroupGlob("lab/*/app".into())),
+        ["lab/node-1/app", "lab/node-2/app"]
+    );
+    assert_eq!(
+        paths(TargetPattern::CgroupGlob("lab/**/app".into())),
+        ["lab/node-1/app", "lab/node-2/app"]
+    );
+    assert_eq!(
+        paths(TargetPattern::CgroupGlob("lab/node-2/app".into())),
+        ["lab/node-2/app"]
+    );
+    assert!(paths(TargetPattern::CgroupGlob("absent/*".into())).is_empty());
+    let units = fs
+        .list(&TargetPattern::UnitGlob("checkout-*.service".into()), "")
+        .unwrap();
+    let targets: Vec<String> = units.iter().map(|(t, _)| t.to_string()).collect();
+    // checkout-2 exists twice: listed by path, a unit target would be
+    // ambiguous.
+    assert_eq!(
+        targets,
+        [
+            "cgroup:other.slice/checkout-2.service",
+            "unit:checkout-1.service",
+            "cgroup:system.slice/checkout-2.service"
+        ]
+    );
+    // Within a scope: only what lies at or below it, the scope included
+    // when it matches itself; a disjoint scope finds nothing.
+    let scoped = |p: TargetPattern, scope: &str| -> Vec<String> {
+        let found = fs.list(&p, scope).unwrap();
+        found.into_iter().map(|(t, _)| t.to_string()).collect()
+    };
+    let glob = |g: &str| TargetPattern::CgroupGlob(g.into());
+    assert_eq!(
+        scoped(glob("lab/*/app"), "lab/node-2"),
+        ["cgroup:lab/node-2/app"]
+    );
+    assert_eq!(
+        scoped(glob("lab/*/app"), "lab/node-2/app"),
+        ["cgroup:lab/node-2/app"]
+    );
+    assert_eq!(
+        scoped(glob("lab/**"), "lab/node-2"),
+        [
+            "cgroup:lab/node-2",
+            "cgroup:lab/node-2/app",
+            "cgroup:lab/node-2/app/inner"
+        ]
+    );
+    assert_eq!(
+        scoped(glob("lab/node-1/*"), "lab"),
+        ["cgroup:lab/node-1/app", "cgroup:lab/node-1/db"]
+    );
+    assert!(scoped(glob("lab/node-1/*"), "system.slice").is_empty());
+    assert!(scoped(glob("lab/*/app"), "lab/node-9").is_empty());
+    assert!(scoped(glob("other.slice/*"), "lab").is_empty());
+    // In a scope a unit is listed by path: a unit target resolves against
+    // the whole tree, where the name may occur again.
+    assert_eq!(
+        scoped(
+            TargetPattern::UnitGlob("checkout-*.service".into()),
+            "system.slice"
+        ),
+        [
+            "cgroup:system.slice/checkout-1.service",
+            "cgroup:system.slice/checkout-2.service"
+        ]
+    );
+    assert_invalid(
+        fs.list(&TargetPattern::CgroupGlob("../x".into()), "")
+            .map(|_| ResolvedCgroup {
+                path: String::new(),
+                id: 0,
+                level: 0,
+            }),
+        "spec.targets.cgroup_glob",
+    );
+}

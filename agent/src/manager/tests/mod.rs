@@ -35,13 +35,20 @@ impl Resolver for FakeResolver {
     fn list(
         &self,
         pattern: &TargetPattern,
+        scope: &str,
     ) -> Result<Vec<(TargetSpec, ResolvedCgroup)>, TargetError> {
         let TargetPattern::CgroupGlob(glob) = pattern else {
             return Ok(Vec::new());
         };
+        let scope = ResolvedCgroup {
+            path: scope.trim_matches('/').to_owned(),
+            id: 0,
+            level: 0,
+        };
         LISTED
             .iter()
             .filter(|p| crate::target::cgroup_glob_matches(glob, p))
+            .filter(|p| scope.is_ancestor_or_self_of(p))
             .map(|p| {
                 let t = TargetSpec::CgroupPath((*p).to_owned());
                 self.resolve(&t).map(|c| (t, c))

@@ -168,7 +168,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
-        Command::Experiment(_) | Command::Halt { .. } | Command::Resume | Command::Status => {
+        Command::Experiment(_)
+        | Command::Halt { .. }
+        | Command::Resume
+        | Command::Status
+        | Command::ReloadPolicy => {
             unreachable!("coordinator commands are run by run_coordinator")
         }
         Command::Caps => {
@@ -319,6 +323,18 @@ async fn run_coordinator(cli: Cli) -> Result<String, Failure> {
             match out {
                 OutputFormat::Json => to_json(&view)?,
                 OutputFormat::Table => status_table(&view),
+            }
+        }
+        Command::ReloadPolicy => {
+            let r = client
+                .reload_policy(cpb::ReloadPolicyRequest {})
+                .await?
+                .into_inner();
+            match out {
+                OutputFormat::Json => {
+                    to_json(&serde_json::json!({ "policy_sha256": r.policy_sha256 }))?
+                }
+                OutputFormat::Table => format!("policy reloaded: sha256 {}\n", r.policy_sha256),
             }
         }
         _ => unreachable!("agent commands are run by run"),

@@ -67,6 +67,11 @@ pub struct LabOptions {
     pub lease_ttl: Duration,
     /// Appended to every agent's config.
     pub agent_toml: String,
+    /// Instead of a faultd per node, one `faultd-simagent` process in the
+    /// hub serving every node's agent (real service and manager, simulated
+    /// kernel), on 127.0.0.1: for scales one kernel cannot host. `nodes`
+    /// stays empty; the inventory names them all.
+    pub simulated: bool,
 }
 
 impl Default for LabOptions {
@@ -78,6 +83,7 @@ impl Default for LabOptions {
             policy_toml: "[limits]\nmax_node_fraction = 1.0\n".to_owned(),
             lease_ttl: Duration::from_secs(6),
             agent_toml: String::new(),
+            simulated: false,
         }
     }
 }
@@ -234,6 +240,29 @@ impl Drop for CoordinatorGuard {
     }
 }
 
+/// The `faultd-simagent` binary.
+pub fn simagent_bin() -> PathBuf {
+    locate_binary(
+        "FAULTD_SIMAGENT_BIN",
+        "faultd-simagent",
+        "cargo build -p faultd-simagent",
+    )
+}
+
+/// The simulated agents' first port in the hub.
+pub const SIM_BASE_PORT: u16 = 17443;
+
+/// A running `faultd-simagent`, killed on drop.
+#[derive(Debug)]
+struct SimAgents(Child);
+
+impl Drop for SimAgents {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A lab: hub, nodes with agents, a coordinator.
 #[derive(Debug)]
 pub struct Lab {
@@ -241,6 +270,10 @@ pub struct Lab {
     // their namespaces and cgroups.
     pub coordinator: CoordinatorGuard,
     pub nodes: Vec<LabNode>,
+    /// Held for its Drop, which stops the simulated agents.
+    _sim: Option<SimAgents>,
+    /// With `simulated`: each node's scope, and an "app" cgroup in each.
+    pub sim_cgroups: Vec<CgroupGuard>,
     pub hub: NetNs,
     pub ca: DevCa,
     pub root: CgroupGuard,
@@ -267,7 +300,59 @@ impl Lab {
 
         let mut nodes = Vec::new();
         let mut inventory = String::new();
-        for i in 1..=opts.nodes {
+        let mut sim_cgroups = Vec::new();
+        let mut sim = None;
+        if opts.simulated {
+            let certs = dir.path().join("sim");
+            std::fs::create_dir_all(&certs).expect("sim cert dir");
+            let sim_ca = DevCa::new(&certs, "sim");
+            for i in 1..=opts.nodes {
+                let name = format!("node-{i}");
+                sim_ca.issue(&name, &[&name]);
+                let scope = root.child(&name);
+                sim_cgroups.push(scope.child("app"));
+                sim_cgroups.push(scope);
+                inventory.push_str(&format!(
+                    "[[agent]]\nnode = \"{name}\"\naddress = \"127.0.0.1:{port}\"\n\n",
+                    port = SIM_BASE_PORT + u16::try_from(i - 1).expect("fewer than 48000 nodes"),
+                ));
+            }
+            // The simulated agents trust the lab's CA for the coordinator's
+            // client certificate; their own come from `sim_ca`, which the
+            // coordinator must trust too: one bundle of both.
+            let bundle = dir.path().join("ca-bundle.pem");
+            let pem = |p: &Path| fs::read_to_string(p).expect("CA pem");
+            fs::write(&bundle, pem(ca.ca_pem()) + &pem(sim_ca.ca_pem())).expect("bundle");
+            let child = Command::new("nsenter")
+                .arg(format!("--net={}", hub.path().display()))
+                .arg("--")
+                .arg(simagent_bin())
+                .arg("--count")
+                .arg(opts.nodes.to_string())
+                .arg("--base-port")
+                .arg(SIM_BASE_PORT.to_string())
+                .arg("--certs")
+                .arg(&certs)
+                .arg("--ca")
+                .arg(&bundle)
+                .arg("--scope-root")
+                .arg(root.relative_str())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(dir.path().join("simagent.log")).expect("simagent log"))
+                .spawn()
+                .expect("spawning faultd-simagent");
+            sim = Some(SimAgents(child));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !fs::read_to_string(dir.path().join("simagent.log"))
+                .unwrap_or_default()
+                .contains("agents serving")
+            {
+                assert!(Instant::now() < deadline, "faultd-simagent did not start");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        for i in (1..=opts.nodes).filter(|_| !opts.simulated) {
             let name = format!("node-{i}");
             let netns = NetNs::new(&format!("{tag}n{i}"));
             let addr = Ipv4Addr::new(
@@ -329,7 +414,10 @@ impl Lab {
             });
         }
 
-        let coordinator_tls = ca.issue("coordinator", &[COORDINATOR_ID]);
+        let mut coordinator_tls = ca.issue("coordinator", &[COORDINATOR_ID]);
+        if opts.simulated {
+            coordinator_tls.ca = dir.path().join("ca-bundle.pem");
+        }
         let d = dir.path();
         fs::write(d.join("inventory.toml"), inventory).expect("inventory");
         fs::write(d.join("policy.toml"), &opts.policy_toml).expect("policy");
@@ -363,6 +451,8 @@ impl Lab {
         Self {
             coordinator,
             nodes,
+            _sim: sim,
+            sim_cgroups,
             hub,
             ca,
             root,

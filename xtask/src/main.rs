@@ -2,6 +2,7 @@
 //! fresh machine needs nothing but this repository and rustup.
 
 mod bench;
+mod certs;
 mod demo;
 mod install;
 #[cfg(test)]
@@ -26,6 +27,9 @@ enum Task {
     /// Install Debian packages, build bpf-linker against rustc's LLVM and
     /// fetch the VM tier's kernels (idempotent, cached under ~/.cache/faultd).
     Setup,
+    /// Write a development CA and certificates for a coordinator, agents
+    /// and operators (mutual TLS), and the config lines that use them.
+    Certs(certs::Options),
     /// Set up, then build every binary.
     Build {
         #[arg(long)]
@@ -78,10 +82,15 @@ enum BenchWhat {
     /// the bystander's throughput and CPU per packet (writes
     /// docs/benchmarks/latency.md, latency.json and latency.png).
     Latency(bench::latency::Options),
+    /// Time from CreateExperiment to every fault active in every agent's
+    /// kernel, for 1 and 10 real agents and 100 simulated ones (writes
+    /// docs/benchmarks/coordinator.md and coordinator.json).
+    Coordinator(bench::coordinator::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
+        Task::Certs(o) => certs::run(&o),
         Task::Setup => setup::setup(setup::Scope::Vm),
         Task::Build { release } => {
             setup::setup(setup::Scope::Build)?;
@@ -100,6 +109,7 @@ fn main() -> anyhow::Result<()> {
                 Some(BenchWhat::Syscall(o)) if o.vm => bench::syscall_vm::run(&o),
                 Some(BenchWhat::Syscall(o)) => bench::syscall::run(&o),
                 Some(BenchWhat::Latency(o)) => bench::latency::run(&o),
+                Some(BenchWhat::Coordinator(o)) => bench::coordinator::run(&o),
             }
         }
         Task::Test {

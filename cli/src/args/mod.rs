@@ -154,6 +154,9 @@ pub enum Command {
     Resume,
     /// The coordinator's state: halted or not, its agents, its policy.
     Status,
+    /// Re-read the coordinator's policy file (as SIGHUP does); a policy that
+    /// does not parse is refused and the old one stays.
+    ReloadPolicy,
 }
 
 impl Command {
@@ -161,7 +164,11 @@ impl Command {
     pub fn is_coordinator(&self) -> bool {
         matches!(
             self,
-            Self::Experiment(_) | Self::Halt { .. } | Self::Resume | Self::Status
+            Self::Experiment(_)
+                | Self::Halt { .. }
+                | Self::Resume
+                | Self::Status
+                | Self::ReloadPolicy
         )
     }
 }

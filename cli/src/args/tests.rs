@@ -625,6 +625,7 @@ fn experiment_flags_are_checked() {
         Command::Halt { reason } if reason == "incident"
     ));
     assert!(parse(&["resume"]).unwrap().command.is_coordinator());
+    assert!(parse(&["reload-policy"]).unwrap().command.is_coordinator());
     assert!(!parse(&["list"]).unwrap().command.is_coordinator());
 }
 

@@ -22,6 +22,7 @@ pub(super) async fn create<A: AgentApi>(
     created_by: &str,
 ) -> Result<pb::Experiment, EngineError> {
     let inner = &engine.inner;
+    let t0 = std::time::Instant::now();
     let _admission = inner.admission.lock().await;
     // Idempotent on the client's id: the same spec again is the same
     // experiment, whatever state it reached.
@@ -66,6 +67,7 @@ pub(super) async fn create<A: AgentApi>(
             });
         }
     }
+    let t_listed = t0.elapsed();
     let matched = candidates.len();
     let n = spec.mode.count(matched).map_err(EngineError::Selection)?;
     let chosen = select::choose(candidates, n, spec.mode, &mut *lock(&inner.rng));
@@ -132,6 +134,7 @@ pub(super) async fn create<A: AgentApi>(
     let duration = prost_types::Duration::try_from(spec.duration).ok();
     // Target i of the list carries fault i % faults of its chosen target
     // (built above, fault by fault within each target).
+    let t_recorded = t0.elapsed();
     let results = futures::future::join_all(exp.targets.iter().enumerate().map(|(i, t)| {
         let fault = spec.faults[i % spec.faults.len()].clone();
         let req = apb::ApplyFaultRequest {
@@ -152,6 +155,7 @@ pub(super) async fn create<A: AgentApi>(
     }))
     .await;
 
+    let t_applied = t0.elapsed();
     let failures: Vec<(usize, AgentError)> = results
         .iter()
         .enumerate()
@@ -183,6 +187,14 @@ pub(super) async fn create<A: AgentApi>(
             })
             .collect();
         engine.record(&exp, events)?;
+        tracing::debug!(
+            experiment = %spec.id,
+            listed_ms = t_listed.as_secs_f64() * 1e3,
+            recorded_ms = t_recorded.as_secs_f64() * 1e3,
+            applied_ms = t_applied.as_secs_f64() * 1e3,
+            total_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "create phases"
+        );
         info!(experiment = %spec.id, faults = exp.targets.len(), "running");
         super::run::spawn(engine, exp.clone(), started + spec.duration);
         return Ok(exp);

@@ -5,7 +5,9 @@
 //!   (`bench syscall`), and [`syscall_vm`] the BPF LSM operations in the VM
 //!   tier (`bench syscall --vm`);
 //! - [`latency`]: faultd's EDT delay against tc netem in the VM tier
-//!   (`bench latency`).
+//!   (`bench latency`);
+//! - [`coordinator`]: CreateExperiment to every fault active, for 1, 10
+//!   and 100 agents (`bench coordinator`).
 //!
 //! The toolkit they share:
 //!
@@ -18,6 +20,7 @@
 //!   [`vm_report`]: what the VM benchmarks' reports share.
 
 pub mod api;
+pub mod coordinator;
 pub mod env;
 pub mod host;
 pub mod latency;

@@ -14,6 +14,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    net::IpAddr,
     path::PathBuf,
     time::{Duration, SystemTime},
 };
@@ -155,6 +156,9 @@ pub trait Resolver: Send + 'static {
         pattern: &TargetPattern,
         scope: &str,
     ) -> Result<Vec<(TargetSpec, ResolvedCgroup)>, TargetError>;
+    /// The addresses peers reach the cgroup's processes by: those of their
+    /// network namespace (the agent's own when the cgroup has none).
+    fn addresses(&self, cgroup: &ResolvedCgroup) -> Result<Vec<IpAddr>, TargetError>;
 }
 
 impl Resolver for CgroupFs {
@@ -172,6 +176,15 @@ impl Resolver for CgroupFs {
         scope: &str,
     ) -> Result<Vec<(TargetSpec, ResolvedCgroup)>, TargetError> {
         CgroupFs::list(self, pattern, scope)
+    }
+
+    fn addresses(&self, cgroup: &ResolvedCgroup) -> Result<Vec<IpAddr>, TargetError> {
+        crate::qdisc::netlink::target_addresses(&self.absolute(&cgroup.path)).map_err(|e| {
+            TargetError::Addresses {
+                cgroup: cgroup.path.clone(),
+                detail: e.to_string(),
+            }
+        })
     }
 }
 
@@ -589,6 +602,12 @@ impl<D: Datapath, R: Resolver, C: Clock> Manager<D, R, C> {
             }
         }
         Ok((found.into_values().collect(), excluded))
+    }
+
+    /// The addresses a listed target is reached by (ListTargets with
+    /// addresses: the coordinator's partitions filter on them).
+    pub fn addresses(&self, cgroup: &ResolvedCgroup) -> Result<Vec<IpAddr>, ManagerError> {
+        Ok(self.resolver.addresses(cgroup)?)
     }
 
     /// Number of attached programs (cgroup, hook), for diagnostics and tests.

@@ -199,6 +199,10 @@ async fn run_coordinator(cli: Cli) -> Result<String, Failure> {
                 .to_spec()
                 .unwrap_or_else(|err| usage_error(&["experiment", "create"], err)),
         ),
+        Command::Experiment(ExperimentCommand::Partition(p)) => Some(
+            p.to_spec()
+                .unwrap_or_else(|err| usage_error(&["experiment", "partition"], err)),
+        ),
         _ => None,
     };
     let mut client = connect_coordinator(&cli.coordinator).map_err(Failure::Coordinator)?;
@@ -211,7 +215,7 @@ async fn run_coordinator(cli: Cli) -> Result<String, Failure> {
         })
     };
     Ok(match cli.command {
-        Command::Experiment(ExperimentCommand::Create(_)) => {
+        Command::Experiment(ExperimentCommand::Create(_) | ExperimentCommand::Partition(_)) => {
             let x = client
                 .create_experiment(cpb::CreateExperimentRequest { spec })
                 .await?

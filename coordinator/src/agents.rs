@@ -36,10 +36,13 @@ impl AgentError {
 /// What the engine asks of agents. Each call names the node; the
 /// implementation knows where it is.
 pub trait AgentApi: Send + Sync + 'static {
+    /// The node's targets the patterns match; with `with_addresses`, each
+    /// with the addresses it is reached by.
     fn list_targets(
         &self,
         node: &str,
         patterns: Vec<apb::TargetPattern>,
+        with_addresses: bool,
     ) -> impl Future<Output = Result<Vec<apb::MatchedTarget>, AgentError>> + Send;
     fn apply(
         &self,
@@ -121,13 +124,17 @@ impl AgentApi for GrpcAgents {
         &self,
         node: &str,
         patterns: Vec<apb::TargetPattern>,
+        with_addresses: bool,
     ) -> Result<Vec<apb::MatchedTarget>, AgentError> {
         let mut c = self.client(node).await?;
-        Ok(c.list_targets(apb::ListTargetsRequest { patterns })
-            .await
-            .map_err(err(node))?
-            .into_inner()
-            .targets)
+        Ok(c.list_targets(apb::ListTargetsRequest {
+            patterns,
+            with_addresses,
+        })
+        .await
+        .map_err(err(node))?
+        .into_inner()
+        .targets)
     }
 
     async fn apply(

@@ -30,12 +30,27 @@ pub struct Selector {
     pub targets: Vec<apb::TargetPattern>,
 }
 
+/// A partition between side A (the spec's `selector`) and side B.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionSpec {
+    pub b: Selector,
+    /// Only A -> B is cut.
+    pub one_way: bool,
+    /// connect() fails with ECONNREFUSED instead of packets being dropped.
+    pub refuse_connect: bool,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExperimentSpec {
     pub id: String,
+    /// The faults each selected target gets; for a partition, the one
+    /// fault it applies per peer address (what the policy checks), whose
+    /// filter and direction the plan fills in.
     pub faults: Vec<pb::fault_template::Kind>,
+    /// For a partition, side A.
     pub selector: Selector,
     pub mode: Mode,
+    pub partition: Option<PartitionSpec>,
     pub duration: Duration,
     pub description: String,
     /// The spec as received, stored and returned as is.
@@ -111,103 +126,37 @@ impl TryFrom<pb::ExperimentSpec> for ExperimentSpec {
 
     fn try_from(spec: pb::ExperimentSpec) -> Result<Self, Self::Error> {
         validate_id("spec.id", &spec.id)?;
-        if spec.faults.is_empty() {
-            return Err(invalid("spec.faults", "needs at least one fault"));
-        }
-        if spec.faults.len() > MAX_FAULTS {
-            return Err(invalid(
-                "spec.faults",
-                format!("at most {MAX_FAULTS} faults, got {}", spec.faults.len()),
-            ));
-        }
-        let mut faults = Vec::new();
-        for (i, f) in spec.faults.iter().enumerate() {
-            use pb::fault_template::Kind;
-            let kind = f.kind.clone().ok_or_else(|| {
-                invalid(
-                    format!("spec.faults[{i}]"),
-                    "needs one of loss, syscall, latency, bandwidth",
-                )
-            })?;
-            match &kind {
-                Kind::Loss(l) => ppm(
-                    format!("spec.faults[{i}].loss.probability_ppm"),
-                    l.probability_ppm,
-                )?,
-                Kind::Syscall(s) => ppm(
-                    format!("spec.faults[{i}].syscall.probability_ppm"),
-                    s.probability_ppm,
-                )?,
-                Kind::Latency(l) if l.delay.is_none() => {
+        let (faults, selector, mode, partition) = match &spec.partition {
+            Some(p) => {
+                if !spec.faults.is_empty() {
                     return Err(invalid(
-                        format!("spec.faults[{i}].latency.delay"),
-                        "is required",
+                        "spec.faults",
+                        "must be empty with spec.partition, which makes its own faults",
                     ));
                 }
-                Kind::Latency(_) => {}
-                Kind::Bandwidth(b) if b.rate_bps == 0 => {
+                if spec.selector.is_some() {
                     return Err(invalid(
-                        format!("spec.faults[{i}].bandwidth.rate_bps"),
-                        "is required",
+                        "spec.selector",
+                        "must be unset with spec.partition; use partition.a and partition.b",
                     ));
                 }
-                Kind::Bandwidth(_) => {}
+                if spec.mode.as_ref().is_some_and(|m| {
+                    !matches!(m.mode, None | Some(pb::selection_mode::Mode::All(_)))
+                }) {
+                    return Err(invalid(
+                        "spec.mode",
+                        "must be unset or all with spec.partition: every target of both sides is in it",
+                    ));
+                }
+                let (fault, partition) = partition_from(p)?;
+                let a = selector_from("spec.partition.a", p.a.clone())?;
+                (vec![fault], a, Mode::All, Some(partition))
             }
-            faults.push(kind);
-        }
-        let sel = spec
-            .selector
-            .clone()
-            .ok_or_else(|| invalid("spec.selector", "is required"))?;
-        if sel.targets.is_empty() {
-            return Err(invalid(
-                "spec.selector.targets",
-                "needs at least one target pattern (cgroup_glob, systemd_unit_glob or pod_uid)",
-            ));
-        }
-        if sel.targets.len() > MAX_PATTERNS {
-            return Err(invalid(
-                "spec.selector.targets",
-                format!("at most {MAX_PATTERNS} patterns"),
-            ));
-        }
-        for (i, t) in sel.targets.iter().enumerate() {
-            use apb::target_pattern::Kind;
-            match &t.kind {
-                None => {
-                    return Err(invalid(
-                        format!("spec.selector.targets[{i}]"),
-                        "needs one of cgroup_glob, systemd_unit_glob, pod_uid",
-                    ));
-                }
-                Some(Kind::CgroupGlob(g) | Kind::SystemdUnitGlob(g) | Kind::PodUid(g))
-                    if g.is_empty() =>
-                {
-                    return Err(invalid(format!("spec.selector.targets[{i}]"), "is empty"));
-                }
-                Some(_) => {}
-            }
-        }
-        let mode = match spec.mode.as_ref().and_then(|m| m.mode) {
             None => {
-                return Err(invalid(
-                    "spec.mode",
-                    "is required: all, one, fixed or percent",
-                ));
+                let faults = faults_from(&spec.faults)?;
+                let selector = selector_from("spec.selector", spec.selector.clone())?;
+                (faults, selector, mode_from(spec.mode.as_ref())?, None)
             }
-            Some(pb::selection_mode::Mode::All(_)) => Mode::All,
-            Some(pb::selection_mode::Mode::One(_)) => Mode::One,
-            Some(pb::selection_mode::Mode::Fixed(0)) => {
-                return Err(invalid("spec.mode.fixed", "must be at least 1"));
-            }
-            Some(pb::selection_mode::Mode::Fixed(n)) => Mode::Fixed(n),
-            Some(pb::selection_mode::Mode::Percent(p)) if !(p > 0.0 && p <= 100.0) => {
-                return Err(invalid(
-                    "spec.mode.percent",
-                    format!("must be in (0, 100], got {p}"),
-                ));
-            }
-            Some(pb::selection_mode::Mode::Percent(p)) => Mode::Percent(p),
         };
         let duration = spec
             .duration
@@ -226,17 +175,183 @@ impl TryFrom<pb::ExperimentSpec> for ExperimentSpec {
         Ok(Self {
             id: spec.id.clone(),
             faults,
-            selector: Selector {
-                node_names: sel.node_names,
-                node_labels: sel.node_labels.into_iter().collect(),
-                targets: sel.targets,
-            },
+            selector,
             mode,
+            partition,
             duration,
             description: spec.description.clone(),
             wire: spec,
         })
     }
+}
+
+impl ExperimentSpec {
+    /// Every selector: side A and, for a partition, side B.
+    pub fn selectors(&self) -> impl Iterator<Item = &Selector> {
+        std::iter::once(&self.selector).chain(self.partition.as_ref().map(|p| &p.b))
+    }
+}
+
+/// A partition's sides' options, and the fault it applies per peer
+/// address (direction and filter filled in by the plan).
+fn partition_from(
+    p: &pb::Partition,
+) -> Result<(pb::fault_template::Kind, PartitionSpec), InvalidField> {
+    let b = selector_from("spec.partition.b", p.b.clone())?;
+    let one_way = match pb::PartitionDirection::try_from(p.direction) {
+        Ok(pb::PartitionDirection::Unspecified | pb::PartitionDirection::Both) => false,
+        Ok(pb::PartitionDirection::AToB) => true,
+        Err(_) => {
+            return Err(invalid(
+                "spec.partition.direction",
+                format!("unknown value {}", p.direction),
+            ));
+        }
+    };
+    let refuse_connect = match pb::PartitionAction::try_from(p.action) {
+        Ok(pb::PartitionAction::Unspecified | pb::PartitionAction::Drop) => false,
+        Ok(pb::PartitionAction::RefuseConnect) => true,
+        Err(_) => {
+            return Err(invalid(
+                "spec.partition.action",
+                format!("unknown value {}", p.action),
+            ));
+        }
+    };
+    let fault = if refuse_connect {
+        pb::fault_template::Kind::Syscall(apb::SyscallFault {
+            operation: apb::SyscallOperation::Connect.into(),
+            errno: "ECONNREFUSED".into(),
+            probability_ppm: 1_000_000,
+            ..Default::default()
+        })
+    } else {
+        pb::fault_template::Kind::Loss(apb::LossFault {
+            probability_ppm: 1_000_000,
+            direction: apb::Direction::Both.into(),
+            filter: None,
+        })
+    };
+    Ok((
+        fault,
+        PartitionSpec {
+            b,
+            one_way,
+            refuse_connect,
+        },
+    ))
+}
+
+fn faults_from(wire: &[pb::FaultTemplate]) -> Result<Vec<pb::fault_template::Kind>, InvalidField> {
+    if wire.is_empty() {
+        return Err(invalid("spec.faults", "needs at least one fault"));
+    }
+    if wire.len() > MAX_FAULTS {
+        return Err(invalid(
+            "spec.faults",
+            format!("at most {MAX_FAULTS} faults, got {}", wire.len()),
+        ));
+    }
+    let mut faults = Vec::new();
+    for (i, f) in wire.iter().enumerate() {
+        use pb::fault_template::Kind;
+        let kind = f.kind.clone().ok_or_else(|| {
+            invalid(
+                format!("spec.faults[{i}]"),
+                "needs one of loss, syscall, latency, bandwidth",
+            )
+        })?;
+        match &kind {
+            Kind::Loss(l) => ppm(
+                format!("spec.faults[{i}].loss.probability_ppm"),
+                l.probability_ppm,
+            )?,
+            Kind::Syscall(s) => ppm(
+                format!("spec.faults[{i}].syscall.probability_ppm"),
+                s.probability_ppm,
+            )?,
+            Kind::Latency(l) if l.delay.is_none() => {
+                return Err(invalid(
+                    format!("spec.faults[{i}].latency.delay"),
+                    "is required",
+                ));
+            }
+            Kind::Latency(_) => {}
+            Kind::Bandwidth(b) if b.rate_bps == 0 => {
+                return Err(invalid(
+                    format!("spec.faults[{i}].bandwidth.rate_bps"),
+                    "is required",
+                ));
+            }
+            Kind::Bandwidth(_) => {}
+        }
+        faults.push(kind);
+    }
+    Ok(faults)
+}
+
+/// A selector, its fields named under `field` ("spec.selector",
+/// "spec.partition.a", ...).
+fn selector_from(field: &str, sel: Option<pb::Selector>) -> Result<Selector, InvalidField> {
+    let sel = sel.ok_or_else(|| invalid(field, "is required"))?;
+    if sel.targets.is_empty() {
+        return Err(invalid(
+            format!("{field}.targets"),
+            "needs at least one target pattern (cgroup_glob, systemd_unit_glob or pod_uid)",
+        ));
+    }
+    if sel.targets.len() > MAX_PATTERNS {
+        return Err(invalid(
+            format!("{field}.targets"),
+            format!("at most {MAX_PATTERNS} patterns"),
+        ));
+    }
+    for (i, t) in sel.targets.iter().enumerate() {
+        use apb::target_pattern::Kind;
+        match &t.kind {
+            None => {
+                return Err(invalid(
+                    format!("{field}.targets[{i}]"),
+                    "needs one of cgroup_glob, systemd_unit_glob, pod_uid",
+                ));
+            }
+            Some(Kind::CgroupGlob(g) | Kind::SystemdUnitGlob(g) | Kind::PodUid(g))
+                if g.is_empty() =>
+            {
+                return Err(invalid(format!("{field}.targets[{i}]"), "is empty"));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Selector {
+        node_names: sel.node_names,
+        node_labels: sel.node_labels.into_iter().collect(),
+        targets: sel.targets,
+    })
+}
+
+fn mode_from(mode: Option<&pb::SelectionMode>) -> Result<Mode, InvalidField> {
+    Ok(match mode.and_then(|m| m.mode) {
+        None => {
+            return Err(invalid(
+                "spec.mode",
+                "is required: all, one, fixed or percent",
+            ));
+        }
+        Some(pb::selection_mode::Mode::All(_)) => Mode::All,
+        Some(pb::selection_mode::Mode::One(_)) => Mode::One,
+        Some(pb::selection_mode::Mode::Fixed(0)) => {
+            return Err(invalid("spec.mode.fixed", "must be at least 1"));
+        }
+        Some(pb::selection_mode::Mode::Fixed(n)) => Mode::Fixed(n),
+        Some(pb::selection_mode::Mode::Percent(p)) if !(p > 0.0 && p <= 100.0) => {
+            return Err(invalid(
+                "spec.mode.percent",
+                format!("must be in (0, 100], got {p}"),
+            ));
+        }
+        Some(pb::selection_mode::Mode::Percent(p)) => Mode::Percent(p),
+    })
 }
 
 impl Mode {
@@ -300,6 +415,7 @@ mod tests {
                 nanos: 0,
             }),
             description: String::new(),
+            partition: None,
         }
     }
 

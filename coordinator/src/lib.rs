@@ -3,7 +3,8 @@
 //! lease it renews, and recording everything in a crash-safe store.
 //!
 //! Layers, outermost first: `service` (gRPC, authorization, audit) ->
-//! `engine` (experiment lifecycle) -> `policy` (pure checks), `agents`
+//! `engine` (experiment lifecycle) -> `policy`, `select`, `partition`
+//! (pure checks, selection and plans), `agents`
 //! (calls to agents, behind a trait), `store` (SQLite) -> `experiment`,
 //! `inventory`, `config` (domain and files).
 
@@ -12,6 +13,8 @@ pub mod config;
 pub mod engine;
 pub mod experiment;
 pub mod inventory;
+pub mod partition;
 pub mod policy;
+pub mod select;
 pub mod service;
 pub mod store;

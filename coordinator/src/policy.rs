@@ -271,9 +271,9 @@ impl Policy {
                 }
             }
         }
-        if self.allowlist.enabled && !spec.selector.node_names.is_empty() {
+        if self.allowlist.enabled {
             // Checked per node below too; this names a listed node early.
-            for n in &spec.selector.node_names {
+            for n in spec.selectors().flat_map(|s| &s.node_names) {
                 if !self.allowlist.nodes.is_empty() && !self.allowlist.nodes.contains(n) {
                     return Err(spec_rule(
                         "allowlist.nodes",

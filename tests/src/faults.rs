@@ -211,3 +211,38 @@ pub fn bandwidth_request(id: &str, cgroup: &str, rate_bps: u64) -> pb::ApplyFaul
         }),
     ))
 }
+
+/// An experiment for the coordinator: `fault` on the targets `pattern`
+/// matches on every node, chosen by `mode`, for `secs` seconds.
+pub fn experiment(
+    id: &str,
+    fault: faultd_proto::coordinator::v1::fault_template::Kind,
+    pattern: pb::target_pattern::Kind,
+    mode: faultd_proto::coordinator::v1::selection_mode::Mode,
+    secs: i64,
+) -> faultd_proto::coordinator::v1::ExperimentSpec {
+    use faultd_proto::coordinator::v1 as cpb;
+    cpb::ExperimentSpec {
+        id: id.into(),
+        faults: vec![cpb::FaultTemplate { kind: Some(fault) }],
+        selector: Some(cpb::Selector {
+            targets: vec![pb::TargetPattern {
+                kind: Some(pattern),
+            }],
+            ..Default::default()
+        }),
+        mode: Some(cpb::SelectionMode { mode: Some(mode) }),
+        duration: Some(prost_types::Duration {
+            seconds: secs,
+            nanos: 0,
+        }),
+        description: "test".into(),
+        partition: None,
+    }
+}
+
+/// Mode all: every matching target.
+pub fn all() -> faultd_proto::coordinator::v1::selection_mode::Mode {
+    use faultd_proto::coordinator::v1::selection_mode;
+    selection_mode::Mode::All(selection_mode::All {})
+}

@@ -46,7 +46,7 @@ pub const COORDINATOR_ID: &str = "coordinator.faultd";
 pub const OPERATOR_ID: &str = "operator.faultd";
 pub const READER_ID: &str = "reader.faultd";
 
-const HUB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 254);
+pub const HUB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 254);
 
 /// The `faultd-coordinator` binary, as [`crate::faultd_bin`] finds faultd.
 pub fn coordinator_bin() -> PathBuf {

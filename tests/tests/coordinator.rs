@@ -12,6 +12,7 @@ use std::{
 use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
 use faultd_tests::{
     CgroupGuard,
+    faults::{all, experiment},
     lab::{Lab, LabNode, LabOptions},
     require_root,
     stats::{RATE_CONFIDENCE, assert_loss_rate, assert_no_loss},
@@ -51,35 +52,21 @@ fn loss_spec(
     pattern: &str,
     secs: i64,
 ) -> pb::ExperimentSpec {
-    pb::ExperimentSpec {
-        id: id.into(),
-        faults: vec![pb::FaultTemplate {
-            kind: Some(pb::fault_template::Kind::Loss(apb::LossFault {
-                probability_ppm: PPM_50,
-                direction: apb::Direction::Egress.into(),
-                filter: Some(apb::PacketFilter {
-                    protocol: apb::Protocol::Udp.into(),
-                    ..Default::default()
-                }),
-            })),
-        }],
-        selector: Some(pb::Selector {
-            targets: vec![apb::TargetPattern {
-                kind: Some(apb::target_pattern::Kind::CgroupGlob(pattern.into())),
-            }],
+    let loss = pb::fault_template::Kind::Loss(apb::LossFault {
+        probability_ppm: PPM_50,
+        direction: apb::Direction::Egress.into(),
+        filter: Some(apb::PacketFilter {
+            protocol: apb::Protocol::Udp.into(),
             ..Default::default()
         }),
-        mode: Some(pb::SelectionMode { mode: Some(mode) }),
-        duration: Some(prost_types::Duration {
-            seconds: secs,
-            nanos: 0,
-        }),
-        description: "test".into(),
-    }
-}
-
-fn all() -> pb::selection_mode::Mode {
-    pb::selection_mode::Mode::All(pb::selection_mode::All {})
+    });
+    experiment(
+        id,
+        loss,
+        apb::target_pattern::Kind::CgroupGlob(pattern.into()),
+        mode,
+        secs,
+    )
 }
 
 /// Every fault every agent holds, asked over each agent's Unix socket.

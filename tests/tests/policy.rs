@@ -11,30 +11,7 @@ use faultd_tests::{
 };
 use tonic::Code;
 
-fn spec(
-    id: &str,
-    fault: pb::fault_template::Kind,
-    pattern: apb::target_pattern::Kind,
-    mode: pb::selection_mode::Mode,
-    secs: i64,
-) -> pb::ExperimentSpec {
-    pb::ExperimentSpec {
-        id: id.into(),
-        faults: vec![pb::FaultTemplate { kind: Some(fault) }],
-        selector: Some(pb::Selector {
-            targets: vec![apb::TargetPattern {
-                kind: Some(pattern),
-            }],
-            ..Default::default()
-        }),
-        mode: Some(pb::SelectionMode { mode: Some(mode) }),
-        duration: Some(prost_types::Duration {
-            seconds: secs,
-            nanos: 0,
-        }),
-        description: String::new(),
-    }
-}
+use faultd_tests::faults::experiment as spec;
 
 fn loss(ppm: u32) -> pb::fault_template::Kind {
     pb::fault_template::Kind::Loss(apb::LossFault {

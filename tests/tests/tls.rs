@@ -201,32 +201,16 @@ async fn only_operators_may_run_experiments_on_the_coordinator() {
         ..LabOptions::default()
     });
     let _app = lab.nodes[0].scope.child("app");
-    let spec = pb::ExperimentSpec {
-        id: "intrusion".into(),
-        faults: vec![pb::FaultTemplate {
-            kind: Some(pb::fault_template::Kind::Loss(apb::LossFault {
-                probability_ppm: 1_000_000,
-                ..Default::default()
-            })),
-        }],
-        selector: Some(pb::Selector {
-            targets: vec![apb::TargetPattern {
-                kind: Some(apb::target_pattern::Kind::CgroupGlob(format!(
-                    "{}/*/app",
-                    lab.root.relative_str()
-                ))),
-            }],
+    let spec = faultd_tests::faults::experiment(
+        "intrusion",
+        pb::fault_template::Kind::Loss(apb::LossFault {
+            probability_ppm: 1_000_000,
             ..Default::default()
         }),
-        mode: Some(pb::SelectionMode {
-            mode: Some(pb::selection_mode::Mode::All(pb::selection_mode::All {})),
-        }),
-        duration: Some(prost_types::Duration {
-            seconds: 30,
-            nanos: 0,
-        }),
-        description: String::new(),
-    };
+        apb::target_pattern::Kind::CgroupGlob(format!("{}/*/app", lab.root.relative_str())),
+        faultd_tests::faults::all(),
+        30,
+    );
     let create = |mut c: CoordinatorClient<Channel>| {
         let spec = spec.clone();
         async move {

@@ -50,7 +50,7 @@ fn code(err: &ApiError) -> Code {
             TargetError::NotFound { .. } => Code::NotFound,
             TargetError::Ambiguous { .. } => Code::FailedPrecondition,
             TargetError::NoCgroup2 { .. } => Code::FailedPrecondition,
-            TargetError::Io { .. } => Code::Internal,
+            TargetError::Io { .. } | TargetError::Addresses { .. } => Code::Internal,
         },
         ManagerError::Protected { .. } => Code::PermissionDenied,
         ManagerError::Capacity(_) => Code::ResourceExhausted,

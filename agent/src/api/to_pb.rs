@@ -147,6 +147,7 @@ pub fn matched_to_pb((target, cgroup): &(TargetSpec, ResolvedCgroup)) -> pb::Mat
             cgroup_path: cgroup.path.clone(),
             cgroup_id: cgroup.id,
         }),
+        addresses: Vec::new(),
     }
 }
 

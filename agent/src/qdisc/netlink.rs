@@ -21,6 +21,8 @@ pub const RTM_GETQDISC: u16 = 38;
 pub const RTM_NEWTFILTER: u16 = 44;
 pub const RTM_DELTFILTER: u16 = 45;
 pub const RTM_GETTFILTER: u16 = 46;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -40,6 +42,13 @@ const NETLINK_EXT_ACK: i32 = 11;
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 const IFLA_IFNAME: u16 = 3;
+/// struct ifaddrmsg: family, prefixlen, flags, scope (u8 each), index (u32).
+const IFADDRMSG: usize = 8;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+/// RT_SCOPE_LINK (include/uapi/linux/rtnetlink.h): link-local and, above
+/// it, host (loopback) addresses, which peers cannot reach this namespace by.
+const RT_SCOPE_LINK: u8 = 253;
 const IFLA_NUM_TX_QUEUES: u16 = 31;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
@@ -226,6 +235,29 @@ impl Rtnl {
             }
         })?;
         Ok(links)
+    }
+
+    /// The namespace's addresses other peers can reach it by: global and
+    /// site scope, IPv4 and IPv6, each once, in the kernel's order.
+    pub fn addresses(&mut self) -> Result<Vec<std::net::IpAddr>, NetlinkError> {
+        let msg = encode(
+            RTM_GETADDR,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            self.next_seq(),
+            |b| {
+                b.extend_from_slice(&[0u8; IFADDRMSG]);
+            },
+        );
+        let mut out = Vec::new();
+        self.transact("RTM_GETADDR", &msg, true, |ty, payload| {
+            if ty == RTM_NEWADDR
+                && let Some(a) = decode_addr(payload)
+                && !out.contains(&a)
+            {
+                out.push(a);
+            }
+        })?;
+        Ok(out)
     }
 
     pub fn qdiscs(&mut self) -> Result<Vec<Qdisc>, NetlinkError> {
@@ -747,6 +779,42 @@ fn decode_link(payload: &[u8]) -> Option<Link> {
     })
 }
 
+/// The addresses of the network namespace `cgroup`'s processes are in
+/// (its first process's, or the agent's own when it has none: see
+/// [`crate::netns::target_netns`]), as [`Rtnl::addresses`] lists them.
+pub fn target_addresses(cgroup: &std::path::Path) -> Result<Vec<std::net::IpAddr>, NetlinkError> {
+    let ns = crate::netns::target_netns(cgroup).map_err(|e| NetlinkError::Io {
+        op: "opening the target's network namespace",
+        source: io::Error::other(e.to_string()),
+    })?;
+    Rtnl::open_in(&ns.file)?.addresses()
+}
+
+/// An RTM_NEWADDR message's address, if its scope is below link. IPv4
+/// prefers IFA_LOCAL: on point-to-point devices IFA_ADDRESS is the peer's
+/// (include/uapi/linux/if_addr.h).
+fn decode_addr(payload: &[u8]) -> Option<std::net::IpAddr> {
+    let ifa = payload.get(..IFADDRMSG)?;
+    let (family, scope) = (ifa[0], ifa[3]);
+    if scope >= RT_SCOPE_LINK {
+        return None;
+    }
+    let (mut local, mut address) = (None, None);
+    for (ty, value) in attrs(&payload[IFADDRMSG..]) {
+        let ip = match (i32::from(family), value.len()) {
+            (libc::AF_INET, 4) => std::net::IpAddr::from(<[u8; 4]>::try_from(value).ok()?),
+            (libc::AF_INET6, 16) => std::net::IpAddr::from(<[u8; 16]>::try_from(value).ok()?),
+            _ => continue,
+        };
+        match ty {
+            IFA_LOCAL => local = Some(ip),
+            IFA_ADDRESS => address = Some(ip),
+            _ => {}
+        }
+    }
+    local.or(address)
+}
+
 /// `major:minor` as tc prints handles ("fa17:", "0:").
 pub fn handle_text(handle: u32) -> String {
     let (major, minor) = (handle >> 16, handle & 0xffff);
@@ -890,6 +958,48 @@ mod tests {
         assert_eq!(word(2), TC_ACT_STOLEN);
         assert_eq!(word(5), TCA_EGRESS_REDIR);
         assert_eq!(word(6), 0x0fa1_7000);
+    }
+
+    #[test]
+    fn addresses_skip_link_and_host_scope_and_prefer_local() {
+        let msg = |family: u8, scope: u8, attrs: &[(u16, &[u8])]| {
+            let mut b = vec![family, 24, 0, scope, 2, 0, 0, 0];
+            for (ty, v) in attrs {
+                push_attr(&mut b, *ty, v);
+            }
+            b
+        };
+        let v4 = |a: [u8; 4]| a.to_vec();
+        let global = msg(2, 0, &[(IFA_ADDRESS, &v4([10, 0, 0, 2]))]);
+        assert_eq!(
+            decode_addr(&global),
+            Some("10.0.0.2".parse().expect("address"))
+        );
+        // Point-to-point: IFA_ADDRESS is the peer, IFA_LOCAL ours.
+        let ptp = msg(
+            2,
+            0,
+            &[
+                (IFA_ADDRESS, &v4([10, 9, 9, 9])),
+                (IFA_LOCAL, &v4([10, 0, 0, 3])),
+            ],
+        );
+        assert_eq!(
+            decode_addr(&ptp),
+            Some("10.0.0.3".parse().expect("address"))
+        );
+        let host = msg(2, 254, &[(IFA_LOCAL, &v4([127, 0, 0, 1]))]);
+        assert_eq!(decode_addr(&host), None);
+        let mut ll = [0u8; 16];
+        ll[..2].copy_from_slice(&[0xfe, 0x80]);
+        assert_eq!(decode_addr(&msg(10, 253, &[(IFA_ADDRESS, &ll)])), None);
+        let mut v6 = [0u8; 16];
+        v6[..2].copy_from_slice(&[0xfd, 0x00]);
+        v6[15] = 1;
+        assert_eq!(
+            decode_addr(&msg(10, 0, &[(IFA_ADDRESS, &v6)])),
+            Some("fd00::1".parse().expect("address"))
+        );
     }
 
     #[test]

@@ -346,13 +346,36 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
     ) -> Result<Response<pb::ListTargetsResponse>, Status> {
         self.shared.authorize(&request, Rpc::ListTargets)?;
         let result: Result<_, ApiError> = async {
-            let patterns = api::patterns_from_pb(request.into_inner())?;
-            let (targets, excluded) = self
+            let req = request.into_inner();
+            let with_addresses = req.with_addresses;
+            let patterns = api::patterns_from_pb(req)?;
+            let (targets, addresses, excluded) = self
                 .shared
-                .with_manager(move |m| m.list_targets(&patterns))
+                .with_manager(move |m| {
+                    let (targets, excluded) = m.list_targets(&patterns)?;
+                    let addresses = if with_addresses {
+                        targets
+                            .iter()
+                            .map(|(_, c)| m.addresses(c))
+                            .collect::<Result<Vec<_>, _>>()?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok::<_, crate::manager::ManagerError>((targets, addresses, excluded))
+                })
                 .await??;
             Ok(pb::ListTargetsResponse {
-                targets: targets.iter().map(api::matched_to_pb).collect(),
+                targets: targets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        let mut m = api::matched_to_pb(t);
+                        if let Some(a) = addresses.get(i) {
+                            m.addresses = a.iter().map(ToString::to_string).collect();
+                        }
+                        m
+                    })
+                    .collect(),
                 protected_excluded: excluded,
             })
         }

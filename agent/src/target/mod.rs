@@ -116,6 +116,8 @@ pub enum TargetError {
     },
     #[error("no cgroup v2 hierarchy: {detail}")]
     NoCgroup2 { detail: String },
+    #[error("the addresses of cgroup {cgroup}'s network namespace: {detail}")]
+    Addresses { cgroup: String, detail: String },
     #[error("failed to {op} {}", .path.display())]
     Io {
         op: &'static str,

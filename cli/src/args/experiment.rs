@@ -15,6 +15,12 @@ pub enum ExperimentCommand {
     /// on the selected targets of every matching agent (all or nothing), and
     /// run it for --duration.
     Create(Box<CreateArgs>),
+    /// Cut traffic between two groups of targets (side A and side B) for
+    /// --duration: each side's targets drop packets to and from the other
+    /// side's addresses (or, with --refuse-connect, fail connect() to them),
+    /// traffic within a side and to anything else untouched. Heals at the
+    /// deadline, on stop, on halt and when the lease lapses.
+    Partition(Box<PartitionArgs>),
     /// Show one experiment, its targets and how it ended.
     Get {
         /// The experiment id.
@@ -110,6 +116,137 @@ pub struct CreateArgs {
     pub fault: KindCommand,
 }
 
+#[derive(Debug, Args)]
+pub struct PartitionArgs {
+    /// The experiment id (1 to 64 of [A-Za-z0-9._-]).
+    #[arg(long)]
+    pub id: String,
+
+    /// How long the partition lasts (e.g. 2m).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Cut only A -> B: nothing from A reaches B, B's packets still reach A.
+    #[arg(long)]
+    pub one_way: bool,
+
+    /// Fail connect() to the other side with ECONNREFUSED at once instead
+    /// of dropping packets (existing connections keep flowing).
+    #[arg(long)]
+    pub refuse_connect: bool,
+
+    /// Side A: only this node (repeatable).
+    #[arg(long = "a-node", value_name = "NAME", help_heading = "Side A")]
+    pub a_nodes: Vec<String>,
+    /// Side A: only nodes with this label (repeatable; all must match).
+    #[arg(long = "a-label", value_name = "KEY=VALUE", value_parser = parse_label, help_heading = "Side A")]
+    pub a_labels: Vec<(String, String)>,
+    /// Side A: cgroups matching this glob.
+    #[arg(long = "a-cgroup-glob", value_name = "GLOB", help_heading = "Side A")]
+    pub a_cgroup_globs: Vec<String>,
+    /// Side A: systemd units matching this glob.
+    #[arg(long = "a-unit-glob", value_name = "GLOB", help_heading = "Side A")]
+    pub a_unit_globs: Vec<String>,
+    /// Side A: the pod with this uid (repeatable).
+    #[arg(long = "a-pod-uid", value_name = "UID", help_heading = "Side A")]
+    pub a_pod_uids: Vec<String>,
+
+    /// Side B: only this node (repeatable).
+    #[arg(long = "b-node", value_name = "NAME", help_heading = "Side B")]
+    pub b_nodes: Vec<String>,
+    /// Side B: only nodes with this label (repeatable; all must match).
+    #[arg(long = "b-label", value_name = "KEY=VALUE", value_parser = parse_label, help_heading = "Side B")]
+    pub b_labels: Vec<(String, String)>,
+    /// Side B: cgroups matching this glob.
+    #[arg(long = "b-cgroup-glob", value_name = "GLOB", help_heading = "Side B")]
+    pub b_cgroup_globs: Vec<String>,
+    /// Side B: systemd units matching this glob.
+    #[arg(long = "b-unit-glob", value_name = "GLOB", help_heading = "Side B")]
+    pub b_unit_globs: Vec<String>,
+    /// Side B: the pod with this uid (repeatable).
+    #[arg(long = "b-pod-uid", value_name = "UID", help_heading = "Side B")]
+    pub b_pod_uids: Vec<String>,
+
+    /// What the experiment is for.
+    #[arg(long, default_value = "")]
+    pub description: String,
+}
+
+impl PartitionArgs {
+    /// The experiment these flags describe.
+    pub fn to_spec(&self) -> Result<pb::ExperimentSpec, ArgsError> {
+        let side = |name: &'static str,
+                    nodes: &[String],
+                    labels: &[(String, String)],
+                    cgroups: &[String],
+                    units: &[String],
+                    pods: &[String]| {
+            let targets = patterns(cgroups, units, pods);
+            if targets.is_empty() {
+                return Err(ArgsError::NoSideTargets(name));
+            }
+            Ok(pb::Selector {
+                node_names: nodes.to_vec(),
+                node_labels: labels.iter().cloned().collect(),
+                targets,
+            })
+        };
+        let a = side(
+            "a",
+            &self.a_nodes,
+            &self.a_labels,
+            &self.a_cgroup_globs,
+            &self.a_unit_globs,
+            &self.a_pod_uids,
+        )?;
+        let b = side(
+            "b",
+            &self.b_nodes,
+            &self.b_labels,
+            &self.b_cgroup_globs,
+            &self.b_unit_globs,
+            &self.b_pod_uids,
+        )?;
+        Ok(pb::ExperimentSpec {
+            id: self.id.clone(),
+            duration: Some(
+                prost_types::Duration::try_from(self.duration)
+                    .map_err(|_| ArgsError::DurationTooLong(self.duration))?,
+            ),
+            description: self.description.clone(),
+            partition: Some(pb::Partition {
+                a: Some(a),
+                b: Some(b),
+                direction: if self.one_way {
+                    pb::PartitionDirection::AToB
+                } else {
+                    pb::PartitionDirection::Both
+                }
+                .into(),
+                action: if self.refuse_connect {
+                    pb::PartitionAction::RefuseConnect
+                } else {
+                    pb::PartitionAction::Drop
+                }
+                .into(),
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+/// Target patterns from the glob and pod flags, in that order.
+fn patterns(cgroups: &[String], units: &[String], pods: &[String]) -> Vec<apb::TargetPattern> {
+    use apb::target_pattern::Kind;
+    cgroups
+        .iter()
+        .map(|g| Kind::CgroupGlob(g.clone()))
+        .chain(units.iter().map(|g| Kind::SystemdUnitGlob(g.clone())))
+        .chain(pods.iter().map(|u| Kind::PodUid(u.clone())))
+        .map(|k| apb::TargetPattern { kind: Some(k) })
+        .collect()
+}
+
 /// A selection mode, as `--mode` spells it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode {
@@ -151,19 +288,7 @@ fn parse_label(input: &str) -> Result<(String, String), String> {
 impl CreateArgs {
     /// The experiment these flags describe.
     pub fn to_spec(&self) -> Result<pb::ExperimentSpec, ArgsError> {
-        use apb::target_pattern::Kind;
-        let targets: Vec<apb::TargetPattern> = self
-            .cgroup_globs
-            .iter()
-            .map(|g| Kind::CgroupGlob(g.clone()))
-            .chain(
-                self.unit_globs
-                    .iter()
-                    .map(|g| Kind::SystemdUnitGlob(g.clone())),
-            )
-            .chain(self.pod_uids.iter().map(|u| Kind::PodUid(u.clone())))
-            .map(|k| apb::TargetPattern { kind: Some(k) })
-            .collect();
+        let targets = patterns(&self.cgroup_globs, &self.unit_globs, &self.pod_uids);
         if targets.is_empty() {
             return Err(ArgsError::NoTargets);
         }
@@ -193,6 +318,7 @@ impl CreateArgs {
                     .map_err(|_| ArgsError::DurationTooLong(self.duration))?,
             ),
             description: self.description.clone(),
+            partition: None,
         })
     }
 }

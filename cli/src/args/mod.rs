@@ -192,6 +192,10 @@ pub enum ArgsError {
     DurationTooLong(Duration),
     #[error("an experiment needs targets: --cgroup-glob, --unit-glob or --pod-uid")]
     NoTargets,
+    #[error(
+        "partition side {0} needs targets: --{0}-cgroup-glob, --{0}-unit-glob or --{0}-pod-uid"
+    )]
+    NoSideTargets(&'static str),
 }
 
 #[cfg(test)]

@@ -656,3 +656,64 @@ fn syscall_operations_come_from_the_proto() {
     .unwrap_err();
     assert!(err.to_string().contains("connect"), "{err}");
 }
+
+#[test]
+fn partition_flags_make_two_sides() {
+    let cli = parse(&[
+        "experiment",
+        "partition",
+        "--id",
+        "zones",
+        "--duration",
+        "2m",
+        "--a-label",
+        "zone=a",
+        "--a-cgroup-glob",
+        "app/*",
+        "--b-node",
+        "n2",
+        "--b-unit-glob",
+        "pay-*.service",
+        "--one-way",
+    ])
+    .unwrap();
+    let Command::Experiment(ExperimentCommand::Partition(p)) = cli.command else {
+        panic!("partition")
+    };
+    let spec = p.to_spec().unwrap();
+    assert!(spec.faults.is_empty() && spec.selector.is_none() && spec.mode.is_none());
+    let part = spec.partition.unwrap();
+    let a = part.a.unwrap();
+    assert_eq!(a.node_labels.get("zone").map(String::as_str), Some("a"));
+    assert_eq!(
+        a.targets[0].kind,
+        Some(pb::target_pattern::Kind::CgroupGlob("app/*".into()))
+    );
+    let b = part.b.unwrap();
+    assert_eq!(b.node_names, ["n2"]);
+    assert_eq!(
+        part.direction,
+        i32::from(faultd_proto::coordinator::v1::PartitionDirection::AToB)
+    );
+    assert_eq!(
+        part.action,
+        i32::from(faultd_proto::coordinator::v1::PartitionAction::Drop)
+    );
+    // A side without targets is a usage error naming the side's flags.
+    let cli = parse(&[
+        "experiment",
+        "partition",
+        "--id",
+        "x",
+        "--duration",
+        "1m",
+        "--a-cgroup-glob",
+        "app/*",
+    ])
+    .unwrap();
+    let Command::Experiment(ExperimentCommand::Partition(p)) = cli.command else {
+        panic!("partition")
+    };
+    let err = p.to_spec().unwrap_err().to_string();
+    assert!(err.contains("--b-cgroup-glob"), "{err}");
+}

@@ -6,14 +6,13 @@
 use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
 use tracing::{info, warn};
 
-use super::{
-    Engine, EngineError, lock,
-    select::{self, Candidate},
-};
+use super::{Engine, EngineError, lock};
 use crate::{
     agents::{AgentApi, AgentError},
-    experiment::{ExperimentSpec, fault_id, lease_id},
+    experiment::{ExperimentSpec, Selector, fault_id, lease_id},
+    partition::{self, Member},
     policy::Selected,
+    select::{self, Candidate},
 };
 
 pub(super) async fn create<A: AgentApi>(
@@ -39,61 +38,84 @@ pub(super) async fn create<A: AgentApi>(
     policy.check_spec(&spec)?;
     policy.check_concurrency(engine.running_count())?;
 
-    let nodes = select::nodes(&inner.inventory, &spec.selector);
-    if nodes.is_empty() {
-        return Err(EngineError::Selection(
-            "the selector matches no node of the inventory".to_owned(),
-        ));
-    }
-    let node_names: Vec<&str> = nodes.iter().map(|a| a.node.as_str()).collect();
-    policy.check_matched_nodes(&node_names)?;
-
-    // What each node has that the patterns match (read-only calls).
-    let patterns = &spec.selector.targets;
-    let listings = futures::future::join_all(node_names.iter().map(|n| async move {
-        let r = inner.agents.list_targets(n, patterns.clone()).await;
-        engine.saw(n, &r);
-        r.map(|targets| (*n, targets))
-    }))
-    .await;
-    let mut candidates = Vec::new();
-    for listing in listings {
-        let (node, targets) = listing?;
-        for m in targets {
-            candidates.push(Candidate {
-                node: node.to_owned(),
-                cgroup_path: m.resolved.map(|r| r.cgroup_path).unwrap_or_default(),
-                target: m.target.unwrap_or_default(),
-            });
+    // Which targets get which faults, every rule checked, nothing applied.
+    let (plan, matched) = match &spec.partition {
+        Some(p) => {
+            let a = list_side(engine, &spec.selector, "spec.partition.a", true).await?;
+            let b = list_side(engine, &p.b, "spec.partition.b", true).await?;
+            let matched = a.len() + b.len();
+            let members =
+                |side: Vec<(Candidate, Vec<String>)>| -> Result<Vec<Member>, EngineError> {
+                    side.into_iter()
+                    .map(|(candidate, addrs)| {
+                        let addresses = addrs
+                            .iter()
+                            .map(|a| {
+                                a.parse().map_err(|_| {
+                                    EngineError::Selection(format!(
+                                        "node {} reported address {a:?} for {}, which does not parse",
+                                        candidate.node, candidate.cgroup_path
+                                    ))
+                                })
+                            })
+                            .collect::<Result<_, _>>()?;
+                        Ok(Member {
+                            candidate,
+                            addresses,
+                        })
+                    })
+                    .collect()
+                };
+            let (a, b) = (members(a)?, members(b)?);
+            let all: Vec<&Candidate> = a.iter().chain(&b).map(|m| &m.candidate).collect();
+            policy.check_selection(&selected_of(all), matched, inner.inventory.agents.len())?;
+            let plan =
+                partition::plan(p, &spec.faults[0], &a, &b).map_err(EngineError::Selection)?;
+            (plan, matched)
         }
-    }
-    let t_listed = t0.elapsed();
-    let matched = candidates.len();
-    let n = spec.mode.count(matched).map_err(EngineError::Selection)?;
-    let chosen = select::choose(candidates, n, spec.mode, &mut *lock(&inner.rng));
-    let selected: Vec<Selected<'_>> = chosen
-        .iter()
-        .map(|c| Selected {
-            node: &c.node,
-            target: &c.target,
-            cgroup_path: &c.cgroup_path,
-        })
-        .collect();
-    policy.check_selection(&selected, matched, inner.inventory.agents.len())?;
+        None => {
+            let candidates: Vec<Candidate> =
+                list_side(engine, &spec.selector, "spec.selector", false)
+                    .await?
+                    .into_iter()
+                    .map(|(c, _)| c)
+                    .collect();
+            let t_listed = t0.elapsed();
+            tracing::debug!(experiment = %spec.id, listed_ms = t_listed.as_secs_f64() * 1e3, "listed");
+            let matched = candidates.len();
+            let n = spec.mode.count(matched).map_err(EngineError::Selection)?;
+            let chosen = select::choose(candidates, n, spec.mode, &mut *lock(&inner.rng));
+            policy.check_selection(
+                &selected_of(chosen.iter().collect()),
+                matched,
+                inner.inventory.agents.len(),
+            )?;
+            let plan = chosen
+                .into_iter()
+                .map(|c| (c, spec.faults.clone()))
+                .collect::<Vec<_>>();
+            (plan, matched)
+        }
+    };
 
     // Recorded before anything is applied: a crash from here on leaves a
     // record that the next start cleans up after.
     let mut targets = Vec::new();
-    for (t, c) in chosen.iter().enumerate() {
-        for f in 0..spec.faults.len() {
+    let mut kinds = Vec::new();
+    for (t, (c, faults)) in plan.iter().enumerate() {
+        for (f, kind) in faults.iter().enumerate() {
             targets.push(pb::TargetStatus {
                 node: c.node.clone(),
                 target: Some(c.target.clone()),
                 cgroup_path: c.cgroup_path.clone(),
                 fault_id: fault_id(&spec.id, t, f),
                 state: pb::TargetState::Pending.into(),
+                fault: Some(pb::FaultTemplate {
+                    kind: Some(kind.clone()),
+                }),
                 ..Default::default()
             });
+            kinds.push(kind.clone());
         }
     }
     let mut exp = pb::Experiment {
@@ -117,7 +139,7 @@ pub(super) async fn create<A: AgentApi>(
     info!(
         experiment = %spec.id,
         matched,
-        selected = chosen.len(),
+        selected = plan.len(),
         faults = exp.targets.len(),
         by = created_by,
         "applying"
@@ -132,11 +154,8 @@ pub(super) async fn create<A: AgentApi>(
         ttl: prost_types::Duration::try_from(inner.settings.lease_ttl).ok(),
     };
     let duration = prost_types::Duration::try_from(spec.duration).ok();
-    // Target i of the list carries fault i % faults of its chosen target
-    // (built above, fault by fault within each target).
     let t_recorded = t0.elapsed();
-    let results = futures::future::join_all(exp.targets.iter().enumerate().map(|(i, t)| {
-        let fault = spec.faults[i % spec.faults.len()].clone();
+    let results = futures::future::join_all(exp.targets.iter().zip(kinds).map(|(t, fault)| {
         let req = apb::ApplyFaultRequest {
             spec: Some(apb::FaultSpec {
                 id: t.fault_id.clone(),
@@ -189,7 +208,6 @@ pub(super) async fn create<A: AgentApi>(
         engine.record(&exp, events)?;
         tracing::debug!(
             experiment = %spec.id,
-            listed_ms = t_listed.as_secs_f64() * 1e3,
             recorded_ms = t_recorded.as_secs_f64() * 1e3,
             applied_ms = t_applied.as_secs_f64() * 1e3,
             total_ms = t0.elapsed().as_secs_f64() * 1e3,
@@ -256,6 +274,63 @@ pub(super) async fn create<A: AgentApi>(
     engine.record(&exp, events)?;
     warn!(experiment = %spec.id, %reason, "failed");
     Ok(exp)
+}
+
+/// The targets `selector` matches on the nodes it names, each with its
+/// addresses when asked; the policy's node rules checked first. `field`
+/// names the selector in errors.
+async fn list_side<A: AgentApi>(
+    engine: &Engine<A>,
+    selector: &Selector,
+    field: &str,
+    with_addresses: bool,
+) -> Result<Vec<(Candidate, Vec<String>)>, EngineError> {
+    let inner = &engine.inner;
+    let nodes = select::nodes(&inner.inventory, selector);
+    if nodes.is_empty() {
+        return Err(EngineError::Selection(format!(
+            "{field} matches no node of the inventory"
+        )));
+    }
+    let node_names: Vec<&str> = nodes.iter().map(|a| a.node.as_str()).collect();
+    engine.policy().0.check_matched_nodes(&node_names)?;
+    // What each node has that the patterns match (read-only calls).
+    let patterns = &selector.targets;
+    let listings = futures::future::join_all(node_names.iter().map(|n| async move {
+        let r = inner
+            .agents
+            .list_targets(n, patterns.clone(), with_addresses)
+            .await;
+        engine.saw(n, &r);
+        r.map(|targets| (*n, targets))
+    }))
+    .await;
+    let mut out = Vec::new();
+    for listing in listings {
+        let (node, targets) = listing?;
+        for m in targets {
+            out.push((
+                Candidate {
+                    node: node.to_owned(),
+                    cgroup_path: m.resolved.map(|r| r.cgroup_path).unwrap_or_default(),
+                    target: m.target.unwrap_or_default(),
+                },
+                m.addresses,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn selected_of(chosen: Vec<&Candidate>) -> Vec<Selected<'_>> {
+    chosen
+        .into_iter()
+        .map(|c| Selected {
+            node: &c.node,
+            target: &c.target,
+            cgroup_path: &c.cgroup_path,
+        })
+        .collect()
 }
 
 /// The agent's form of a fault template.

@@ -29,7 +29,6 @@ mod apply;
 mod halt;
 mod recover;
 mod run;
-pub mod select;
 #[cfg(test)]
 mod tests;
 

@@ -126,12 +126,29 @@ impl AgentApi for Fake {
     async fn list_targets(
         &self,
         node: &str,
-        _: Vec<apb::TargetPattern>,
+        patterns: Vec<apb::TargetPattern>,
+        with_addresses: bool,
     ) -> Result<Vec<apb::MatchedTarget>, AgentError> {
+        // A pattern "app/*" matches every cgroup, "app/c1" that one only.
+        let matches = |c: &str| {
+            patterns.iter().any(|p| match &p.kind {
+                Some(apb::target_pattern::Kind::CgroupGlob(g)) => g == "app/*" || g == c,
+                _ => false,
+            })
+        };
+        let index: usize = node.trim_start_matches('n').parse().unwrap_or(0);
         self.call(node, |n| {
             Ok(n.cgroups
                 .iter()
-                .map(|c| apb::MatchedTarget {
+                .enumerate()
+                .filter(|(_, c)| matches(c))
+                .map(|(i, c)| apb::MatchedTarget {
+                    // Each target in its own namespace: 10.<node>.<cgroup>.1.
+                    addresses: if with_addresses {
+                        vec![format!("10.{index}.{i}.1")]
+                    } else {
+                        Vec::new()
+                    },
                     target: Some(apb::Target {
                         kind: Some(apb::target::Kind::CgroupPath(c.clone())),
                     }),
@@ -282,6 +299,7 @@ fn spec(id: &str, mode: pb::selection_mode::Mode, secs: i64) -> ExperimentSpec {
             nanos: 0,
         }),
         description: String::new(),
+        partition: None,
     })
     .expect("valid spec")
 }
@@ -544,4 +562,135 @@ async fn watch_replays_and_follows_to_the_end() {
         });
     }
     assert_eq!(kinds, ["selected", "applied", "reverted", "ended"]);
+}
+
+fn partition_spec(id: &str, one_way: bool, secs: i64) -> ExperimentSpec {
+    let side = |zone: &str| pb::Selector {
+        node_labels: [("zone".to_owned(), zone.to_owned())].into(),
+        targets: vec![apb::TargetPattern {
+            kind: Some(apb::target_pattern::Kind::CgroupGlob("app/c0".into())),
+        }],
+        ..Default::default()
+    };
+    ExperimentSpec::try_from(pb::ExperimentSpec {
+        id: id.into(),
+        duration: Some(prost_types::Duration {
+            seconds: secs,
+            nanos: 0,
+        }),
+        partition: Some(pb::Partition {
+            a: Some(side("a")),
+            b: Some(side("b")),
+            direction: if one_way {
+                pb::PartitionDirection::AToB
+            } else {
+                pb::PartitionDirection::Both
+            }
+            .into(),
+            action: pb::PartitionAction::Drop.into(),
+        }),
+        ..Default::default()
+    })
+    .expect("valid partition")
+}
+
+/// (node, direction, remote cidr) of each fault of an experiment.
+fn partition_faults(x: &pb::Experiment) -> Vec<(String, i32, String)> {
+    x.targets
+        .iter()
+        .map(|t| match t.fault.as_ref().and_then(|f| f.kind.as_ref()) {
+            Some(pb::fault_template::Kind::Loss(l)) => (
+                t.node.clone(),
+                l.direction,
+                l.filter.as_ref().expect("filter").remote_cidr.clone(),
+            ),
+            other => panic!("not a loss fault: {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partition_filters_each_sides_targets_to_the_others_addresses() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // Zone a: n0, n2; zone b: n1, n3. The fake gives cgroup c0 on node i
+    // the address 10.i.0.1.
+    let fake = Fake::with_nodes(4, 2);
+    let e = engine(&fake, 4, open_policy(), dir.path());
+    let x = e
+        .create(partition_spec("cut", false, 60), "t")
+        .await
+        .expect("create");
+    assert_eq!(state_of(&x), pb::ExperimentState::Running, "{x:?}");
+    assert_eq!(x.matched_targets, 4);
+    let both = i32::from(apb::Direction::Both);
+    let f = |n: &str, d: i32, c: &str| (n.to_owned(), d, c.to_owned());
+    assert_eq!(
+        partition_faults(&x),
+        [
+            f("n0", both, "10.1.0.1/32"),
+            f("n0", both, "10.3.0.1/32"),
+            f("n2", both, "10.1.0.1/32"),
+            f("n2", both, "10.3.0.1/32"),
+            f("n1", both, "10.0.0.1/32"),
+            f("n1", both, "10.2.0.1/32"),
+            f("n3", both, "10.0.0.1/32"),
+            f("n3", both, "10.2.0.1/32"),
+        ]
+    );
+    assert_eq!(fake.faults(), 8);
+    // Renewed like any experiment, healed at the deadline.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(fake.faults(), 8);
+    let x = wait_ended(&e, "cut").await;
+    assert_eq!(state_of(&x), pb::ExperimentState::Completed);
+    assert_eq!(fake.faults(), 0);
+
+    // One way: A drops what it sends to B, B what arrives from A.
+    let x = e
+        .create(partition_spec("one-way", true, 60), "t")
+        .await
+        .expect("create");
+    let (eg, ing) = (
+        i32::from(apb::Direction::Egress),
+        i32::from(apb::Direction::Ingress),
+    );
+    let faults = partition_faults(&x);
+    assert!(
+        faults[..4]
+            .iter()
+            .all(|(n, d, _)| *d == eg && (n == "n0" || n == "n2"))
+    );
+    assert!(
+        faults[4..]
+            .iter()
+            .all(|(n, d, _)| *d == ing && (n == "n1" || n == "n3"))
+    );
+    e.stop("one-way", "done").await.expect("stop");
+    assert_eq!(fake.faults(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partition_that_breaks_a_rule_or_cannot_separate_applies_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fake = Fake::with_nodes(4, 2);
+    let mut policy = open_policy();
+    policy.limits.max_loss_percent = Some(50.0);
+    let e = engine(&fake, 4, policy, dir.path());
+    let err = e
+        .create(partition_spec("too-much", false, 60), "t")
+        .await
+        .expect_err("a partition drops everything");
+    assert!(err.to_string().contains("limits.max_loss_percent"), "{err}");
+    // Both sides the same nodes and cgroup: nothing to separate.
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine(&fake, 4, open_policy(), dir.path());
+    let mut wire = partition_spec("same", false, 60).wire;
+    let p = wire.partition.as_mut().expect("partition");
+    p.b = p.a.clone();
+    let err = e
+        .create(ExperimentSpec::try_from(wire).expect("valid"), "t")
+        .await
+        .expect_err("same targets on both sides");
+    assert!(err.to_string().contains("on both sides"), "{err}");
+    assert_eq!(fake.applies(), 0);
 }

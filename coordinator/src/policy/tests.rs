@@ -28,6 +28,7 @@ fn spec(faults: Vec<pb::fault_template::Kind>, secs: i64) -> ExperimentSpec {
             nanos: 0,
         }),
         description: String::new(),
+        partition: None,
     })
     .expect("valid")
 }

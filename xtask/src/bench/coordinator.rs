@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
-use faultd_tests::lab::{Lab, LabOptions};
+use faultd_tests::{
+    faults::{all, experiment},
+    lab::{Lab, LabOptions},
+};
 use serde_json::json;
 
 use super::{
@@ -127,30 +130,17 @@ async fn measure(agents: usize, simulated: bool, experiments: usize) -> anyhow::
     let mut latencies = Vec::new();
     for i in 0..WARM_UP + experiments {
         let id = format!("bench-{agents}-{i}");
-        let spec = pb::ExperimentSpec {
-            id: id.clone(),
-            faults: vec![pb::FaultTemplate {
-                kind: Some(pb::fault_template::Kind::Loss(apb::LossFault {
-                    probability_ppm: 1_000,
-                    direction: apb::Direction::Egress.into(),
-                    filter: None,
-                })),
-            }],
-            selector: Some(pb::Selector {
-                targets: vec![apb::TargetPattern {
-                    kind: Some(apb::target_pattern::Kind::CgroupGlob(glob.clone())),
-                }],
-                ..Default::default()
+        let spec = experiment(
+            &id,
+            pb::fault_template::Kind::Loss(apb::LossFault {
+                probability_ppm: 1_000,
+                direction: apb::Direction::Egress.into(),
+                filter: None,
             }),
-            mode: Some(pb::SelectionMode {
-                mode: Some(pb::selection_mode::Mode::All(pb::selection_mode::All {})),
-            }),
-            duration: Some(prost_types::Duration {
-                seconds: 600,
-                nanos: 0,
-            }),
-            description: "bench".into(),
-        };
+            apb::target_pattern::Kind::CgroupGlob(glob.clone()),
+            all(),
+            600,
+        );
         let t0 = Instant::now();
         let x = op
             .create_experiment(pb::CreateExperimentRequest { spec: Some(spec) })

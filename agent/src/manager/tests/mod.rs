@@ -56,6 +56,23 @@ impl Resolver for FakeResolver {
             .collect()
     }
 
+    fn addresses(&self, cgroup: &ResolvedCgroup) -> Result<Vec<std::net::IpAddr>, TargetError> {
+        // One address per listed cgroup: 10.0.<index>.1.
+        let i = LISTED
+            .iter()
+            .position(|p| *p == cgroup.path)
+            .ok_or_else(|| TargetError::Addresses {
+                cgroup: cgroup.path.clone(),
+                detail: "not listed".into(),
+            })?;
+        Ok(vec![std::net::IpAddr::from([
+            10,
+            0,
+            u8::try_from(i).expect("few cgroups"),
+            1,
+        ])])
+    }
+
     fn resolve(&self, target: &TargetSpec) -> Result<ResolvedCgroup, TargetError> {
         match target {
             TargetSpec::CgroupPath(p) => {

@@ -5,8 +5,12 @@
 //! program attached: someone pinning one of our links (e.g. `bpftool link
 //! pin`), and kernels that lack cgroup bpf links (< 5.7), where attachments
 //! are legacy BPF_PROG_ATTACH ones that outlive the process. The agent holds
-//! the node-wide lock when this runs, so any faultd program found attached
-//! belongs to a dead instance.
+//! its lock when this runs, so any faultd program attached in its scope
+//! belongs to a dead instance. Agents of other scopes (one node split
+//! between agents, each with its own `cgroup.scope` and lock) may be alive,
+//! so only what is attached inside the scope is removed: cgroup links whose
+//! cgroup lies in it, and links of other kinds (tc, LSM, kprobe) only by an
+//! agent whose scope is the whole tree.
 //!
 //! The bpf(2) commands used here are not exposed by aya, so they are issued
 //! directly with attribute structs laid out as in include/uapi/linux/bpf.h.
@@ -24,11 +28,14 @@ use tracing::{info, warn};
 
 const BPF_PROG_DETACH: libc::c_long = 9;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_LINK_DETACH: libc::c_long = 34;
 const BPF_CGROUP_INET_INGRESS: u32 = 0;
 const BPF_CGROUP_INET_EGRESS: u32 = 1;
+/// enum bpf_link_type: BPF_LINK_TYPE_CGROUP.
+const BPF_LINK_TYPE_CGROUP: u32 = 3;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CleanupReport {
@@ -47,8 +54,11 @@ pub enum CleanupError {
 }
 
 /// Finds our programs, then detaches every link and legacy attachment of
-/// theirs. Cheap when there is nothing: one pass over loaded programs.
-pub fn remove_leftovers(cgroup_mount: &Path) -> Result<CleanupReport, CleanupError> {
+/// theirs within `scope` (a cgroup path relative to `mount`, "" for the
+/// whole tree). Cheap when there is nothing: one pass over loaded programs.
+pub fn remove_leftovers(mount: &Path, scope: &str) -> Result<CleanupReport, CleanupError> {
+    let whole_tree = scope.trim_matches('/').is_empty();
+    let cgroup_mount = &mount.join(scope.trim_matches('/'));
     let mut ours = BTreeSet::new();
     for prog in aya::programs::loaded_programs() {
         let prog = prog.map_err(|e| CleanupError::Programs(Box::new(e)))?;
@@ -63,13 +73,35 @@ pub fn remove_leftovers(cgroup_mount: &Path) -> Result<CleanupReport, CleanupErr
     if ours.is_empty() {
         return Ok(report);
     }
-    warn!(programs = ?ours, "found faultd programs left by a previous instance; removing their attachments");
+    // The cgroups of the scope, by id (a cgroup2 directory's inode number
+    // is its cgroup id, kernel/cgroup/cgroup.c `cgroup_id`).
+    let in_scope: BTreeSet<u64> = walk_cgroups(cgroup_mount)
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .collect();
 
     for link in aya::programs::loaded_links() {
         let link = link.map_err(|e| CleanupError::Links(Box::new(e)))?;
         if !ours.contains(&link.program_id()) {
             continue;
         }
+        let mine = match link_target(link.id()) {
+            Ok(LinkTarget::Cgroup(id)) => in_scope.contains(&id),
+            Ok(LinkTarget::Other) => whole_tree,
+            // Gone meanwhile, or unreadable: not ours to judge.
+            Err(e) => {
+                tracing::debug!(link_id = link.id(), error = %e, "reading link info");
+                false
+            }
+        };
+        if !mine {
+            continue;
+        }
+        warn!(
+            link_id = link.id(),
+            prog_id = link.program_id(),
+            "found a faultd link left by a previous instance; detaching it"
+        );
         match detach_link(link.id()) {
             Ok(()) => {
                 info!(
@@ -198,6 +230,54 @@ fn detach_link(link_id: u32) -> io::Result<()> {
     bpf(BPF_LINK_DETACH, &mut detach).map(|_| ())
 }
 
+#[repr(C)]
+struct ObjGetInfo {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// struct bpf_link_info up to the `cgroup` member of its union (8-aligned,
+/// at offset 16), with room for the larger members the kernel may fill.
+#[repr(C)]
+#[derive(Default)]
+struct LinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    cgroup_id: u64,
+    attach_type: u32,
+    _rest: [u32; 9],
+}
+
+enum LinkTarget {
+    Cgroup(u64),
+    Other,
+}
+
+/// What a link is attached to: a cgroup (its id) or something else.
+fn link_target(link_id: u32) -> io::Result<LinkTarget> {
+    let mut get = GetFdById {
+        id: link_id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    let fd = fd_from(bpf(BPF_LINK_GET_FD_BY_ID, &mut get)?)?;
+    let mut info = LinkInfo::default();
+    let mut attr = ObjGetInfo {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<LinkInfo>() as u32,
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(if info.link_type == BPF_LINK_TYPE_CGROUP {
+        LinkTarget::Cgroup(info.cgroup_id)
+    } else {
+        LinkTarget::Other
+    })
+}
+
 fn query(cgroup: &File, attach_type: u32) -> io::Result<Vec<u32>> {
     let mut ids = vec![0u32; 64];
     let mut q = ProgQuery {
@@ -241,6 +321,9 @@ mod tests {
         assert_eq!(std::mem::offset_of!(ProgQuery, prog_cnt), 24);
         assert_eq!(size_of::<GetFdById>(), 12);
         assert_eq!(size_of::<ProgDetach>(), 16);
+        assert_eq!(std::mem::offset_of!(LinkInfo, cgroup_id), 16);
+        assert_eq!(std::mem::offset_of!(LinkInfo, attach_type), 24);
+        assert_eq!(size_of::<ObjGetInfo>(), 16);
     }
 
     #[test]

@@ -397,6 +397,45 @@ async fn a_pinned_leftover_is_removed_when_the_agent_starts() {
     assert!(agent.log().contains("removed leftovers"), "{}", agent.log());
 }
 
+/// Agents of disjoint scopes share one node (each with its own lock): one
+/// starting up removes only what lies in its own scope, never the live
+/// faults of another.
+#[tokio::test]
+async fn an_agent_starting_in_another_scope_leaves_live_faults_alone() {
+    if !require_root() {
+        return;
+    }
+    let scope_a = CgroupGuard::new("scope-a");
+    let scope_b = CgroupGuard::new("scope-b");
+    let target = scope_a.child("app");
+    let scoped = |scope: &CgroupGuard| {
+        let mut agent = AgentGuard::start(AgentOptions {
+            config_toml: Some(format!("[cgroup]\nscope = \"{}\"\n", scope.relative_str())),
+            own_lock: true,
+            ..Default::default()
+        });
+        agent.wait_ready();
+        agent
+    };
+    let a = scoped(&scope_a);
+    let mut client = a.client().await;
+    apply(
+        &mut client,
+        &Loss::new("held", target.relative_str(), 1_000_000),
+    )
+    .await;
+    let (_, received) = blast(Some(&target), None);
+    assert_eq!(received, 0, "100% loss before the second agent starts");
+    let b = scoped(&scope_b);
+    let (sent, received) = blast(Some(&target), None);
+    println!(
+        "after an agent of another scope started: {received} of {} arrived",
+        sent.sent
+    );
+    assert_eq!(received, 0, "the other agent's start detached a live fault");
+    assert!(!b.log().contains("detached leftover"), "{}", b.log());
+}
+
 #[tokio::test]
 async fn invalid_requests_name_the_field_and_attach_nothing() {
     if !require_root() {

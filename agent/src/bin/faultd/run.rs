@@ -40,7 +40,7 @@ pub async fn run(config: Config, dev_plaintext: Option<SocketAddr>) -> anyhow::R
 
     // Holding the lock, anything of faultd's attached in our part of the
     // tree was left by a dead instance.
-    match remove_leftovers(&cgroups.mount().join(&scope)) {
+    match remove_leftovers(cgroups.mount(), &scope) {
         Ok(r) if r.links_detached + r.legacy_detached > 0 => {
             warn!(
                 links = r.links_detached,

@@ -29,6 +29,41 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Where experiments' stop conditions are evaluated; without it, an
+    /// experiment with stop conditions is refused.
+    #[serde(default)]
+    pub prometheus: Option<PrometheusConfig>,
+}
+
+/// The Prometheus server stop conditions query (HTTP API, plain HTTP: run
+/// it on the coordinator's host or behind a local proxy).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// e.g. "http://127.0.0.1:9090".
+    pub url: String,
+    /// How often a running experiment's conditions are evaluated.
+    #[serde(default = "default_prometheus_interval", with = "duration_text")]
+    pub interval: Duration,
+    /// How long a condition may go unevaluated (Prometheus down, no
+    /// sample) before its experiment aborts.
+    #[serde(default = "default_prometheus_grace", with = "duration_text")]
+    pub grace: Duration,
+    /// Longest one query may take.
+    #[serde(default = "default_prometheus_timeout", with = "duration_text")]
+    pub timeout: Duration,
+}
+
+fn default_prometheus_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_prometheus_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_prometheus_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_name() -> String {
@@ -228,6 +263,24 @@ impl Config {
                 "agents.lease_ttl",
                 "must be at least 3s (renewed every third of it)",
             ));
+        }
+        if let Some(p) = &self.prometheus {
+            if !p.url.starts_with("http://") || p.url.parse::<hyper::Uri>().is_err() {
+                return Err(invalid(
+                    "prometheus.url",
+                    format!("{:?} is not an http:// URL", p.url),
+                ));
+            }
+            if p.interval.is_zero() {
+                return Err(invalid("prometheus.interval", "must be above zero"));
+            }
+            // A query must end before the next renewal is due.
+            if p.timeout.is_zero() || p.timeout >= self.agents.lease_ttl / 3 {
+                return Err(invalid(
+                    "prometheus.timeout",
+                    "must be above zero and below a third of agents.lease_ttl",
+                ));
+            }
         }
         if self.agents.call_timeout.is_zero() || self.agents.call_timeout >= self.agents.lease_ttl {
             return Err(invalid(

@@ -7,6 +7,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
 
+use crate::conditions::{Comparison, StopCondition};
+
 /// Longest experiment id: fault ids on the agents are
 /// `fdc:<experiment>:<target>:<fault>` and may be 128 characters.
 pub const MAX_ID_LEN: usize = 64;
@@ -51,6 +53,7 @@ pub struct ExperimentSpec {
     pub selector: Selector,
     pub mode: Mode,
     pub partition: Option<PartitionSpec>,
+    pub stop_conditions: Vec<StopCondition>,
     pub duration: Duration,
     pub description: String,
     /// The spec as received, stored and returned as is.
@@ -172,12 +175,14 @@ impl TryFrom<pb::ExperimentSpec> for ExperimentSpec {
         if spec.description.len() > 4096 {
             return Err(invalid("spec.description", "must be at most 4096 bytes"));
         }
+        let stop_conditions = conditions_from(&spec.stop_conditions)?;
         Ok(Self {
             id: spec.id.clone(),
             faults,
             selector,
             mode,
             partition,
+            stop_conditions,
             duration,
             description: spec.description.clone(),
             wire: spec,
@@ -190,6 +195,57 @@ impl ExperimentSpec {
     pub fn selectors(&self) -> impl Iterator<Item = &Selector> {
         std::iter::once(&self.selector).chain(self.partition.as_ref().map(|p| &p.b))
     }
+}
+
+/// Most stop conditions per experiment.
+pub const MAX_STOP_CONDITIONS: usize = 8;
+
+fn conditions_from(wire: &[pb::StopCondition]) -> Result<Vec<StopCondition>, InvalidField> {
+    if wire.len() > MAX_STOP_CONDITIONS {
+        return Err(invalid(
+            "spec.stop_conditions",
+            format!("at most {MAX_STOP_CONDITIONS}, got {}", wire.len()),
+        ));
+    }
+    wire.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let field = |f: &str| format!("spec.stop_conditions[{i}].{f}");
+            if c.query.trim().is_empty() {
+                return Err(invalid(field("query"), "is required"));
+            }
+            if c.query.len() > 4096 {
+                return Err(invalid(field("query"), "must be at most 4096 bytes"));
+            }
+            if !c.threshold.is_finite() {
+                return Err(invalid(field("threshold"), "must be a finite number"));
+            }
+            let comparison = match pb::Comparison::try_from(c.comparison) {
+                Ok(pb::Comparison::Unspecified | pb::Comparison::Above) => Comparison::Above,
+                Ok(pb::Comparison::Below) => Comparison::Below,
+                Err(_) => {
+                    return Err(invalid(
+                        field("comparison"),
+                        format!("unknown value {}", c.comparison),
+                    ));
+                }
+            };
+            let hold = match c.hold {
+                None => Duration::ZERO,
+                Some(d) if d.seconds < 0 || d.nanos < 0 => {
+                    return Err(invalid(field("hold"), "must not be negative"));
+                }
+                Some(d) => Duration::try_from(d)
+                    .map_err(|e| invalid(field("hold"), format!("is not a valid duration: {e}")))?,
+            };
+            Ok(StopCondition {
+                query: c.query.clone(),
+                comparison,
+                threshold: c.threshold,
+                hold,
+            })
+        })
+        .collect()
 }
 
 /// A partition's sides' options, and the fault it applies per peer
@@ -416,6 +472,7 @@ mod tests {
             }),
             description: String::new(),
             partition: None,
+            stop_conditions: Vec::new(),
         }
     }
 

@@ -4,11 +4,13 @@
 //!
 //! Layers, outermost first: `service` (gRPC, authorization, audit) ->
 //! `engine` (experiment lifecycle) -> `policy`, `select`, `partition`
-//! (pure checks, selection and plans), `agents`
+//! (pure checks, selection and plans), `conditions` (stop conditions over
+//! the Prometheus API), `agents`
 //! (calls to agents, behind a trait), `store` (SQLite) -> `experiment`,
 //! `inventory`, `config` (domain and files).
 
 pub mod agents;
+pub mod conditions;
 pub mod config;
 pub mod engine;
 pub mod experiment;

@@ -116,7 +116,9 @@ pub fn status(err: &EngineError) -> Status {
         EngineError::Policy(_) => Code::InvalidArgument,
         EngineError::NotFound(_) => Code::NotFound,
         EngineError::Conflict(_) => Code::AlreadyExists,
-        EngineError::Halted { .. } | EngineError::Selection(_) => Code::FailedPrecondition,
+        EngineError::Halted { .. } | EngineError::Selection(_) | EngineError::Condition(_) => {
+            Code::FailedPrecondition
+        }
         // Nothing was applied; an unreachable agent may come back.
         EngineError::Agent(e) if e.unreachable() => Code::Unavailable,
         EngineError::Agent(_) => Code::FailedPrecondition,

@@ -238,6 +238,7 @@ pub fn experiment(
         }),
         description: "test".into(),
         partition: None,
+        stop_conditions: Vec::new(),
     }
 }
 

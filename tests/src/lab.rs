@@ -67,6 +67,8 @@ pub struct LabOptions {
     pub lease_ttl: Duration,
     /// Appended to every agent's config.
     pub agent_toml: String,
+    /// Appended to the coordinator's config.
+    pub coordinator_toml: String,
     /// Instead of a faultd per node, one `faultd-simagent` process in the
     /// hub serving every node's agent (real service and manager, simulated
     /// kernel), on 127.0.0.1: for scales one kernel cannot host. `nodes`
@@ -83,6 +85,7 @@ impl Default for LabOptions {
             policy_toml: "[limits]\nmax_node_fraction = 1.0\n".to_owned(),
             lease_ttl: Duration::from_secs(6),
             agent_toml: String::new(),
+            coordinator_toml: String::new(),
             simulated: false,
         }
     }
@@ -427,7 +430,7 @@ impl Lab {
              = [\"{READER_ID}\"]\n\n[agents]\ninventory = \"{inv}\"\nca = \"{ca}\"\ncert = \
              \"{cert}\"\nkey = \"{key}\"\nlease_ttl = \"{ttl}ms\"\ncall_timeout = \"{timeout}ms\"\n\n\
              [store]\npath = \"{store}\"\n\n[policy]\npath = \"{policy}\"\n\n[audit]\npath = \
-             \"{audit}\"\n",
+             \"{audit}\"\n{extra}",
             ca = coordinator_tls.ca.display(),
             cert = coordinator_tls.cert.display(),
             key = coordinator_tls.key.display(),
@@ -437,6 +440,7 @@ impl Lab {
             store = d.join("coordinator.db").display(),
             policy = d.join("policy.toml").display(),
             audit = d.join("coordinator-audit.jsonl").display(),
+            extra = opts.coordinator_toml,
         );
         let config_path = d.join("coordinator.toml");
         fs::write(&config_path, config).expect("coordinator config");

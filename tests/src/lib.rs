@@ -10,6 +10,8 @@
 //! - [`certs`]: a CA and the certificates it signs, for the mutual-TLS tests.
 //! - [`netns`], [`lab`]: network namespaces, connections made inside them,
 //!   and a multi-node lab of agents and a coordinator on one kernel.
+//! - [`prometheus`]: a real Prometheus server and a gauge it scrapes, for
+//!   stop conditions.
 //! - [`stats`]: acceptance intervals for loss rates, so a 30% loss test neither
 //!   flakes nor accepts 25%.
 //! - [`bpf`]: what the kernel has loaded and attached, read through `bpftool -j`.
@@ -31,6 +33,7 @@ pub mod listener;
 mod locate;
 pub mod measure;
 pub mod netns;
+pub mod prometheus;
 pub mod stats;
 pub mod traffic;
 

@@ -28,6 +28,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "xz-utils",          // compressed kernel modules (Debian 6.12 ships .ko.xz)
     "iptables",          // bench: the iptables cgroup+statistic drop rules faultd is compared with
     "fonts-dejavu-core", // bench: text in the PNG charts
+    "prometheus",        // stop-condition tests: a real server the coordinator queries
 ];
 
 /// bpf-linker release built against the toolchain's own LLVM.

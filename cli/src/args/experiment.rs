@@ -111,6 +111,12 @@ pub struct CreateArgs {
     #[arg(long, default_value = "")]
     pub description: String,
 
+    /// Abort when a Prometheus query crosses a threshold, e.g.
+    /// 'sum(rate(http_errors_total[30s])) / sum(rate(http_requests_total[30s])) > 0.05 for 15s'
+    /// (repeatable; the comparison is the last > or <).
+    #[arg(long = "stop-when", value_name = "QUERY > N [for D]", value_parser = parse_stop_when)]
+    pub stop_when: Vec<pb::StopCondition>,
+
     /// The fault applied to every selected target.
     #[command(subcommand)]
     pub fault: KindCommand,
@@ -170,6 +176,10 @@ pub struct PartitionArgs {
     /// What the experiment is for.
     #[arg(long, default_value = "")]
     pub description: String,
+
+    /// Abort when a Prometheus query crosses a threshold (as for `create`).
+    #[arg(long = "stop-when", value_name = "QUERY > N [for D]", value_parser = parse_stop_when)]
+    pub stop_when: Vec<pb::StopCondition>,
 }
 
 impl PartitionArgs {
@@ -214,6 +224,7 @@ impl PartitionArgs {
                     .map_err(|_| ArgsError::DurationTooLong(self.duration))?,
             ),
             description: self.description.clone(),
+            stop_conditions: self.stop_when.clone(),
             partition: Some(pb::Partition {
                 a: Some(a),
                 b: Some(b),
@@ -278,6 +289,44 @@ fn parse_mode(input: &str) -> Result<Mode, String> {
     }
 }
 
+/// `QUERY > N`, `QUERY < N`, optionally followed by `for D`.
+fn parse_stop_when(input: &str) -> Result<pb::StopCondition, String> {
+    let (cond, hold) = match input.rsplit_once(" for ") {
+        Some((c, d)) => {
+            let hold = parse_duration(d.trim()).map_err(|e| format!("{d:?}: {e}"))?;
+            (c, Some(hold))
+        }
+        None => (input, None),
+    };
+    let at = cond
+        .rfind(['>', '<'])
+        .ok_or_else(|| format!("{input:?} has no > or < comparison"))?;
+    let (query, rest) = cond.split_at(at);
+    let comparison = if rest.starts_with('>') {
+        pb::Comparison::Above
+    } else {
+        pb::Comparison::Below
+    };
+    let number = rest[1..].trim();
+    let threshold: f64 = number
+        .parse()
+        .ok()
+        .filter(|t: &f64| t.is_finite())
+        .ok_or_else(|| format!("{number:?} after the comparison is not a number"))?;
+    if query.trim().is_empty() {
+        return Err(format!("{input:?} has no query before the comparison"));
+    }
+    Ok(pb::StopCondition {
+        query: query.trim().to_owned(),
+        comparison: comparison.into(),
+        threshold,
+        hold: hold
+            .map(prost_types::Duration::try_from)
+            .transpose()
+            .map_err(|e| format!("hold: {e}"))?,
+    })
+}
+
 fn parse_label(input: &str) -> Result<(String, String), String> {
     match input.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -319,6 +368,7 @@ impl CreateArgs {
             ),
             description: self.description.clone(),
             partition: None,
+            stop_conditions: self.stop_when.clone(),
         })
     }
 }

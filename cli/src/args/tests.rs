@@ -717,3 +717,60 @@ fn partition_flags_make_two_sides() {
     let err = p.to_spec().unwrap_err().to_string();
     assert!(err.contains("--b-cgroup-glob"), "{err}");
 }
+
+#[test]
+fn stop_conditions_parse_query_comparison_threshold_and_hold() {
+    let cli = parse(&[
+        "experiment",
+        "create",
+        "--id",
+        "x",
+        "--duration",
+        "2m",
+        "--cgroup-glob",
+        "app/*",
+        "--stop-when",
+        "sum(rate(errors[30s])) / sum(rate(requests[30s])) > 0.05 for 15s",
+        "--stop-when",
+        "up{job=\"pay\"} < 1",
+        "loss",
+        "--percent",
+        "10",
+    ])
+    .unwrap();
+    let Command::Experiment(ExperimentCommand::Create(create)) = cli.command else {
+        panic!("create")
+    };
+    let spec = create.to_spec().unwrap();
+    use faultd_proto::coordinator::v1::Comparison;
+    let c = &spec.stop_conditions;
+    assert_eq!(
+        c[0].query,
+        "sum(rate(errors[30s])) / sum(rate(requests[30s]))"
+    );
+    assert_eq!(c[0].comparison, i32::from(Comparison::Above));
+    assert!((c[0].threshold - 0.05).abs() < 1e-12);
+    assert_eq!(c[0].hold.map(|d| d.seconds), Some(15));
+    assert_eq!(c[1].query, "up{job=\"pay\"}");
+    assert_eq!(c[1].comparison, i32::from(Comparison::Below));
+    assert_eq!(c[1].hold, None);
+    for bad in ["no comparison", "x > many", "> 1"] {
+        let err = parse(&[
+            "experiment",
+            "create",
+            "--id",
+            "x",
+            "--duration",
+            "1m",
+            "--cgroup-glob",
+            "a",
+            "--stop-when",
+            bad,
+            "loss",
+            "--percent",
+            "1",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad}: {err}");
+    }
+}

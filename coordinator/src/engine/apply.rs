@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use super::{Engine, EngineError, lock};
 use crate::{
     agents::{AgentApi, AgentError},
+    conditions,
     experiment::{ExperimentSpec, Selector, fault_id, lease_id},
     partition::{self, Member},
     policy::Selected,
@@ -37,6 +38,9 @@ pub(super) async fn create<A: AgentApi>(
     let (policy, _) = engine.policy();
     policy.check_spec(&spec)?;
     policy.check_concurrency(engine.running_count())?;
+    if !spec.stop_conditions.is_empty() {
+        check_conditions(engine, &spec).await?;
+    }
 
     // Which targets get which faults, every rule checked, nothing applied.
     let (plan, matched) = match &spec.partition {
@@ -274,6 +278,37 @@ pub(super) async fn create<A: AgentApi>(
     engine.record(&exp, events)?;
     warn!(experiment = %spec.id, %reason, "failed");
     Ok(exp)
+}
+
+/// Evaluates every stop condition once before anything is applied: one
+/// that cannot be evaluated, or already holds, refuses the experiment.
+async fn check_conditions<A: AgentApi>(
+    engine: &Engine<A>,
+    spec: &ExperimentSpec,
+) -> Result<(), EngineError> {
+    let Some(metrics) = &engine.inner.settings.metrics else {
+        return Err(EngineError::Condition(
+            "spec.stop_conditions: this coordinator has no [prometheus] section to evaluate them"
+                .into(),
+        ));
+    };
+    let results = conditions::evaluate(metrics.as_ref(), &spec.stop_conditions).await;
+    for (i, (c, r)) in spec.stop_conditions.iter().zip(&results).enumerate() {
+        match r {
+            Err(e) => {
+                return Err(EngineError::Condition(format!(
+                    "spec.stop_conditions[{i}] ({c}) cannot be evaluated: {e}"
+                )));
+            }
+            Ok(v) if c.holds(*v) => {
+                return Err(EngineError::Condition(format!(
+                    "spec.stop_conditions[{i}] ({c}) already holds: observed {v}"
+                )));
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The targets `selector` matches on the nodes it names, each with its

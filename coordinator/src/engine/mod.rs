@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::{
     agents::{AgentApi, AgentError},
+    conditions::Metrics,
     experiment::{ExperimentSpec, InvalidField},
     inventory::Inventory,
     policy::{Policy, Violation},
@@ -57,6 +58,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("policy file: {0}")]
     PolicyFile(String),
+    /// A stop condition refuses the experiment before anything is applied.
+    #[error("{0}")]
+    Condition(String),
 }
 
 /// Wall-clock time, injectable so tests run leases in virtual time.
@@ -72,6 +76,14 @@ pub struct Settings {
     /// The policy file, for reloads; None keeps the policy given at start.
     pub policy_path: Option<PathBuf>,
     pub clock: Clock,
+    /// Where stop conditions are evaluated; None refuses experiments that
+    /// have any.
+    pub metrics: Option<Arc<dyn Metrics>>,
+    /// How often a running experiment's stop conditions are evaluated.
+    pub metrics_every: Duration,
+    /// How long a stop condition may go unevaluated before the experiment
+    /// aborts.
+    pub metrics_grace: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -91,6 +103,9 @@ impl Settings {
             renew_every: lease_ttl / 3,
             policy_path,
             clock: Arc::new(SystemTime::now),
+            metrics: None,
+            metrics_every: Duration::from_secs(1),
+            metrics_grace: Duration::from_secs(30),
         }
     }
 }

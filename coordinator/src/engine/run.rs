@@ -19,7 +19,11 @@ use tokio::{sync::watch, time::Instant};
 use tracing::{info, warn};
 
 use super::{Engine, Running, Stop, id_of, lock};
-use crate::{agents::AgentApi, experiment::lease_id};
+use crate::{
+    agents::AgentApi,
+    conditions,
+    experiment::{ExperimentSpec, lease_id},
+};
 
 /// How a run ended.
 #[derive(Debug)]
@@ -30,6 +34,8 @@ pub(super) enum Outcome {
     Lost(Vec<(String, String)>),
     /// Ended without a run (found after a restart), in this state.
     Ended(pb::ExperimentState, String),
+    /// A stop condition held, or could not be evaluated past the grace.
+    Condition(String),
 }
 
 /// Starts the run of `exp` (RUNNING) until `deadline`.
@@ -89,6 +95,16 @@ async fn watch_over<A: AgentApi>(
         + deadline
             .duration_since(engine.now())
             .unwrap_or(Duration::ZERO);
+    let conditions = exp
+        .spec
+        .clone()
+        .and_then(|s| ExperimentSpec::try_from(s).ok())
+        .map(|s| s.stop_conditions)
+        .unwrap_or_default();
+    let mut watch = (!conditions.is_empty())
+        .then(|| conditions::Watch::new(conditions, settings.metrics_grace));
+    let mut metrics_ticker = tokio::time::interval(settings.metrics_every);
+    metrics_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             changed = stop.changed() => {
@@ -102,6 +118,25 @@ async fn watch_over<A: AgentApi>(
                 }
             }
             () = tokio::time::sleep_until(deadline_at) => return Outcome::Completed,
+            _ = metrics_ticker.tick(), if watch.is_some() => {
+                let Some(w) = watch.as_mut() else { continue };
+                // Conditions nobody can evaluate (the coordinator restarted
+                // without [prometheus]) are chaos run blind: abort.
+                let Some(metrics) = settings.metrics.as_ref() else {
+                    return Outcome::Condition(
+                        "the experiment has stop conditions, but this coordinator has no \
+                         [prometheus] section to evaluate them"
+                            .into(),
+                    );
+                };
+                let results = conditions::evaluate(metrics.as_ref(), w.conditions()).await;
+                if let conditions::Verdict::Abort(why) =
+                    w.observe(Instant::now().into_std(), &results)
+                {
+                    warn!(experiment = %id_of(exp), %why, "stop condition: aborting");
+                    return Outcome::Condition(why);
+                }
+            }
             _ = ticker.tick() => {
                 let renewals = futures::future::join_all(expected.keys().map(|node| {
                     let lease = lease.clone();
@@ -196,6 +231,7 @@ pub(super) async fn finish<A: AgentApi>(
         ),
         Outcome::Stopped(Stop::Halt(r)) => (pb::ExperimentState::Stopped, format!("halted: {r}")),
         Outcome::Ended(state, reason) => (*state, reason.clone()),
+        Outcome::Condition(why) => (pb::ExperimentState::Aborted, why.clone()),
         Outcome::Lost(l) => (
             pb::ExperimentState::Aborted,
             l.iter()

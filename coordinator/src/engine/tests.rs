@@ -300,6 +300,7 @@ fn spec(id: &str, mode: pb::selection_mode::Mode, secs: i64) -> ExperimentSpec {
         }),
         description: String::new(),
         partition: None,
+        stop_conditions: Vec::new(),
     })
     .expect("valid spec")
 }
@@ -693,4 +694,111 @@ async fn a_partition_that_breaks_a_rule_or_cannot_separate_applies_nothing() {
         .expect_err("same targets on both sides");
     assert!(err.to_string().contains("on both sides"), "{err}");
     assert_eq!(fake.applies(), 0);
+}
+
+/// A metrics source whose one value the test sets.
+#[derive(Clone, Debug)]
+struct FakeMetrics(Arc<Mutex<Result<f64, String>>>);
+
+impl crate::conditions::Metrics for FakeMetrics {
+    fn query<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<f64, crate::conditions::QueryError>> + Send + 'a>,
+    > {
+        let v = self.0.lock().expect("lock").clone();
+        Box::pin(async move { v.map_err(crate::conditions::QueryError) })
+    }
+}
+
+fn with_condition(id: &str, hold_s: i64) -> ExperimentSpec {
+    let mut wire = spec(id, all(), 600).wire;
+    wire.stop_conditions = vec![pb::StopCondition {
+        query: "error_ratio".into(),
+        comparison: pb::Comparison::Above.into(),
+        threshold: 0.05,
+        hold: Some(prost_types::Duration {
+            seconds: hold_s,
+            nanos: 0,
+        }),
+    }];
+    ExperimentSpec::try_from(wire).expect("valid")
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_conditions_refuse_abort_and_fail_safe() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fake = Fake::with_nodes(2, 1);
+    // No metrics source: refused, nothing applied.
+    let e = engine(&fake, 2, open_policy(), dir.path());
+    let err = e
+        .create(with_condition("none", 2), "t")
+        .await
+        .expect_err("no prometheus");
+    assert!(err.to_string().contains("[prometheus]"), "{err}");
+
+    let value = Arc::new(Mutex::new(Ok(0.2)));
+    let mut settings = Settings::new(TTL, None);
+    settings.clock = virtual_clock();
+    settings.metrics = Some(Arc::new(FakeMetrics(Arc::clone(&value))));
+    settings.metrics_grace = Duration::from_secs(5);
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = Engine::new(
+        fake.clone(),
+        Store::open(&dir.path().join("state.db")).expect("store"),
+        inventory(2),
+        (open_policy(), "sha".into()),
+        settings,
+        StdRng::seed_from_u64(1),
+    );
+    // Already holding: refused before anything is applied.
+    let err = e
+        .create(with_condition("hot", 2), "t")
+        .await
+        .expect_err("holds");
+    assert!(
+        err.to_string().contains("already holds: observed 0.2"),
+        "{err}"
+    );
+    assert_eq!(fake.applies(), 0);
+
+    // Crossing the threshold for the hold aborts and reverts.
+    *value.lock().expect("lock") = Ok(0.01);
+    e.create(with_condition("watched", 2), "t")
+        .await
+        .expect("create");
+    assert_eq!(fake.faults(), 2);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(fake.faults(), 2, "below the threshold: still running");
+    *value.lock().expect("lock") = Ok(0.3);
+    let flipped = Instant::now();
+    let x = wait_ended(&e, "watched").await;
+    let took = flipped.elapsed();
+    assert_eq!(state_of(&x), pb::ExperimentState::Aborted);
+    assert!(x.end_reason.contains("observed 0.3"), "{}", x.end_reason);
+    // Hold (2 s) plus at most one evaluation interval (1 s), plus the
+    // waiting loop's 100 ms step.
+    assert!(took <= Duration::from_millis(3100), "{took:?}");
+    assert_eq!(fake.faults(), 0);
+
+    // Unevaluable for longer than the grace: abort (fail safe).
+    *value.lock().expect("lock") = Ok(0.0);
+    e.create(with_condition("blind", 2), "t")
+        .await
+        .expect("create");
+    *value.lock().expect("lock") = Err("connection refused".into());
+    let x = wait_ended(&e, "blind").await;
+    assert_eq!(state_of(&x), pb::ExperimentState::Aborted);
+    assert!(
+        x.end_reason.contains("could not be evaluated"),
+        "{}",
+        x.end_reason
+    );
+    assert!(
+        x.end_reason.contains("connection refused"),
+        "{}",
+        x.end_reason
+    );
+    assert_eq!(fake.faults(), 0);
 }

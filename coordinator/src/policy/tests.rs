@@ -29,6 +29,7 @@ fn spec(faults: Vec<pb::fault_template::Kind>, secs: i64) -> ExperimentSpec {
         }),
         description: String::new(),
         partition: None,
+        stop_conditions: Vec::new(),
     })
     .expect("valid")
 }

@@ -22,6 +22,7 @@ pub const HOST_ONLY: &[(&str, &str)] = &[
     ("coordinator", LAB),
     ("partition", LAB),
     ("policy", LAB),
+    ("stop_conditions", LAB),
     ("tls", LAB),
 ];
 

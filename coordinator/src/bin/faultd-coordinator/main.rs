@@ -89,12 +89,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let client_tls = tls::client_config(&config.agents.tls()).context("agents TLS")?;
     let agents = GrpcAgents::new(&inventory, client_tls, config.agents.call_timeout)
         .context("agent channels")?;
+    let mut settings = Settings::new(config.agents.lease_ttl, Some(config.policy.path.clone()));
+    if let Some(p) = &config.prometheus {
+        info!(url = %p.url, interval = ?p.interval, grace = ?p.grace, "stop conditions through Prometheus");
+        settings.metrics = Some(std::sync::Arc::new(
+            faultd_coordinator::conditions::Prometheus::new(&p.url, p.timeout),
+        ));
+        settings.metrics_every = p.interval;
+        settings.metrics_grace = p.grace;
+    }
     let engine = Engine::new(
         agents,
         store,
         inventory,
         policy,
-        Settings::new(config.agents.lease_ttl, Some(config.policy.path.clone())),
+        settings,
         rand::rngs::StdRng::from_os_rng(),
     );
     let findings = engine

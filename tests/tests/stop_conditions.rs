@@ -1,0 +1,216 @@
+//! Stop conditions against a real Prometheus (Debian's package), started
+//! by the test in the lab's hub namespace next to the coordinator and
+//! scraping a gauge the test sets: an experiment aborts, reverting its
+//! fault, when the gauge crosses the threshold for the condition's hold,
+//! and when Prometheus goes away for longer than the grace. Root only;
+//! prints SKIP otherwise.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
+use faultd_tests::{
+    faults::{all, experiment},
+    lab::{Lab, LabOptions},
+    prometheus::{Gauge, PrometheusGuard, prometheus_bin},
+    require_root,
+};
+
+/// Prometheus scrapes the gauge this often.
+const SCRAPE: Duration = Duration::from_secs(1);
+/// The coordinator evaluates conditions this often.
+const EVALUATE: Duration = Duration::from_millis(500);
+/// A condition may go unevaluated this long.
+const GRACE: Duration = Duration::from_secs(3);
+const HOLD: Duration = Duration::from_secs(2);
+const PROMETHEUS: &str = "127.0.0.1:19090";
+
+fn spec(id: &str, glob: &str) -> pb::ExperimentSpec {
+    let mut spec = experiment(
+        id,
+        pb::fault_template::Kind::Loss(apb::LossFault {
+            probability_ppm: 500_000,
+            direction: apb::Direction::Egress.into(),
+            filter: None,
+        }),
+        apb::target_pattern::Kind::CgroupGlob(glob.into()),
+        all(),
+        600,
+    );
+    spec.stop_conditions = vec![pb::StopCondition {
+        query: "faultd_test_value".into(),
+        comparison: pb::Comparison::Above.into(),
+        threshold: 0.05,
+        hold: prost_types::Duration::try_from(HOLD).ok(),
+    }];
+    spec
+}
+
+async fn faults_on(lab: &Lab) -> usize {
+    let mut c = lab.nodes[0].agent.client().await;
+    c.list_faults(apb::ListFaultsRequest {})
+        .await
+        .expect("ListFaults")
+        .into_inner()
+        .faults
+        .len()
+}
+
+/// Polls until the experiment leaves RUNNING; returns it and when.
+async fn ended(lab: &Lab, id: &str, limit: Duration) -> (pb::Experiment, Instant) {
+    let start = Instant::now();
+    let mut op = lab.operator();
+    loop {
+        let x = op
+            .get_experiment(pb::GetExperimentRequest { id: id.into() })
+            .await
+            .expect("GetExperiment")
+            .into_inner();
+        if x.state != i32::from(pb::ExperimentState::Running) {
+            return (x, Instant::now());
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{id} still running after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_metric_aborts_the_experiment_and_its_absence_does_too() {
+    if !require_root() {
+        return;
+    }
+    let Some(bin) = prometheus_bin() else {
+        return;
+    };
+    let prometheus_addr: SocketAddr = PROMETHEUS.parse().expect("addr");
+    let lab = Lab::new(&LabOptions {
+        nodes: 1,
+        coordinator_toml: format!(
+            "\n[prometheus]\nurl = \"http://{PROMETHEUS}\"\ninterval = \"{}ms\"\ngrace = \"{}ms\"\n\
+             timeout = \"1s\"\n",
+            EVALUATE.as_millis(),
+            GRACE.as_millis()
+        ),
+        ..LabOptions::default()
+    });
+    let _app = lab.nodes[0].scope.child("app");
+    let glob = format!("{}/*/app", lab.root.relative_str());
+    let mut op = lab.operator();
+
+    // Before Prometheus runs the condition cannot be evaluated: refused,
+    // nothing applied.
+    let refused = op
+        .create_experiment(pb::CreateExperimentRequest {
+            spec: Some(spec("blind-start", &glob)),
+        })
+        .await
+        .expect_err("no prometheus yet");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("cannot be evaluated"),
+        "{refused:?}"
+    );
+    assert_eq!(faults_on(&lab).await, 0);
+
+    let gauge = Gauge::start(&lab.hub.path(), 0.01);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut prom = PrometheusGuard::start(
+        &bin,
+        &lab.hub.path(),
+        prometheus_addr,
+        gauge.addr(),
+        SCRAPE,
+        dir.path(),
+    );
+    prom.wait_for("faultd_test_value", 0.01, Duration::from_secs(30));
+
+    // Below the threshold: runs.
+    let x = op
+        .create_experiment(pb::CreateExperimentRequest {
+            spec: Some(spec("watched", &glob)),
+        })
+        .await
+        .expect("CreateExperiment")
+        .into_inner();
+    assert_eq!(x.state, i32::from(pb::ExperimentState::Running), "{x:?}");
+    assert_eq!(faults_on(&lab).await, 1);
+    tokio::time::sleep(HOLD * 2).await;
+    assert_eq!(
+        faults_on(&lab).await,
+        1,
+        "below the threshold it keeps running"
+    );
+
+    // Errors rise: Prometheus sees it within a scrape, the coordinator at
+    // its next evaluation, and aborts once it held for HOLD, at the
+    // evaluation after that. Worst case: SCRAPE + EVALUATE + HOLD +
+    // EVALUATE, plus the revert and this loop's 50 ms step.
+    gauge.set(0.2);
+    let flipped = Instant::now();
+    let (x, at) = ended(&lab, "watched", Duration::from_secs(30)).await;
+    let took = at - flipped;
+    let bound = SCRAPE + EVALUATE + HOLD + EVALUATE + Duration::from_millis(500);
+    println!(
+        "stop condition: aborted {:.2} s after the metric crossed (hold {HOLD:?}, scrape \
+         {SCRAPE:?}, evaluation every {EVALUATE:?}; bound {:.2} s): {}",
+        took.as_secs_f64(),
+        bound.as_secs_f64(),
+        x.end_reason
+    );
+    assert_eq!(x.state, i32::from(pb::ExperimentState::Aborted), "{x:?}");
+    assert!(x.end_reason.contains("observed 0.2"), "{}", x.end_reason);
+    assert!(took >= HOLD, "aborted before the hold: {took:?}");
+    assert!(
+        took <= bound,
+        "aborted {took:?} after the crossing, bound {bound:?}"
+    );
+    assert_eq!(faults_on(&lab).await, 0, "every fault gone after the abort");
+
+    // Already holding: refused.
+    let hot = op
+        .create_experiment(pb::CreateExperimentRequest {
+            spec: Some(spec("hot", &glob)),
+        })
+        .await
+        .expect_err("already holds");
+    assert!(hot.message().contains("already holds"), "{hot:?}");
+
+    // Fail safe: Prometheus goes away while an experiment runs.
+    gauge.set(0.0);
+    prom.wait_for("faultd_test_value", 0.0, Duration::from_secs(30));
+    op.create_experiment(pb::CreateExperimentRequest {
+        spec: Some(spec("orphaned", &glob)),
+    })
+    .await
+    .expect("CreateExperiment");
+    prom.kill();
+    let killed = Instant::now();
+    let (x, at) = ended(&lab, "orphaned", Duration::from_secs(30)).await;
+    let took = at - killed;
+    println!(
+        "fail safe: aborted {:.2} s after Prometheus died (grace {GRACE:?}): {}",
+        took.as_secs_f64(),
+        x.end_reason
+    );
+    assert_eq!(x.state, i32::from(pb::ExperimentState::Aborted), "{x:?}");
+    assert!(
+        x.end_reason.contains("could not be evaluated"),
+        "{}",
+        x.end_reason
+    );
+    assert!(took >= GRACE, "{took:?}");
+    assert!(
+        took <= EVALUATE + GRACE + EVALUATE + Duration::from_secs(1) + Duration::from_millis(500),
+        "{took:?}"
+    );
+    assert_eq!(faults_on(&lab).await, 0);
+}

@@ -32,6 +32,101 @@ pub struct Selector {
     pub targets: Vec<apb::TargetPattern>,
 }
 
+/// Where a service-to-service fault's traffic goes (validated).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DestinationSpec {
+    pub selector: Option<Selector>,
+    pub cidrs: Vec<String>,
+    pub port_min: u32,
+    pub port_max: u32,
+    pub protocol: apb::Protocol,
+}
+
+impl DestinationSpec {
+    /// The packet filter for one destination CIDR.
+    pub fn filter(&self, cidr: &str) -> apb::PacketFilter {
+        apb::PacketFilter {
+            protocol: self.protocol.into(),
+            remote_cidr: cidr.to_owned(),
+            remote_port_min: self.port_min,
+            remote_port_max: self.port_max,
+        }
+    }
+}
+
+/// "a.b.c.d", "a.b.c.d/n", "v6" or "v6/n".
+fn valid_cidr(text: &str) -> bool {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    len.is_none_or(|l| l.parse::<u8>().is_ok_and(|l| l <= max))
+}
+
+fn destination_from(
+    wire: &pb::Destination,
+    faults: &[pb::fault_template::Kind],
+) -> Result<DestinationSpec, InvalidField> {
+    let selector = wire
+        .selector
+        .clone()
+        .map(|s| selector_from("spec.destination.selector", Some(s)))
+        .transpose()?;
+    if selector.is_none() && wire.cidrs.is_empty() {
+        return Err(invalid(
+            "spec.destination",
+            "needs a selector or cidrs: where the traffic goes",
+        ));
+    }
+    if let Some((i, c)) = wire.cidrs.iter().enumerate().find(|(_, c)| !valid_cidr(c)) {
+        return Err(invalid(
+            format!("spec.destination.cidrs[{i}]"),
+            format!("{c:?} is not an IPv4 or IPv6 address or CIDR"),
+        ));
+    }
+    if wire.port_min > 65_535 || wire.port_max > 65_535 {
+        return Err(invalid(
+            "spec.destination.port_min",
+            "ports are at most 65535",
+        ));
+    }
+    if wire.port_max != 0 && wire.port_max < wire.port_min {
+        return Err(invalid(
+            "spec.destination.port_max",
+            "must be 0 or at least port_min",
+        ));
+    }
+    let protocol = apb::Protocol::try_from(wire.protocol).map_err(|_| {
+        invalid(
+            "spec.destination.protocol",
+            format!("unknown value {}", wire.protocol),
+        )
+    })?;
+    for (i, f) in faults.iter().enumerate() {
+        if let Some(filter) = crate::addresses::filter_of(f)
+            && (!filter.remote_cidr.is_empty()
+                || filter.remote_port_min != 0
+                || filter.remote_port_max != 0)
+        {
+            return Err(invalid(
+                format!("spec.faults[{i}].filter"),
+                "remote_cidr and ports are set by spec.destination; leave them empty",
+            ));
+        }
+    }
+    Ok(DestinationSpec {
+        selector,
+        cidrs: wire.cidrs.clone(),
+        port_min: wire.port_min,
+        port_max: wire.port_max,
+        protocol,
+    })
+}
+
 /// A partition between side A (the spec's `selector`) and side B.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartitionSpec {
@@ -54,6 +149,7 @@ pub struct ExperimentSpec {
     pub mode: Mode,
     pub partition: Option<PartitionSpec>,
     pub stop_conditions: Vec<StopCondition>,
+    pub destination: Option<DestinationSpec>,
     pub duration: Duration,
     pub description: String,
     /// The spec as received, stored and returned as is.
@@ -176,6 +272,16 @@ impl TryFrom<pb::ExperimentSpec> for ExperimentSpec {
             return Err(invalid("spec.description", "must be at most 4096 bytes"));
         }
         let stop_conditions = conditions_from(&spec.stop_conditions)?;
+        let destination = match (&spec.destination, &partition) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "spec.destination",
+                    "must be unset with spec.partition, which filters by the other side",
+                ));
+            }
+            (Some(d), None) => Some(destination_from(d, &faults)?),
+            (None, _) => None,
+        };
         Ok(Self {
             id: spec.id.clone(),
             faults,
@@ -183,6 +289,7 @@ impl TryFrom<pb::ExperimentSpec> for ExperimentSpec {
             mode,
             partition,
             stop_conditions,
+            destination,
             duration,
             description: spec.description.clone(),
             wire: spec,
@@ -473,6 +580,7 @@ mod tests {
             description: String::new(),
             partition: None,
             stop_conditions: Vec::new(),
+            destination: None,
         }
     }
 

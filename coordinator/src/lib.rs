@@ -3,12 +3,13 @@
 //! lease it renews, and recording everything in a crash-safe store.
 //!
 //! Layers, outermost first: `service` (gRPC, authorization, audit) ->
-//! `engine` (experiment lifecycle) -> `policy`, `select`, `partition`
-//! (pure checks, selection and plans), `conditions` (stop conditions over
+//! `engine` (experiment lifecycle) -> `policy`, `select`, `partition`,
+//! `addresses` (pure checks, selection and plans), `conditions` (stop conditions over
 //! the Prometheus API), `agents`
 //! (calls to agents, behind a trait), `store` (SQLite) -> `experiment`,
 //! `inventory`, `config` (domain and files).
 
+pub mod addresses;
 pub mod agents;
 pub mod conditions;
 pub mod config;

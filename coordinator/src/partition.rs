@@ -14,11 +14,15 @@
 //! Refusing: connect() to the other side fails with ECONNREFUSED (both
 //! sides' targets, or A's only for A to B).
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::net::IpAddr;
 
 use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
 
-use crate::{experiment::PartitionSpec, select::Candidate};
+use crate::{
+    addresses::{aggregate, filtered},
+    experiment::PartitionSpec,
+    select::Candidate,
+};
 
 /// Most CIDRs one side's addresses may need: each is a fault on every
 /// target of the other side, and an agent takes at most 8 faults per cgroup
@@ -112,77 +116,15 @@ fn faults(
     direction: apb::Direction,
     cidrs: &[String],
 ) -> Vec<pb::fault_template::Kind> {
-    use pb::fault_template::Kind;
     cidrs
         .iter()
         .map(|cidr| {
-            let filter = Some(apb::PacketFilter {
+            let filter = apb::PacketFilter {
                 protocol: apb::Protocol::Any.into(),
                 remote_cidr: cidr.clone(),
                 ..Default::default()
-            });
-            match template {
-                Kind::Loss(l) => Kind::Loss(apb::LossFault {
-                    direction: direction.into(),
-                    filter,
-                    ..l.clone()
-                }),
-                Kind::Syscall(s) => Kind::Syscall(apb::SyscallFault {
-                    filter,
-                    ..s.clone()
-                }),
-                other => other.clone(),
-            }
-        })
-        .collect()
-}
-
-/// The fewest CIDRs covering exactly `addrs`: host prefixes merged while
-/// two siblings make up their parent, so no address outside the set is
-/// covered.
-pub fn aggregate(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<String> {
-    // (is_v6, network bits, prefix length), an address in the low bits.
-    let mut set: BTreeSet<(bool, u128, u8)> = addrs
-        .into_iter()
-        .map(|a| match a {
-            IpAddr::V4(v4) => (false, u128::from(u32::from(v4)), 32),
-            IpAddr::V6(v6) => (true, u128::from(v6), 128),
-        })
-        .collect();
-    loop {
-        let merge = set.iter().find_map(|&(v6, net, len)| {
-            if len == 0 {
-                return None;
-            }
-            let bit = if v6 {
-                128 - u32::from(len)
-            } else {
-                32 - u32::from(len)
             };
-            let step = 1u128 << bit;
-            // Only the lower sibling starts a merge, with its upper one.
-            (net & step == 0 && set.contains(&(v6, net | step, len)))
-                .then_some((v6, net, len, step))
-        });
-        let Some((v6, net, len, step)) = merge else {
-            break;
-        };
-        set.remove(&(v6, net, len));
-        set.remove(&(v6, net | step, len));
-        set.insert((v6, net, len - 1));
-    }
-    set.into_iter()
-        .map(|(v6, net, len)| {
-            if v6 {
-                format!("{}/{len}", std::net::Ipv6Addr::from(net))
-            } else {
-                #[expect(
-                    clippy::cast_possible_truncation,
-                    reason = "IPv4 networks are built from u32s"
-                )]
-                let v4 = std::net::Ipv4Addr::from(net as u32);
-                format!("{v4}/{len}")
-            }
+            filtered(template, filter, Some(direction))
         })
         .collect()
 }
@@ -193,23 +135,6 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("address")
-    }
-
-    #[test]
-    fn aggregation_covers_exactly_the_addresses() {
-        assert_eq!(aggregate([ip("10.0.0.1")]), ["10.0.0.1/32"]);
-        assert_eq!(aggregate([ip("10.0.0.2"), ip("10.0.0.3")]), ["10.0.0.2/31"]);
-        // .1 and .2 are not siblings: merging would cover .0 or .3.
-        assert_eq!(
-            aggregate([ip("10.0.0.1"), ip("10.0.0.2")]),
-            ["10.0.0.1/32", "10.0.0.2/32"]
-        );
-        let quad: Vec<IpAddr> = (4..8).map(|i| ip(&format!("10.0.0.{i}"))).collect();
-        assert_eq!(aggregate(quad), ["10.0.0.4/30"]);
-        assert_eq!(
-            aggregate([ip("fd00::1"), ip("10.0.0.1"), ip("10.0.0.1")]),
-            ["10.0.0.1/32", "fd00::1/128"]
-        );
     }
 
     fn member(node: &str, cgroup: &str, addrs: &[&str]) -> Member {

@@ -239,6 +239,7 @@ pub fn experiment(
         description: "test".into(),
         partition: None,
         stop_conditions: Vec::new(),
+        destination: None,
     }
 }
 

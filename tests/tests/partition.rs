@@ -1,9 +1,12 @@
-//! Partition experiments across namespaced agents: four nodes, zone a
+//! Partition and service-to-service experiments across namespaced
+//! agents. Partitions: four nodes, zone a
 //! (node-1, node-3) against zone b (node-2, node-4), each node in its own
 //! network namespace on the lab's bridge. Traffic is measured between every
 //! pair of nodes from each node's target cgroup to a sink on the other
-//! node's address, and to the hub (outside both sides). Root only; prints
-//! SKIP otherwise.
+//! node's address, and to the hub (outside both sides). Service to
+//! service: a fault on node-1's target filtered to node-2's target's
+//! address and port, measured against other ports and other nodes. Root
+//! only; prints SKIP otherwise.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -31,9 +34,21 @@ fn send(
     to_addr: Ipv4Addr,
     sink_cgroup: Option<&CgroupGuard>,
 ) -> (u64, u64) {
+    send_to_port(from, cgroup, to_ns, to_addr, 0, sink_cgroup)
+}
+
+/// [`send`] to a sink on `port` (0: any free one).
+fn send_to_port(
+    from: &LabNode,
+    cgroup: Option<&CgroupGuard>,
+    to_ns: std::path::PathBuf,
+    to_addr: Ipv4Addr,
+    port: u16,
+    sink_cgroup: Option<&CgroupGuard>,
+) -> (u64, u64) {
     let sink = udp_sink_with(
         sink_cgroup,
-        &format!("{to_addr}:0"),
+        &format!("{to_addr}:{port}"),
         &SinkOptions {
             netns: Some(to_ns),
             ..SinkOptions::default()
@@ -358,4 +373,84 @@ async fn a_refusing_partition_fails_connect_across_it_only() {
     .expect("StopExperiment");
     assert_eq!(faults_everywhere(&lab).await, 0);
     assert_eq!(connect(a, &apps[0], b), None, "after stop");
+}
+
+/// Service to service: 100% loss from node-1's target ("checkout") to
+/// node-2's target ("payment") on UDP port 5000 only, the destination
+/// given by selector and resolved to payment's address by its agent.
+#[tokio::test]
+async fn a_service_to_service_fault_hits_that_destination_and_port_only() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new(&LabOptions {
+        nodes: 3,
+        ..LabOptions::default()
+    });
+    let apps: Vec<CgroupGuard> = lab.nodes.iter().map(|n| n.scope.child("app")).collect();
+    let glob = format!("{}/*/app", lab.root.relative_str());
+    let on = |node: &str| pb::Selector {
+        node_names: vec![node.into()],
+        targets: vec![apb::TargetPattern {
+            kind: Some(apb::target_pattern::Kind::CgroupGlob(glob.clone())),
+        }],
+        ..Default::default()
+    };
+    let mut spec = faultd_tests::faults::experiment(
+        "checkout-to-payment",
+        pb::fault_template::Kind::Loss(apb::LossFault {
+            probability_ppm: 1_000_000,
+            direction: apb::Direction::Egress.into(),
+            filter: None,
+        }),
+        apb::target_pattern::Kind::CgroupGlob(glob.clone()),
+        faultd_tests::faults::all(),
+        600,
+    );
+    spec.selector = Some(on("node-1"));
+    spec.destination = Some(pb::Destination {
+        selector: Some(on("node-2")),
+        port_min: 5000,
+        protocol: apb::Protocol::Udp.into(),
+        ..Default::default()
+    });
+    let mut op = lab.operator();
+    let x = op
+        .create_experiment(pb::CreateExperimentRequest { spec: Some(spec) })
+        .await
+        .expect("CreateExperiment")
+        .into_inner();
+    assert_eq!(x.state, i32::from(pb::ExperimentState::Running), "{x:?}");
+    assert_eq!(x.targets.len(), 1, "{x:?}");
+    let (payment, other) = (&lab.nodes[1], &lab.nodes[2]);
+    let measure = |label: &str, from: usize, to: &LabNode, port: u16| {
+        let (sent, received) = send_to_port(
+            &lab.nodes[from],
+            Some(&apps[from]),
+            to.netns.path(),
+            to.addr,
+            port,
+            None,
+        );
+        println!("{label}: {received} of {sent} arrived");
+        (sent, received)
+    };
+    let (sent, received) = measure("checkout -> payment:5000", 0, payment, 5000);
+    assert!(sent > 0);
+    assert_eq!(received, 0, "the faulted path");
+    let (sent, received) = measure("checkout -> payment:5001", 0, payment, 5001);
+    assert_no_loss("another port", sent, received);
+    let (sent, received) = measure("checkout -> other:5000", 0, other, 5000);
+    assert_no_loss("another destination", sent, received);
+    let (sent, received) = measure("other -> payment:5000", 2, payment, 5000);
+    assert_no_loss("another source", sent, received);
+    op.stop_experiment(pb::StopExperimentRequest {
+        id: "checkout-to-payment".into(),
+        reason: "test".into(),
+    })
+    .await
+    .expect("StopExperiment");
+    let (sent, received) = measure("after stop: checkout -> payment:5000", 0, payment, 5000);
+    assert_no_loss("after stop", sent, received);
+    assert_eq!(faults_everywhere(&lab).await, 0);
 }

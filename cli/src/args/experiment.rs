@@ -117,9 +117,74 @@ pub struct CreateArgs {
     #[arg(long = "stop-when", value_name = "QUERY > N [for D]", value_parser = parse_stop_when)]
     pub stop_when: Vec<pb::StopCondition>,
 
+    #[command(flatten)]
+    pub to: DestinationArgs,
+
     /// The fault applied to every selected target.
     #[command(subcommand)]
     pub fault: KindCommand,
+}
+
+/// Service-to-service faults: only traffic to these destinations.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Destination (service-to-service)")]
+pub struct DestinationArgs {
+    /// Destinations: on these nodes (repeatable) ...
+    #[arg(long = "to-node", value_name = "NAME")]
+    pub to_nodes: Vec<String>,
+    /// ... or nodes with this label (repeatable) ...
+    #[arg(long = "to-label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub to_labels: Vec<(String, String)>,
+    /// ... the addresses of the cgroups matching this glob.
+    #[arg(long = "to-cgroup-glob", value_name = "GLOB")]
+    pub to_cgroup_globs: Vec<String>,
+    /// ... the addresses of the systemd units matching this glob.
+    #[arg(long = "to-unit-glob", value_name = "GLOB")]
+    pub to_unit_globs: Vec<String>,
+    /// ... the addresses of this pod.
+    #[arg(long = "to-pod-uid", value_name = "UID")]
+    pub to_pod_uids: Vec<String>,
+    /// Destinations: this address or CIDR (repeatable).
+    #[arg(long = "to-cidr", value_name = "CIDR")]
+    pub to_cidrs: Vec<String>,
+    /// Only this destination port, or inclusive range A-B.
+    #[arg(long = "to-port", value_name = "N|A-B", value_parser = crate::parse::parse_port_range)]
+    pub to_port: Option<crate::parse::PortRange>,
+    /// Only this protocol (with --to-port: tcp or udp).
+    #[arg(long = "to-protocol", value_enum)]
+    pub to_protocol: Option<super::fault::ProtocolArg>,
+}
+
+impl DestinationArgs {
+    /// The destination, or None when no flag names one.
+    pub fn to_proto(&self) -> Option<pb::Destination> {
+        let targets = patterns(
+            &self.to_cgroup_globs,
+            &self.to_unit_globs,
+            &self.to_pod_uids,
+        );
+        if targets.is_empty() && self.to_cidrs.is_empty() {
+            return None;
+        }
+        let (port_min, port_max) = self
+            .to_port
+            .map(crate::parse::PortRange::to_proto)
+            .unwrap_or((0, 0));
+        Some(pb::Destination {
+            selector: (!targets.is_empty()).then(|| pb::Selector {
+                node_names: self.to_nodes.clone(),
+                node_labels: self.to_labels.iter().cloned().collect(),
+                targets,
+            }),
+            cidrs: self.to_cidrs.clone(),
+            port_min,
+            port_max,
+            protocol: self
+                .to_protocol
+                .map_or(apb::Protocol::Any, apb::Protocol::from)
+                .into(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -369,6 +434,7 @@ impl CreateArgs {
             description: self.description.clone(),
             partition: None,
             stop_conditions: self.stop_when.clone(),
+            destination: self.to.to_proto(),
         })
     }
 }

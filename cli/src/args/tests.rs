@@ -774,3 +774,46 @@ fn stop_conditions_parse_query_comparison_threshold_and_hold() {
         assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad}: {err}");
     }
 }
+
+#[test]
+fn destination_flags_make_a_destination() {
+    let cli = parse(&[
+        "experiment",
+        "create",
+        "--id",
+        "x",
+        "--duration",
+        "2m",
+        "--unit-glob",
+        "checkout-*.service",
+        "--to-node",
+        "n2",
+        "--to-unit-glob",
+        "payment-*.service",
+        "--to-cidr",
+        "10.2.0.15",
+        "--to-port",
+        "8443",
+        "--to-protocol",
+        "tcp",
+        "latency",
+        "--delay",
+        "400ms",
+    ])
+    .unwrap();
+    let Command::Experiment(ExperimentCommand::Create(create)) = cli.command else {
+        panic!("create")
+    };
+    let d = create.to_spec().unwrap().destination.unwrap();
+    let sel = d.selector.unwrap();
+    assert_eq!(sel.node_names, ["n2"]);
+    assert_eq!(
+        sel.targets[0].kind,
+        Some(pb::target_pattern::Kind::SystemdUnitGlob(
+            "payment-*.service".into()
+        ))
+    );
+    assert_eq!(d.cidrs, ["10.2.0.15"]);
+    assert_eq!((d.port_min, d.port_max), (8443, 0), "max 0: min only");
+    assert_eq!(d.protocol, i32::from(pb::Protocol::Tcp));
+}

@@ -8,9 +8,10 @@ use tracing::{info, warn};
 
 use super::{Engine, EngineError, lock};
 use crate::{
+    addresses::{aggregate, filtered},
     agents::{AgentApi, AgentError},
     conditions,
-    experiment::{ExperimentSpec, Selector, fault_id, lease_id},
+    experiment::{DestinationSpec, ExperimentSpec, Selector, fault_id, lease_id},
     partition::{self, Member},
     policy::Selected,
     select::{self, Candidate},
@@ -94,9 +95,13 @@ pub(super) async fn create<A: AgentApi>(
                 matched,
                 inner.inventory.agents.len(),
             )?;
+            let faults = match &spec.destination {
+                None => spec.faults.clone(),
+                Some(d) => destination_faults(engine, &spec.faults, d).await?,
+            };
             let plan = chosen
                 .into_iter()
-                .map(|c| (c, spec.faults.clone()))
+                .map(|c| (c, faults.clone()))
                 .collect::<Vec<_>>();
             (plan, matched)
         }
@@ -278,6 +283,66 @@ pub(super) async fn create<A: AgentApi>(
     engine.record(&exp, events)?;
     warn!(experiment = %spec.id, %reason, "failed");
     Ok(exp)
+}
+
+/// Most faults one experiment may put on one target: an agent takes at
+/// most 8 per cgroup (its own and its ancestors').
+const MAX_FAULTS_PER_TARGET: usize = 8;
+
+/// Each fault once per destination CIDR, filtered to it: the addresses
+/// the destination's targets have (merged into exact CIDRs) and its fixed
+/// CIDRs.
+async fn destination_faults<A: AgentApi>(
+    engine: &Engine<A>,
+    faults: &[pb::fault_template::Kind],
+    d: &DestinationSpec,
+) -> Result<Vec<pb::fault_template::Kind>, EngineError> {
+    let mut cidrs = Vec::new();
+    if let Some(selector) = &d.selector {
+        let listed = list_side(engine, selector, "spec.destination.selector", true).await?;
+        if listed.is_empty() {
+            return Err(EngineError::Selection(
+                "spec.destination.selector matches no target".into(),
+            ));
+        }
+        let mut addrs = Vec::new();
+        for (c, found) in listed {
+            if found.is_empty() {
+                return Err(EngineError::Selection(format!(
+                    "destination {} on node {} has no address to filter on",
+                    c.cgroup_path, c.node
+                )));
+            }
+            for a in found {
+                addrs.push(a.parse().map_err(|_| {
+                    EngineError::Selection(format!(
+                        "node {} reported address {a:?} for {}, which does not parse",
+                        c.node, c.cgroup_path
+                    ))
+                })?);
+            }
+        }
+        cidrs = aggregate(addrs);
+    }
+    for c in &d.cidrs {
+        if !cidrs.contains(c) {
+            cidrs.push(c.clone());
+        }
+    }
+    if faults.len() * cidrs.len() > MAX_FAULTS_PER_TARGET {
+        return Err(EngineError::Selection(format!(
+            "spec.destination: {} faults x {} destination CIDRs ({}) make {} faults per target; \
+             at most {MAX_FAULTS_PER_TARGET}",
+            faults.len(),
+            cidrs.len(),
+            cidrs.join(", "),
+            faults.len() * cidrs.len()
+        )));
+    }
+    Ok(faults
+        .iter()
+        .flat_map(|f| cidrs.iter().map(move |c| filtered(f, d.filter(c), None)))
+        .collect())
 }
 
 /// Evaluates every stop condition once before anything is applied: one

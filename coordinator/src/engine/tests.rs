@@ -301,6 +301,7 @@ fn spec(id: &str, mode: pb::selection_mode::Mode, secs: i64) -> ExperimentSpec {
         description: String::new(),
         partition: None,
         stop_conditions: Vec::new(),
+        destination: None,
     })
     .expect("valid spec")
 }
@@ -801,4 +802,87 @@ async fn stop_conditions_refuse_abort_and_fail_safe() {
         x.end_reason
     );
     assert_eq!(fake.faults(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_destination_filters_every_fault_to_its_addresses_and_ports() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fake = Fake::with_nodes(3, 2);
+    let e = engine(&fake, 3, open_policy(), dir.path());
+    // Checkout: app/c0 on n0; payment: app/c1 on n1 and n2 (10.1.1.1,
+    // 10.2.1.1), plus a fixed database address.
+    let mut wire = spec("s2s", all(), 60).wire;
+    wire.selector = Some(pb::Selector {
+        node_names: vec!["n0".into()],
+        targets: vec![apb::TargetPattern {
+            kind: Some(apb::target_pattern::Kind::CgroupGlob("app/c0".into())),
+        }],
+        ..Default::default()
+    });
+    wire.destination = Some(pb::Destination {
+        selector: Some(pb::Selector {
+            node_names: vec!["n1".into(), "n2".into()],
+            targets: vec![apb::TargetPattern {
+                kind: Some(apb::target_pattern::Kind::CgroupGlob("app/c1".into())),
+            }],
+            ..Default::default()
+        }),
+        cidrs: vec!["192.0.2.0/24".into()],
+        port_min: 8443,
+        port_max: 0,
+        protocol: apb::Protocol::Tcp.into(),
+    });
+    let x = e
+        .create(ExperimentSpec::try_from(wire.clone()).expect("valid"), "t")
+        .await
+        .expect("create");
+    assert_eq!(state_of(&x), pb::ExperimentState::Running, "{x:?}");
+    let filters: Vec<(String, String, u32, i32)> = x
+        .targets
+        .iter()
+        .map(|t| match t.fault.as_ref().and_then(|f| f.kind.as_ref()) {
+            Some(pb::fault_template::Kind::Loss(l)) => {
+                let f = l.filter.as_ref().expect("filter");
+                (
+                    t.node.clone(),
+                    f.remote_cidr.clone(),
+                    f.remote_port_min,
+                    f.protocol,
+                )
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let tcp = i32::from(apb::Protocol::Tcp);
+    assert_eq!(
+        filters,
+        [
+            ("n0".into(), "10.1.1.1/32".into(), 8443, tcp),
+            ("n0".into(), "10.2.1.1/32".into(), 8443, tcp),
+            ("n0".into(), "192.0.2.0/24".into(), 8443, tcp),
+        ]
+    );
+    assert_eq!(fake.faults(), 3);
+    e.stop("s2s", "done").await.expect("stop");
+
+    // A fault that filters by itself conflicts with the destination.
+    let mut own = wire.clone();
+    own.id = "own".into();
+    own.faults[0].kind = Some(pb::fault_template::Kind::Loss(apb::LossFault {
+        probability_ppm: 300_000,
+        filter: Some(apb::PacketFilter {
+            remote_cidr: "10.0.0.0/8".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }));
+    let err = ExperimentSpec::try_from(own).expect_err("conflict");
+    assert_eq!(err.field, "spec.faults[0].filter");
+    let mut bad = wire;
+    bad.id = "bad".into();
+    if let Some(d) = bad.destination.as_mut() {
+        d.cidrs = vec!["10.0.0.0/33".into()];
+    }
+    let err = ExperimentSpec::try_from(bad).expect_err("bad cidr");
+    assert_eq!(err.field, "spec.destination.cidrs[0]");
 }

@@ -30,6 +30,7 @@ fn spec(faults: Vec<pb::fault_template::Kind>, secs: i64) -> ExperimentSpec {
         description: String::new(),
         partition: None,
         stop_conditions: Vec::new(),
+        destination: None,
     })
     .expect("valid")
 }

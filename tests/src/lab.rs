@@ -21,7 +21,8 @@ use std::{
 };
 
 use faultd_proto::{
-    agent::v1::agent_client::AgentClient, coordinator::v1::coordinator_client::CoordinatorClient,
+    agent::v1::{self as apb, agent_client::AgentClient},
+    coordinator::v1::{self as cpb, coordinator_client::CoordinatorClient},
     tls::TlsFiles,
 };
 use nix::{
@@ -493,6 +494,86 @@ impl Lab {
     /// A coordinator client as an operator.
     pub fn operator(&self) -> CoordinatorClient<Channel> {
         self.coordinator_client_with(&self.client_cert(OPERATOR_ID))
+    }
+
+    /// A cgroup `name` under each node's scope, in node order.
+    pub fn children(&self, name: &str) -> Vec<CgroupGuard> {
+        self.nodes.iter().map(|n| n.scope.child(name)).collect()
+    }
+
+    /// GetExperiment, as an operator.
+    ///
+    /// # Panics
+    /// If the call fails.
+    pub async fn experiment(&self, id: &str) -> cpb::Experiment {
+        self.operator()
+            .get_experiment(cpb::GetExperimentRequest { id: id.into() })
+            .await
+            .expect("GetExperiment")
+            .into_inner()
+    }
+
+    /// StopExperiment, as an operator.
+    ///
+    /// # Panics
+    /// If the call fails.
+    pub async fn stop_experiment(&self, id: &str) -> cpb::Experiment {
+        self.operator()
+            .stop_experiment(cpb::StopExperimentRequest {
+                id: id.into(),
+                reason: "test".into(),
+            })
+            .await
+            .expect("StopExperiment")
+            .into_inner()
+    }
+
+    /// Waits until experiment `id` is neither applying nor running;
+    /// returns it and how long that took.
+    ///
+    /// # Panics
+    /// After `limit`.
+    pub async fn wait_ended(&self, id: &str, limit: Duration) -> (cpb::Experiment, Duration) {
+        let start = Instant::now();
+        loop {
+            let x = self.experiment(id).await;
+            let running = [
+                cpb::ExperimentState::Running,
+                cpb::ExperimentState::Applying,
+            ]
+            .map(i32::from)
+            .contains(&x.state);
+            if !running {
+                return (x, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < limit,
+                "experiment {id} still runs after {limit:?}: {x:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every fault every agent holds, asked over each agent's Unix socket:
+    /// (node, fault).
+    ///
+    /// # Panics
+    /// If an agent does not answer.
+    pub async fn faults_everywhere(&self) -> Vec<(String, apb::Fault)> {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            let mut c = n.agent.client().await;
+            for f in c
+                .list_faults(apb::ListFaultsRequest {})
+                .await
+                .expect("ListFaults")
+                .into_inner()
+                .faults
+            {
+                out.push((n.name.clone(), f));
+            }
+        }
+        out
     }
 
     /// A client of node `i`'s TLS listener presenting `files`, from the hub.

@@ -69,24 +69,6 @@ fn loss_spec(
     )
 }
 
-/// Every fault every agent holds, asked over each agent's Unix socket.
-async fn faults_everywhere(lab: &Lab) -> Vec<(String, apb::Fault)> {
-    let mut out = Vec::new();
-    for n in &lab.nodes {
-        let mut c = n.agent.client().await;
-        for f in c
-            .list_faults(apb::ListFaultsRequest {})
-            .await
-            .expect("ListFaults")
-            .into_inner()
-            .faults
-        {
-            out.push((n.name.clone(), f));
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn a_lab_experiment_applies_over_mutual_tls() {
     if !require_root() {
@@ -96,7 +78,7 @@ async fn a_lab_experiment_applies_over_mutual_tls() {
         nodes: 2,
         ..LabOptions::default()
     });
-    let apps: Vec<CgroupGuard> = lab.nodes.iter().map(|n| n.scope.child("app")).collect();
+    let apps: Vec<CgroupGuard> = lab.children("app");
     let mut op = lab.operator();
     let glob = format!("{}/*/app", lab.root.relative_str());
     let x = op
@@ -108,7 +90,7 @@ async fn a_lab_experiment_applies_over_mutual_tls() {
         .into_inner();
     assert_eq!(x.state, i32::from(pb::ExperimentState::Running), "{x:?}");
     assert_eq!(x.targets.len(), 2);
-    assert_eq!(faults_everywhere(&lab).await.len(), 2);
+    assert_eq!(lab.faults_everywhere().await.len(), 2);
     for (node, app) in lab.nodes.iter().zip(&apps) {
         let (sent, received) = loss_from(node, app);
         assert_loss_rate(
@@ -128,7 +110,7 @@ async fn a_lab_experiment_applies_over_mutual_tls() {
         .expect("stop")
         .into_inner();
     assert_eq!(stopped.state, i32::from(pb::ExperimentState::Stopped));
-    assert!(faults_everywhere(&lab).await.is_empty());
+    assert!(lab.faults_everywhere().await.is_empty());
     for (node, app) in lab.nodes.iter().zip(&apps) {
         let (sent, received) = loss_from(node, app);
         assert_no_loss(&format!("{} after stop", node.name), sent, received);
@@ -141,33 +123,6 @@ async fn create(lab: &Lab, spec: pb::ExperimentSpec) -> pb::Experiment {
         .await
         .unwrap_or_else(|s| panic!("CreateExperiment: {s}"))
         .into_inner()
-}
-
-async fn get(lab: &Lab, id: &str) -> pb::Experiment {
-    lab.operator()
-        .get_experiment(pb::GetExperimentRequest { id: id.into() })
-        .await
-        .expect("GetExperiment")
-        .into_inner()
-}
-
-/// Waits until experiment `id` has ended; returns it and how long it took.
-async fn wait_ended(lab: &Lab, id: &str, limit: Duration) -> (pb::Experiment, Duration) {
-    let start = Instant::now();
-    loop {
-        let x = get(lab, id).await;
-        let running = [pb::ExperimentState::Running, pb::ExperimentState::Applying]
-            .map(i32::from)
-            .contains(&x.state);
-        if !running {
-            return (x, start.elapsed());
-        }
-        assert!(
-            start.elapsed() < limit,
-            "experiment {id} still runs after {limit:?}: {x:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The lab's targets: `per_node` cgroups "app-K" under each node's scope.
@@ -224,21 +179,21 @@ async fn percent_mode_deadline_stop_and_halt_across_three_agents() {
     assert_eq!(x.state, i32::from(pb::ExperimentState::Running), "{x:?}");
     assert_eq!(x.matched_targets, 6);
     assert_eq!(x.targets.len(), 3, "50% of 6 targets");
-    let held = faults_everywhere(&lab).await;
+    let held = lab.faults_everywhere().await;
     assert_eq!(held.len(), 3, "{held:?}");
     assert!(
         held.iter().all(|(_, f)| f.lease_id == "fdc:half"),
         "{held:?}"
     );
     check_effect(&lab, &apps, &paths(&x), "50% selected");
-    let (x, _) = wait_ended(&lab, "half", Duration::from_secs(30)).await;
+    let (x, _) = lab.wait_ended("half", Duration::from_secs(30)).await;
     let ran = start.elapsed();
     assert_eq!(x.state, i32::from(pb::ExperimentState::Completed), "{x:?}");
     assert!(
         ran >= Duration::from_secs(12) && ran < Duration::from_secs(16),
         "ended after {ran:?}, duration 12 s"
     );
-    assert!(faults_everywhere(&lab).await.is_empty());
+    assert!(lab.faults_everywhere().await.is_empty());
     check_effect(&lab, &apps, &[], "after the deadline");
     println!("percent mode: 3 of 6 targets, ended after {ran:.1?} (duration 12 s)");
 
@@ -255,7 +210,7 @@ async fn percent_mode_deadline_stop_and_halt_across_three_agents() {
         .expect("stop")
         .into_inner();
     assert_eq!(stopped.state, i32::from(pb::ExperimentState::Stopped));
-    assert!(faults_everywhere(&lab).await.is_empty());
+    assert!(lab.faults_everywhere().await.is_empty());
     check_effect(&lab, &apps, &[], "after StopExperiment");
 
     let one = create(
@@ -273,7 +228,7 @@ async fn percent_mode_deadline_stop_and_halt_across_three_agents() {
         ),
     )
     .await;
-    assert_eq!(faults_everywhere(&lab).await.len(), 3);
+    assert_eq!(lab.faults_everywhere().await.len(), 3);
     let mut both = paths(&one);
     both.extend(paths(&two));
     // Two experiments may pick the same target; its loss then compounds,
@@ -287,10 +242,10 @@ async fn percent_mode_deadline_stop_and_halt_across_three_agents() {
         .expect("halt")
         .into_inner();
     assert_eq!((halt.stopped, halt.reverted), (2, 3), "{halt:?}");
-    assert!(faults_everywhere(&lab).await.is_empty());
+    assert!(lab.faults_everywhere().await.is_empty());
     check_effect(&lab, &apps, &[], "after HaltAll");
     for id in ["a", "b"] {
-        let x = get(&lab, id).await;
+        let x = lab.experiment(id).await;
         assert_eq!(x.state, i32::from(pb::ExperimentState::Stopped));
         assert!(x.end_reason.contains("test incident"), "{}", x.end_reason);
     }
@@ -308,7 +263,7 @@ async fn percent_mode_deadline_stop_and_halt_across_three_agents() {
         refused.message()
     );
     assert!(
-        faults_everywhere(&lab).await.is_empty(),
+        lab.faults_everywhere().await.is_empty(),
         "nothing applied while halted"
     );
     let resumed = lab
@@ -389,12 +344,12 @@ async fn an_agent_cut_off_from_the_coordinator_ends_its_faults_within_the_ttl() 
         gone.as_secs_f64(),
         opts.lease_ttl
     );
-    let (x, _) = wait_ended(&lab, "cut", Duration::from_secs(20)).await;
+    let (x, _) = lab.wait_ended("cut", Duration::from_secs(20)).await;
     assert_eq!(x.state, i32::from(pb::ExperimentState::Aborted), "{x:?}");
     assert!(x.end_reason.contains("node-2"), "{}", x.end_reason);
     cut.heal();
     check_effect(&lab, &apps, &[], "after the abort");
-    assert!(faults_everywhere(&lab).await.is_empty());
+    assert!(lab.faults_everywhere().await.is_empty());
 }
 
 /// kill -9 of the coordinator: every agent ends its faults within the ttl
@@ -449,7 +404,7 @@ async fn a_killed_coordinators_faults_end_within_the_ttl_and_a_restart_reconcile
     );
 
     lab.coordinator.restart();
-    let (x, _) = wait_ended(&lab, "killed", Duration::from_secs(20)).await;
+    let (x, _) = lab.wait_ended("killed", Duration::from_secs(20)).await;
     assert_eq!(x.state, i32::from(pb::ExperimentState::Aborted), "{x:?}");
     assert!(x.end_reason.contains("lapsed"), "{}", x.end_reason);
     let status = lab
@@ -480,7 +435,8 @@ async fn a_killed_coordinators_faults_end_within_the_ttl_and_a_restart_reconcile
             == 3,
         "{found:?}"
     );
-    let left: Vec<String> = faults_everywhere(&lab)
+    let left: Vec<String> = lab
+        .faults_everywhere()
         .await
         .into_iter()
         .map(|(n, f)| format!("{n}:{}", f.spec.map(|s| s.id).unwrap_or_default()))
@@ -510,10 +466,10 @@ async fn a_coordinator_restarted_within_the_ttl_resumes_its_experiments() {
     lab.coordinator.kill();
     lab.coordinator.restart();
     tokio::time::sleep(opts.lease_ttl * 2).await;
-    assert_eq!(faults_everywhere(&lab).await.len(), 3);
+    assert_eq!(lab.faults_everywhere().await.len(), 3);
     check_effect(&lab, &apps, &paths(&x), "two ttls after the restart");
     assert_eq!(
-        get(&lab, "resumed").await.state,
+        lab.experiment("resumed").await.state,
         i32::from(pb::ExperimentState::Running)
     );
 }
@@ -554,6 +510,6 @@ async fn a_frozen_agents_faults_end_at_the_lease_expiry() {
     );
     frozen.agent.thaw();
     until_gone(frozen, "frozen", Duration::from_secs(10)).await;
-    let (x, _) = wait_ended(&lab, "frozen", Duration::from_secs(30)).await;
+    let (x, _) = lab.wait_ended("frozen", Duration::from_secs(30)).await;
     assert_eq!(x.state, i32::from(pb::ExperimentState::Aborted), "{x:?}");
 }

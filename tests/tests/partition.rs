@@ -184,43 +184,6 @@ fn partition_with(
     }
 }
 
-async fn faults_everywhere(lab: &Lab) -> usize {
-    let mut n = 0;
-    for node in &lab.nodes {
-        let mut c = node.agent.client().await;
-        n += c
-            .list_faults(apb::ListFaultsRequest {})
-            .await
-            .expect("ListFaults")
-            .into_inner()
-            .faults
-            .len();
-    }
-    n
-}
-
-async fn wait_state(lab: &Lab, id: &str, limit: Duration) -> pb::Experiment {
-    let start = Instant::now();
-    let mut op = lab.operator();
-    loop {
-        let x = op
-            .get_experiment(pb::GetExperimentRequest { id: id.into() })
-            .await
-            .expect("GetExperiment")
-            .into_inner();
-        if x.state != i32::from(pb::ExperimentState::Running)
-            && x.state != i32::from(pb::ExperimentState::Applying)
-        {
-            return x;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{id} still running after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_partition_cuts_between_zones_only_and_heals_on_stop_and_at_its_deadline() {
     if !require_root() {
@@ -230,7 +193,7 @@ async fn a_partition_cuts_between_zones_only_and_heals_on_stop_and_at_its_deadli
         nodes: 4,
         ..LabOptions::default()
     });
-    let apps: Vec<CgroupGuard> = lab.nodes.iter().map(|n| n.scope.child("app")).collect();
+    let apps: Vec<CgroupGuard> = lab.children("app");
     let mut op = lab.operator();
     check_pairs(&lab, &apps, |_, _| false, "before");
 
@@ -246,7 +209,7 @@ async fn a_partition_cuts_between_zones_only_and_heals_on_stop_and_at_its_deadli
     // Two targets a side, each filtered to the other side's two addresses
     // (10.77.0.11 and .13 are not siblings: two /32s).
     assert_eq!(x.targets.len(), 8, "{x:?}");
-    assert_eq!(faults_everywhere(&lab).await, 8);
+    assert_eq!(lab.faults_everywhere().await.len(), 8);
     check_pairs(
         &lab,
         &apps,
@@ -276,16 +239,9 @@ async fn a_partition_cuts_between_zones_only_and_heals_on_stop_and_at_its_deadli
         received,
     );
 
-    let stopped = op
-        .stop_experiment(pb::StopExperimentRequest {
-            id: "split".into(),
-            reason: "test".into(),
-        })
-        .await
-        .expect("StopExperiment")
-        .into_inner();
+    let stopped = lab.stop_experiment("split").await;
     assert_eq!(stopped.state, i32::from(pb::ExperimentState::Stopped));
-    assert_eq!(faults_everywhere(&lab).await, 0);
+    assert_eq!(lab.faults_everywhere().await.len(), 0);
     check_pairs(&lab, &apps, |_, _| false, "after stop");
 
     // One way, A -> B, healing at its deadline.
@@ -318,14 +274,14 @@ async fn a_partition_cuts_between_zones_only_and_heals_on_stop_and_at_its_deadli
         received, 0,
         "node-2's target must drop what arrives from zone a"
     );
-    let x = wait_state(&lab, "one-way", Duration::from_secs(30)).await;
+    let (x, _) = lab.wait_ended("one-way", Duration::from_secs(30)).await;
     let ended = created.elapsed();
     assert_eq!(x.state, i32::from(pb::ExperimentState::Completed), "{x:?}");
     println!(
         "one-way partition of {secs} s ended {:.2} s after CreateExperiment",
         ended.as_secs_f64()
     );
-    assert_eq!(faults_everywhere(&lab).await, 0);
+    assert_eq!(lab.faults_everywhere().await.len(), 0);
     check_pairs(&lab, &apps, |_, _| false, "after the deadline");
 }
 
@@ -341,7 +297,7 @@ async fn a_refusing_partition_fails_connect_across_it_only() {
         nodes: 2,
         ..LabOptions::default()
     });
-    let apps: Vec<CgroupGuard> = lab.nodes.iter().map(|n| n.scope.child("app")).collect();
+    let apps: Vec<CgroupGuard> = lab.children("app");
     let (a, b) = (&lab.nodes[0], &lab.nodes[1]);
     assert_eq!(connect(a, &apps[0], b), None, "before");
     let mut op = lab.operator();
@@ -365,13 +321,8 @@ async fn a_refusing_partition_fails_connect_across_it_only() {
     println!("refusing: node-1 -> node-2: {refused:?}; node-2 -> node-1: connects");
     assert_eq!(refused.as_deref(), Some("ECONNREFUSED"));
     assert_eq!(connect(b, &apps[1], a), None, "b -> a is not cut");
-    op.stop_experiment(pb::StopExperimentRequest {
-        id: "refuse".into(),
-        reason: "test".into(),
-    })
-    .await
-    .expect("StopExperiment");
-    assert_eq!(faults_everywhere(&lab).await, 0);
+    lab.stop_experiment("refuse").await;
+    assert_eq!(lab.faults_everywhere().await.len(), 0);
     assert_eq!(connect(a, &apps[0], b), None, "after stop");
 }
 
@@ -387,7 +338,7 @@ async fn a_service_to_service_fault_hits_that_destination_and_port_only() {
         nodes: 3,
         ..LabOptions::default()
     });
-    let apps: Vec<CgroupGuard> = lab.nodes.iter().map(|n| n.scope.child("app")).collect();
+    let apps: Vec<CgroupGuard> = lab.children("app");
     let glob = format!("{}/*/app", lab.root.relative_str());
     let on = |node: &str| pb::Selector {
         node_names: vec![node.into()],
@@ -444,13 +395,8 @@ async fn a_service_to_service_fault_hits_that_destination_and_port_only() {
     assert_no_loss("another destination", sent, received);
     let (sent, received) = measure("other -> payment:5000", 2, payment, 5000);
     assert_no_loss("another source", sent, received);
-    op.stop_experiment(pb::StopExperimentRequest {
-        id: "checkout-to-payment".into(),
-        reason: "test".into(),
-    })
-    .await
-    .expect("StopExperiment");
+    lab.stop_experiment("checkout-to-payment").await;
     let (sent, received) = measure("after stop: checkout -> payment:5000", 0, payment, 5000);
     assert_no_loss("after stop", sent, received);
-    assert_eq!(faults_everywhere(&lab).await, 0);
+    assert_eq!(lab.faults_everywhere().await.len(), 0);
 }

@@ -49,34 +49,7 @@ fn spec(id: &str, glob: &str) -> pb::ExperimentSpec {
 }
 
 async fn faults_on(lab: &Lab) -> usize {
-    let mut c = lab.nodes[0].agent.client().await;
-    c.list_faults(apb::ListFaultsRequest {})
-        .await
-        .expect("ListFaults")
-        .into_inner()
-        .faults
-        .len()
-}
-
-/// Polls until the experiment leaves RUNNING; returns it and when.
-async fn ended(lab: &Lab, id: &str, limit: Duration) -> (pb::Experiment, Instant) {
-    let start = Instant::now();
-    let mut op = lab.operator();
-    loop {
-        let x = op
-            .get_experiment(pb::GetExperimentRequest { id: id.into() })
-            .await
-            .expect("GetExperiment")
-            .into_inner();
-        if x.state != i32::from(pb::ExperimentState::Running) {
-            return (x, Instant::now());
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{id} still running after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    lab.faults_everywhere().await.len()
 }
 
 #[tokio::test]
@@ -156,8 +129,8 @@ async fn a_real_prometheus_metric_aborts_the_experiment_and_its_absence_does_too
     // EVALUATE, plus the revert and this loop's 50 ms step.
     gauge.set(0.2);
     let flipped = Instant::now();
-    let (x, at) = ended(&lab, "watched", Duration::from_secs(30)).await;
-    let took = at - flipped;
+    let (x, _) = lab.wait_ended("watched", Duration::from_secs(30)).await;
+    let took = flipped.elapsed();
     let bound = SCRAPE + EVALUATE + HOLD + EVALUATE + Duration::from_millis(500);
     println!(
         "stop condition: aborted {:.2} s after the metric crossed (hold {HOLD:?}, scrape \
@@ -194,8 +167,8 @@ async fn a_real_prometheus_metric_aborts_the_experiment_and_its_absence_does_too
     .expect("CreateExperiment");
     prom.kill();
     let killed = Instant::now();
-    let (x, at) = ended(&lab, "orphaned", Duration::from_secs(30)).await;
-    let took = at - killed;
+    let (x, _) = lab.wait_ended("orphaned", Duration::from_secs(30)).await;
+    let took = killed.elapsed();
     println!(
         "fail safe: aborted {:.2} s after Prometheus died (grace {GRACE:?}): {}",
         took.as_secs_f64(),

@@ -203,6 +203,10 @@ async fn run_coordinator(cli: Cli) -> Result<String, Failure> {
             p.to_spec()
                 .unwrap_or_else(|err| usage_error(&["experiment", "partition"], err)),
         ),
+        Command::Experiment(ExperimentCommand::Run { file, .. }) => Some(
+            faultctl::args::file::read(file)
+                .unwrap_or_else(|err| usage_error(&["experiment", "run"], err)),
+        ),
         _ => None,
     };
     let mut client = connect_coordinator(&cli.coordinator).map_err(Failure::Coordinator)?;
@@ -217,7 +221,10 @@ async fn run_coordinator(cli: Cli) -> Result<String, Failure> {
     Ok(match cli.command {
         Command::Experiment(ExperimentCommand::Create(_) | ExperimentCommand::Partition(_)) => {
             let x = client
-                .create_experiment(cpb::CreateExperimentRequest { spec })
+                .create_experiment(cpb::CreateExperimentRequest {
+                    spec,
+                    dry_run: false,
+                })
                 .await?
                 .into_inner();
             let text = one(&x)?;
@@ -261,23 +268,44 @@ async fn run_coordinator(cli: Cli) -> Result<String, Failure> {
             .stop_experiment(cpb::StopExperimentRequest { id, reason })
             .await?
             .into_inner())?,
-        Command::Experiment(ExperimentCommand::Watch { id }) => {
-            let mut events = client
-                .watch_experiment(cpb::WatchExperimentRequest { id })
+        Command::Experiment(ExperimentCommand::Run { dry_run: true, .. }) => {
+            let x = client
+                .create_experiment(cpb::CreateExperimentRequest {
+                    spec,
+                    dry_run: true,
+                })
                 .await?
                 .into_inner();
-            while let Some(ev) = events.message().await? {
-                let line = match out {
-                    OutputFormat::Json => {
-                        let mut l = serde_json::to_string(&EventView::from(&ev))
-                            .context("encoding JSON output")?;
-                        l.push('\n');
-                        l
-                    }
-                    OutputFormat::Table => event_line(&ev),
-                };
-                write_stdout(&line)?;
+            one(&x)?
+        }
+        Command::Experiment(ExperimentCommand::Run { dry_run: false, .. }) => {
+            let x = client
+                .create_experiment(cpb::CreateExperimentRequest {
+                    spec,
+                    dry_run: false,
+                })
+                .await?
+                .into_inner();
+            let id = x.spec.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+            // Follow it to its end, then show how it ended.
+            follow(&mut client, &id, out).await?;
+            let x = client
+                .get_experiment(cpb::GetExperimentRequest { id })
+                .await?
+                .into_inner();
+            let text = one(&x)?;
+            if x.state != i32::from(cpb::ExperimentState::Completed) {
+                write_stdout(&text)?;
+                return Err(Failure::Rpc(tonic::Status::aborted(format!(
+                    "experiment ended {}: {}",
+                    faultctl::output::state_name(x.state),
+                    x.end_reason
+                ))));
             }
+            text
+        }
+        Command::Experiment(ExperimentCommand::Watch { id }) => {
+            follow(&mut client, &id, out).await?;
             String::new()
         }
         Command::Halt { reason } => {
@@ -343,6 +371,33 @@ async fn run_coordinator(cli: Cli) -> Result<String, Failure> {
         }
         _ => unreachable!("agent commands are run by run"),
     })
+}
+
+/// Prints an experiment's events as they come, until it ends.
+async fn follow(
+    client: &mut faultd_proto::coordinator::v1::coordinator_client::CoordinatorClient<
+        tonic::transport::Channel,
+    >,
+    id: &str,
+    out: OutputFormat,
+) -> Result<(), Failure> {
+    let mut events = client
+        .watch_experiment(cpb::WatchExperimentRequest { id: id.to_owned() })
+        .await?
+        .into_inner();
+    while let Some(ev) = events.message().await? {
+        let line = match out {
+            OutputFormat::Json => {
+                let mut l =
+                    serde_json::to_string(&EventView::from(&ev)).context("encoding JSON output")?;
+                l.push('\n');
+                l
+            }
+            OutputFormat::Table => event_line(&ev),
+        };
+        write_stdout(&line)?;
+    }
+    Ok(())
 }
 
 /// `list` prints a JSON array; `get`, `loss` print a single object.

@@ -209,16 +209,20 @@ impl<A: AgentApi> Coordinator for CoordinatorService<A> {
         request: Request<pb::CreateExperimentRequest>,
     ) -> Result<Response<pb::Experiment>, Status> {
         let caller = self.authorize(&request, Rpc::CreateExperiment)?;
-        let spec = request.into_inner().spec;
-        let mut what = json!({ "id": spec.as_ref().map(|s| s.id.clone()) });
+        let req = request.into_inner();
+        let (spec, dry_run) = (req.spec, req.dry_run);
+        let mut what = json!({ "id": spec.as_ref().map(|s| s.id.clone()), "dry_run": dry_run });
         let r = async {
             let spec = spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?;
             let spec =
                 ExperimentSpec::try_from(spec).map_err(|e| status(&EngineError::Invalid(e)))?;
-            self.engine
-                .create(spec, &caller.to_string())
-                .await
-                .map_err(|e| status(&e))
+            let by = caller.to_string();
+            if dry_run {
+                self.engine.dry_run(spec, &by).await
+            } else {
+                self.engine.create(spec, &by).await
+            }
+            .map_err(|e| status(&e))
         }
         .await;
         if let Ok(e) = &r {

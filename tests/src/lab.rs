@@ -58,6 +58,11 @@ pub fn coordinator_bin() -> PathBuf {
     )
 }
 
+/// The `faultctl` binary.
+pub fn faultctl_bin() -> PathBuf {
+    locate_binary("FAULTCTL_BIN", "faultctl", "cargo build -p faultctl")
+}
+
 /// How to build a lab.
 #[derive(Clone, Debug)]
 pub struct LabOptions {
@@ -489,6 +494,37 @@ impl Lab {
             COORDINATOR_ID,
             files,
         ))
+    }
+
+    /// `faultctl` run from the hub against the coordinator as an operator,
+    /// with `args` after the connection flags: (exit status, stdout, stderr).
+    ///
+    /// # Panics
+    /// If it cannot be started.
+    pub fn faultctl(&self, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+        let tls = self.client_cert(OPERATOR_ID);
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.hub.path().display()))
+            .arg("--")
+            .arg(faultctl_bin())
+            .arg("--coordinator")
+            .arg(format!("{HUB_ADDR}:{COORDINATOR_PORT}"))
+            .arg("--coordinator-name")
+            .arg(COORDINATOR_ID)
+            .arg("--ca")
+            .arg(&tls.ca)
+            .arg("--cert")
+            .arg(&tls.cert)
+            .arg("--key")
+            .arg(&tls.key)
+            .args(args)
+            .output()
+            .expect("running faultctl");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// A coordinator client as an operator.

@@ -84,6 +84,7 @@ async fn a_lab_experiment_applies_over_mutual_tls() {
     let x = op
         .create_experiment(pb::CreateExperimentRequest {
             spec: Some(loss_spec("smoke", all(), &glob, 20)),
+            dry_run: false,
         })
         .await
         .expect("create")
@@ -119,7 +120,10 @@ async fn a_lab_experiment_applies_over_mutual_tls() {
 
 async fn create(lab: &Lab, spec: pb::ExperimentSpec) -> pb::Experiment {
     lab.operator()
-        .create_experiment(pb::CreateExperimentRequest { spec: Some(spec) })
+        .create_experiment(pb::CreateExperimentRequest {
+            spec: Some(spec),
+            dry_run: false,
+        })
         .await
         .unwrap_or_else(|s| panic!("CreateExperiment: {s}"))
         .into_inner()
@@ -253,6 +257,7 @@ async fn percent_mode_deadline_stop_and_halt_across_three_agents() {
         .operator()
         .create_experiment(pb::CreateExperimentRequest {
             spec: Some(loss_spec("after-halt", all(), &glob, 60)),
+            dry_run: false,
         })
         .await
         .expect_err("halted");
@@ -512,4 +517,63 @@ async fn a_frozen_agents_faults_end_at_the_lease_expiry() {
     until_gone(frozen, "frozen", Duration::from_secs(10)).await;
     let (x, _) = lab.wait_ended("frozen", Duration::from_secs(30)).await;
     assert_eq!(x.state, i32::from(pb::ExperimentState::Aborted), "{x:?}");
+}
+
+/// `faultctl experiment run FILE`: a dry run lists the targets and applies
+/// nothing; the real run follows the events to the end and exits 0 when
+/// the experiment completed, its fault gone.
+#[tokio::test]
+async fn faultctl_runs_an_experiment_file_and_its_dry_run_applies_nothing() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new(&LabOptions {
+        nodes: 2,
+        ..LabOptions::default()
+    });
+    let _apps = lab.children("app");
+    let file = lab.dir().join("drill.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "id: file-drill\nhypothesis: nothing breaks\nduration: 3s\ntargets:\n  \
+             cgroup_globs: [\"{}/*/app\"]\nfaults:\n  - loss --percent 50 --egress --protocol udp\n",
+            lab.root.relative_str()
+        ),
+    )
+    .expect("experiment file");
+    let file = file.display().to_string();
+    let (status, out, err) = lab.faultctl(&["experiment", "run", &file, "--dry-run"]);
+    println!("dry run:\n{out}{err}");
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("dry run: nothing was applied; 2 faults on 2 targets"),
+        "{out}"
+    );
+    assert!(
+        lab.faults_everywhere().await.is_empty(),
+        "a dry run applies nothing"
+    );
+    let listed = lab
+        .operator()
+        .list_experiments(pb::ListExperimentsRequest::default())
+        .await
+        .expect("ListExperiments")
+        .into_inner()
+        .experiments;
+    assert!(listed.is_empty(), "a dry run records nothing: {listed:?}");
+
+    let (status, out, err) = lab.faultctl(&["experiment", "run", &file]);
+    println!("run:\n{out}{err}");
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("fault applied"),
+        "the events as they came: {out}"
+    );
+    assert!(out.contains("completed"), "{out}");
+    assert!(lab.faults_everywhere().await.is_empty());
+    assert_eq!(
+        lab.experiment("file-drill").await.state,
+        i32::from(pb::ExperimentState::Completed)
+    );
 }

@@ -201,6 +201,7 @@ async fn a_partition_cuts_between_zones_only_and_heals_on_stop_and_at_its_deadli
     let x = op
         .create_experiment(pb::CreateExperimentRequest {
             spec: Some(partition("split", &lab, false, 600)),
+            dry_run: false,
         })
         .await
         .expect("CreateExperiment")
@@ -250,6 +251,7 @@ async fn a_partition_cuts_between_zones_only_and_heals_on_stop_and_at_its_deadli
     let x = op
         .create_experiment(pb::CreateExperimentRequest {
             spec: Some(partition("one-way", &lab, true, secs)),
+            dry_run: false,
         })
         .await
         .expect("CreateExperiment")
@@ -310,6 +312,7 @@ async fn a_refusing_partition_fails_connect_across_it_only() {
                 pb::PartitionAction::RefuseConnect,
                 600,
             )),
+            dry_run: false,
         })
         .await
         .expect("CreateExperiment")
@@ -367,7 +370,10 @@ async fn a_service_to_service_fault_hits_that_destination_and_port_only() {
     });
     let mut op = lab.operator();
     let x = op
-        .create_experiment(pb::CreateExperimentRequest { spec: Some(spec) })
+        .create_experiment(pb::CreateExperimentRequest {
+            spec: Some(spec),
+            dry_run: false,
+        })
         .await
         .expect("CreateExperiment")
         .into_inner();

@@ -175,6 +175,7 @@ async fn each_policy_rule_refuses_and_applies_nothing() {
         let status = op
             .create_experiment(pb::CreateExperimentRequest {
                 spec: Some(case.spec.clone()),
+                dry_run: false,
             })
             .await
             .expect_err(case.rule);
@@ -225,7 +226,10 @@ async fn each_policy_rule_refuses_and_applies_nothing() {
     let mut within = spec("within", loss(1000), node1_apps(), all(), 30);
     within.selector.as_mut().expect("selector").node_names = vec!["node-1".into()];
     let x = op
-        .create_experiment(pb::CreateExperimentRequest { spec: Some(within) })
+        .create_experiment(pb::CreateExperimentRequest {
+            spec: Some(within),
+            dry_run: false,
+        })
         .await
         .expect("an experiment within the policy runs")
         .into_inner();
@@ -240,6 +244,7 @@ async fn each_policy_rule_refuses_and_applies_nothing() {
     let status = op
         .create_experiment(pb::CreateExperimentRequest {
             spec: Some(spec("second", loss(1000), apps(), all(), 30)),
+            dry_run: false,
         })
         .await
         .expect_err("one at a time");

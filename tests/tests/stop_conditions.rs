@@ -80,6 +80,7 @@ async fn a_real_prometheus_metric_aborts_the_experiment_and_its_absence_does_too
     let refused = op
         .create_experiment(pb::CreateExperimentRequest {
             spec: Some(spec("blind-start", &glob)),
+            dry_run: false,
         })
         .await
         .expect_err("no prometheus yet");
@@ -110,6 +111,7 @@ async fn a_real_prometheus_metric_aborts_the_experiment_and_its_absence_does_too
     let x = op
         .create_experiment(pb::CreateExperimentRequest {
             spec: Some(spec("watched", &glob)),
+            dry_run: false,
         })
         .await
         .expect("CreateExperiment")
@@ -152,6 +154,7 @@ async fn a_real_prometheus_metric_aborts_the_experiment_and_its_absence_does_too
     let hot = op
         .create_experiment(pb::CreateExperimentRequest {
             spec: Some(spec("hot", &glob)),
+            dry_run: false,
         })
         .await
         .expect_err("already holds");
@@ -162,6 +165,7 @@ async fn a_real_prometheus_metric_aborts_the_experiment_and_its_absence_does_too
     prom.wait_for("faultd_test_value", 0.0, Duration::from_secs(30));
     op.create_experiment(pb::CreateExperimentRequest {
         spec: Some(spec("orphaned", &glob)),
+        dry_run: false,
     })
     .await
     .expect("CreateExperiment");

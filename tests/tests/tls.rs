@@ -214,8 +214,11 @@ async fn only_operators_may_run_experiments_on_the_coordinator() {
     let create = |mut c: CoordinatorClient<Channel>| {
         let spec = spec.clone();
         async move {
-            c.create_experiment(pb::CreateExperimentRequest { spec: Some(spec) })
-                .await
+            c.create_experiment(pb::CreateExperimentRequest {
+                spec: Some(spec),
+                dry_run: false,
+            })
+            .await
         }
     };
     let hub_addr = "10.77.0.254:7444".parse().expect("addr");

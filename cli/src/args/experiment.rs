@@ -21,6 +21,17 @@ pub enum ExperimentCommand {
     /// traffic within a side and to anything else untouched. Heals at the
     /// deadline, on stop, on halt and when the lease lapses.
     Partition(Box<PartitionArgs>),
+    /// Run the experiment a YAML file describes (docs/examples/): check it,
+    /// apply it, follow its events until it ends, and show how it ended.
+    /// With --dry-run, only list what it would hit.
+    Run {
+        /// The experiment file.
+        file: std::path::PathBuf,
+        /// Check the file, the policy and the selection, apply nothing, and
+        /// list the targets and faults it would have.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show one experiment, its targets and how it ended.
     Get {
         /// The experiment id.
@@ -312,7 +323,11 @@ impl PartitionArgs {
 }
 
 /// Target patterns from the glob and pod flags, in that order.
-fn patterns(cgroups: &[String], units: &[String], pods: &[String]) -> Vec<apb::TargetPattern> {
+pub(super) fn patterns(
+    cgroups: &[String],
+    units: &[String],
+    pods: &[String],
+) -> Vec<apb::TargetPattern> {
     use apb::target_pattern::Kind;
     cgroups
         .iter()
@@ -330,6 +345,22 @@ pub enum Mode {
     One,
     Fixed(u32),
     Percent(f64),
+}
+
+/// A mode as `--mode` spells it, in the API's form.
+pub(super) fn parse_mode_spec(input: &str) -> Result<pb::selection_mode::Mode, String> {
+    parse_mode(input).map(Mode::to_proto)
+}
+
+impl Mode {
+    fn to_proto(self) -> pb::selection_mode::Mode {
+        match self {
+            Mode::All => pb::selection_mode::Mode::All(pb::selection_mode::All {}),
+            Mode::One => pb::selection_mode::Mode::One(pb::selection_mode::One {}),
+            Mode::Fixed(n) => pb::selection_mode::Mode::Fixed(n),
+            Mode::Percent(p) => pb::selection_mode::Mode::Percent(p),
+        }
+    }
 }
 
 fn parse_mode(input: &str) -> Result<Mode, String> {
@@ -355,7 +386,7 @@ fn parse_mode(input: &str) -> Result<Mode, String> {
 }
 
 /// `QUERY > N`, `QUERY < N`, optionally followed by `for D`.
-fn parse_stop_when(input: &str) -> Result<pb::StopCondition, String> {
+pub(super) fn parse_stop_when(input: &str) -> Result<pb::StopCondition, String> {
     let (cond, hold) = match input.rsplit_once(" for ") {
         Some((c, d)) => {
             let hold = parse_duration(d.trim()).map_err(|e| format!("{d:?}: {e}"))?;
@@ -412,12 +443,7 @@ impl CreateArgs {
             apb::fault_spec::Kind::Latency(l) => pb::fault_template::Kind::Latency(l),
             apb::fault_spec::Kind::Bandwidth(b) => pb::fault_template::Kind::Bandwidth(b),
         };
-        let mode = match self.mode {
-            Mode::All => pb::selection_mode::Mode::All(pb::selection_mode::All {}),
-            Mode::One => pb::selection_mode::Mode::One(pb::selection_mode::One {}),
-            Mode::Fixed(n) => pb::selection_mode::Mode::Fixed(n),
-            Mode::Percent(p) => pb::selection_mode::Mode::Percent(p),
-        };
+        let mode = self.mode.to_proto();
         Ok(pb::ExperimentSpec {
             id: self.id.clone(),
             faults: vec![pb::FaultTemplate { kind: Some(kind) }],

@@ -12,6 +12,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 pub mod experiment;
 pub mod fault;
+pub mod file;
 pub mod ops;
 pub mod target;
 

@@ -40,9 +40,14 @@ fn ts(t: Option<prost_types::Timestamp>) -> Option<String> {
     t.and_then(system_time).map(rfc3339)
 }
 
-fn state_name(state: i32) -> String {
+/// An experiment state as people read it; UNSPECIFIED only ever comes
+/// back from a dry run.
+pub fn state_name(state: i32) -> String {
     pb::ExperimentState::try_from(state)
         .map(|s| {
+            if s == pb::ExperimentState::Unspecified {
+                return "dry run".to_owned();
+            }
             s.as_str_name()
                 .trim_start_matches("EXPERIMENT_STATE_")
                 .to_ascii_lowercase()

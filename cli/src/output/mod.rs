@@ -20,7 +20,7 @@ mod tests;
 pub use caps::{CapabilitiesView, FeatureView, KernelObjectView, LimitsView, capabilities_table};
 pub use experiment::{
     EventView, ExperimentView, HaltView, StatusView, TargetStatusView, event_line,
-    experiment_table, experiments_table, status_table,
+    experiment_table, experiments_table, state_name, status_table,
 };
 pub use fault::{
     BandwidthView, CountersView, DirectionView, FaultView, KindView, LatencyView, LossView,

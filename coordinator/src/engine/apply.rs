@@ -21,6 +21,7 @@ pub(super) async fn create<A: AgentApi>(
     engine: &Engine<A>,
     spec: ExperimentSpec,
     created_by: &str,
+    dry_run: bool,
 ) -> Result<pb::Experiment, EngineError> {
     let inner = &engine.inner;
     let t0 = std::time::Instant::now();
@@ -136,6 +137,15 @@ pub(super) async fn create<A: AgentApi>(
         matched_targets: u32::try_from(matched).unwrap_or(u32::MAX),
         ..Default::default()
     };
+    if dry_run {
+        exp.state = pb::ExperimentState::Unspecified.into();
+        exp.end_reason = format!(
+            "dry run: nothing was applied; {} faults on {} targets would be",
+            exp.targets.len(),
+            plan.len()
+        );
+        return Ok(exp);
+    }
     engine.record(
         &exp,
         vec![pb::experiment_event::Kind::TargetsSelected(

@@ -239,7 +239,17 @@ impl<A: AgentApi> Engine<A> {
         spec: ExperimentSpec,
         created_by: &str,
     ) -> Result<pb::Experiment, EngineError> {
-        apply::create(self, spec, created_by).await
+        apply::create(self, spec, created_by, false).await
+    }
+
+    /// What `create` would hit, with every check it makes, applying and
+    /// recording nothing.
+    pub async fn dry_run(
+        &self,
+        spec: ExperimentSpec,
+        created_by: &str,
+    ) -> Result<pb::Experiment, EngineError> {
+        apply::create(self, spec, created_by, true).await
     }
 
     /// Stops a running experiment, reverting its faults; returns its final

@@ -886,3 +886,29 @@ async fn a_destination_filters_every_fault_to_its_addresses_and_ports() {
     let err = ExperimentSpec::try_from(bad).expect_err("bad cidr");
     assert_eq!(err.field, "spec.destination.cidrs[0]");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_selects_and_checks_but_applies_and_records_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fake = Fake::with_nodes(3, 2);
+    let e = engine(&fake, 3, open_policy(), dir.path());
+    let x = e
+        .dry_run(spec("dry", all(), 60), "t")
+        .await
+        .expect("dry run");
+    assert_eq!(state_of(&x), pb::ExperimentState::Unspecified);
+    assert_eq!(x.targets.len(), 6);
+    assert!(x.end_reason.starts_with("dry run"), "{}", x.end_reason);
+    assert_eq!(fake.applies(), 0);
+    assert!(matches!(e.get("dry"), Err(EngineError::NotFound(_))));
+    // The policy is checked as for a real run.
+    let mut strict = open_policy();
+    strict.limits.max_loss_percent = Some(10.0);
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine(&fake, 3, strict, dir.path());
+    let err = e
+        .dry_run(spec("dry", all(), 60), "t")
+        .await
+        .expect_err("30% > 10%");
+    assert!(err.to_string().contains("limits.max_loss_percent"), "{err}");
+}

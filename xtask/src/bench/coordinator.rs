@@ -143,7 +143,10 @@ async fn measure(agents: usize, simulated: bool, experiments: usize) -> anyhow::
         );
         let t0 = Instant::now();
         let x = op
-            .create_experiment(pb::CreateExperimentRequest { spec: Some(spec) })
+            .create_experiment(pb::CreateExperimentRequest {
+                spec: Some(spec),
+                dry_run: false,
+            })
             .await
             .with_context(|| format!("CreateExperiment {id}"))?
             .into_inner();

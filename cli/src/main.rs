@@ -12,9 +12,9 @@ use faultctl::client::{
     CoordinatorError, EXIT_FAILURE, connect_coordinator, exit_code, status_line,
 };
 use faultctl::output::{
-    CapabilitiesView, EventView, ExperimentView, FaultView, HaltView, RevertAllView, RevertView,
-    StatusView, capabilities_table, event_line, experiment_table, experiments_table, fault_table,
-    json, status_table,
+    CapabilitiesView, EventView, ExperimentView, FaultView, HaltView, ReportView, RevertAllView,
+    RevertView, StatusView, capabilities_table, event_line, experiment_table, experiments_table,
+    fault_table, json, report_table, status_table, write_plot,
 };
 use faultctl::{ConnectError, connect};
 use faultd_proto::{agent::v1 as pb, coordinator::v1 as cpb};
@@ -303,6 +303,38 @@ async fn run_coordinator(cli: Cli) -> Result<String, Failure> {
                 ))));
             }
             text
+        }
+        Command::Experiment(ExperimentCommand::Report {
+            id,
+            before,
+            after,
+            step,
+            plot,
+        }) => {
+            let r = client
+                .get_experiment_report(cpb::GetExperimentReportRequest {
+                    id,
+                    before: prost_types::Duration::try_from(before).ok(),
+                    after: prost_types::Duration::try_from(after).ok(),
+                    step: step.and_then(|d| prost_types::Duration::try_from(d).ok()),
+                })
+                .await?
+                .into_inner();
+            let view = ReportView::from(&r);
+            if let Some(path) = &plot {
+                write_plot(&view, path)
+                    .map_err(|e| Failure::Other(anyhow::anyhow!("--plot: {e}")))?;
+            }
+            match out {
+                OutputFormat::Json => to_json(&view)?,
+                OutputFormat::Table => {
+                    let mut text = report_table(&view);
+                    if let Some(path) = &plot {
+                        text.push_str(&format!("\nchart: {}\n", path.display()));
+                    }
+                    text
+                }
+            }
         }
         Command::Experiment(ExperimentCommand::Watch { id }) => {
             follow(&mut client, &id, out).await?;

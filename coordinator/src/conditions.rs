@@ -7,7 +7,7 @@
 use std::{
     future::Future,
     pin::Pin,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use http_body_util::BodyExt as _;
@@ -61,13 +61,29 @@ impl std::fmt::Display for StopCondition {
 #[error("{0}")]
 pub struct QueryError(pub String);
 
+/// A boxed future of a [`Metrics`] call.
+pub type MetricsFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, QueryError>> + Send + 'a>>;
+
+/// A series of (time, value) samples.
+pub type Samples = Vec<(SystemTime, f64)>;
+
 /// A source of query results (Prometheus, or a fake in tests).
 pub trait Metrics: Send + Sync + 'static {
     /// The query's one number at this instant.
-    fn query<'a>(
+    fn query<'a>(&'a self, query: &'a str) -> MetricsFuture<'a, f64>;
+
+    /// The query's one series from `start` to `end`, a sample every
+    /// `step`: (time, value) pairs, NaN samples left out.
+    fn query_range<'a>(
         &'a self,
         query: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<f64, QueryError>> + Send + 'a>>;
+        start: SystemTime,
+        end: SystemTime,
+        step: Duration,
+    ) -> MetricsFuture<'a, Samples> {
+        let _ = (query, start, end, step);
+        Box::pin(async { Err(QueryError("range queries are not supported here".into())) })
+    }
 }
 
 /// The Prometheus HTTP API (`GET /api/v1/query`), plain HTTP.
@@ -89,7 +105,39 @@ impl Prometheus {
     }
 
     async fn get(&self, query: &str) -> Result<f64, QueryError> {
-        let uri = format!("{}/api/v1/query?query={}", self.base, encode(query));
+        let json = self
+            .fetch(&format!("/api/v1/query?query={}", encode(query)))
+            .await?;
+        value_of(&json)
+    }
+
+    async fn range(
+        &self,
+        query: &str,
+        start: SystemTime,
+        end: SystemTime,
+        step: Duration,
+    ) -> Result<Vec<(SystemTime, f64)>, QueryError> {
+        let secs = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        };
+        let json = self
+            .fetch(&format!(
+                "/api/v1/query_range?query={}&start={:.3}&end={:.3}&step={:.3}",
+                encode(query),
+                secs(start),
+                secs(end),
+                step.as_secs_f64().max(0.001)
+            ))
+            .await?;
+        series_of(&json)
+    }
+
+    /// GET `path_and_query` and its JSON answer.
+    async fn fetch(&self, path_and_query: &str) -> Result<serde_json::Value, QueryError> {
+        let uri = format!("{}{path_and_query}", self.base);
         let uri: hyper::Uri = uri
             .parse()
             .map_err(|e| QueryError(format!("bad URL {uri}: {e}")))?;
@@ -108,22 +156,74 @@ impl Prometheus {
             .map_err(|_| QueryError("reading Prometheus's answer timed out".into()))?
             .map_err(|e| QueryError(format!("reading Prometheus's answer: {e}")))?
             .to_bytes();
-        let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        serde_json::from_slice(&body).map_err(|e| {
             QueryError(format!(
                 "Prometheus answered {status} with something that is not JSON: {e}"
             ))
-        })?;
-        value_of(&json)
+        })
     }
 }
 
 impl Metrics for Prometheus {
-    fn query<'a>(
-        &'a self,
-        query: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<f64, QueryError>> + Send + 'a>> {
+    fn query<'a>(&'a self, query: &'a str) -> MetricsFuture<'a, f64> {
         Box::pin(self.get(query))
     }
+
+    fn query_range<'a>(
+        &'a self,
+        query: &'a str,
+        start: SystemTime,
+        end: SystemTime,
+        step: Duration,
+    ) -> MetricsFuture<'a, Samples> {
+        Box::pin(self.range(query, start, end, step))
+    }
+}
+
+/// The one series of a range query's answer (a matrix).
+fn series_of(json: &serde_json::Value) -> Result<Vec<(SystemTime, f64)>, QueryError> {
+    check_status(json)?;
+    let data = &json["data"];
+    if data["resultType"] != "matrix" {
+        return Err(QueryError(format!(
+            "the range query returned a {}, not a matrix",
+            data["resultType"]
+        )));
+    }
+    let result = data["result"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let series = match result {
+        [] => return Ok(Vec::new()),
+        [one] => one,
+        many => {
+            return Err(QueryError(format!(
+                "the query returned {} series; it must return one (aggregate it, e.g. with sum())",
+                many.len()
+            )));
+        }
+    };
+    Ok(series["values"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|v| {
+            let t = v[0].as_f64()?;
+            let value: f64 = v[1].as_str()?.parse().ok()?;
+            (!value.is_nan() && t >= 0.0)
+                .then(|| (SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t), value))
+        })
+        .collect())
+}
+
+fn check_status(json: &serde_json::Value) -> Result<(), QueryError> {
+    if json["status"] == "success" {
+        return Ok(());
+    }
+    Err(QueryError(format!(
+        "Prometheus: {} ({})",
+        json["error"].as_str().unwrap_or("no error text"),
+        json["errorType"].as_str().unwrap_or("error")
+    )))
 }
 
 /// An error and its sources, as one line ("client error (Connect):
@@ -157,13 +257,7 @@ fn encode(s: &str) -> String {
 /// exactly one sample (prometheus.io/docs/prometheus/latest/querying/api/,
 /// "Instant queries" and "Expression query result formats").
 fn value_of(json: &serde_json::Value) -> Result<f64, QueryError> {
-    if json["status"] != "success" {
-        return Err(QueryError(format!(
-            "Prometheus: {} ({})",
-            json["error"].as_str().unwrap_or("no error text"),
-            json["errorType"].as_str().unwrap_or("error")
-        )));
-    }
+    check_status(json)?;
     let data = &json["data"];
     let sample = match data["resultType"].as_str() {
         Some("scalar") => &data["result"],

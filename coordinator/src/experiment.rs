@@ -150,6 +150,8 @@ pub struct ExperimentSpec {
     pub partition: Option<PartitionSpec>,
     pub stop_conditions: Vec<StopCondition>,
     pub destination: Option<DestinationSpec>,
+    /// (name, query) of each SLI the report records.
+    pub observe: Vec<(String, String)>,
     pub duration: Duration,
     pub description: String,
     /// The spec as received, stored and returned as is.
@@ -272,6 +274,28 @@ impl TryFrom<pb::ExperimentSpec> for ExperimentSpec {
             return Err(invalid("spec.description", "must be at most 4096 bytes"));
         }
         let stop_conditions = conditions_from(&spec.stop_conditions)?;
+        if spec.observe.len() > MAX_STOP_CONDITIONS {
+            return Err(invalid(
+                "spec.observe",
+                format!("at most {MAX_STOP_CONDITIONS}, got {}", spec.observe.len()),
+            ));
+        }
+        let mut observe = Vec::new();
+        for (i, o) in spec.observe.iter().enumerate() {
+            if o.name.trim().is_empty() || o.name.len() > 64 {
+                return Err(invalid(
+                    format!("spec.observe[{i}].name"),
+                    "is required, at most 64 bytes",
+                ));
+            }
+            if o.query.trim().is_empty() || o.query.len() > 4096 {
+                return Err(invalid(
+                    format!("spec.observe[{i}].query"),
+                    "is required, at most 4096 bytes",
+                ));
+            }
+            observe.push((o.name.clone(), o.query.clone()));
+        }
         let destination = match (&spec.destination, &partition) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -290,6 +314,7 @@ impl TryFrom<pb::ExperimentSpec> for ExperimentSpec {
             partition,
             stop_conditions,
             destination,
+            observe,
             duration,
             description: spec.description.clone(),
             wire: spec,
@@ -581,6 +606,7 @@ mod tests {
             partition: None,
             stop_conditions: Vec::new(),
             destination: None,
+            observe: Vec::new(),
         }
     }
 

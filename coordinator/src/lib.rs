@@ -4,7 +4,8 @@
 //!
 //! Layers, outermost first: `service` (gRPC, authorization, audit) ->
 //! `engine` (experiment lifecycle) -> `policy`, `select`, `partition`,
-//! `addresses` (pure checks, selection and plans), `conditions` (stop conditions over
+//! `addresses` (pure checks, selection and plans), `report` (an experiment's SLIs
+//! before, during and after), `conditions` (stop conditions over
 //! the Prometheus API), `agents`
 //! (calls to agents, behind a trait), `store` (SQLite) -> `experiment`,
 //! `inventory`, `config` (domain and files).
@@ -18,6 +19,7 @@ pub mod experiment;
 pub mod inventory;
 pub mod partition;
 pub mod policy;
+pub mod report;
 pub mod select;
 pub mod service;
 pub mod store;

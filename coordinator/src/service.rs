@@ -2,7 +2,7 @@
 //! client certificate, convert, call the engine, convert back, audit. The
 //! one mapping from engine errors to status codes is `status`.
 
-use std::pin::Pin;
+use std::{pin::Pin, time::Duration};
 
 use faultd_proto::{
     audit::AuditLog,
@@ -39,6 +39,7 @@ pub enum Rpc {
     ListExperiments,
     WatchExperiment,
     GetStatus,
+    GetExperimentReport,
 }
 
 impl Rpc {
@@ -53,6 +54,7 @@ impl Rpc {
             Self::ListExperiments => "ListExperiments",
             Self::WatchExperiment => "WatchExperiment",
             Self::GetStatus => "GetStatus",
+            Self::GetExperimentReport => "GetExperimentReport",
         }
     }
 
@@ -359,7 +361,47 @@ impl<A: AgentApi> Coordinator for CoordinatorService<A> {
             .map(Response::new)
             .map_err(|e| status(&e))
     }
+
+    async fn get_experiment_report(
+        &self,
+        request: Request<pb::GetExperimentReportRequest>,
+    ) -> Result<Response<pb::ExperimentReport>, Status> {
+        self.authorize(&request, Rpc::GetExperimentReport)?;
+        let req = request.into_inner();
+        validate_id("id", &req.id).map_err(|e| status(&EngineError::Invalid(e)))?;
+        let span = |field: &str, d: Option<prost_types::Duration>, default: Duration| match d {
+            None => Ok(default),
+            Some(d) => Duration::try_from(d)
+                .ok()
+                .filter(|d| *d <= MAX_REPORT_SPAN)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "{field}: must be between 0 and {}",
+                        humantime::format_duration(MAX_REPORT_SPAN)
+                    ))
+                }),
+        };
+        let before = span("before", req.before, Duration::from_secs(60))?;
+        let after = span("after", req.after, Duration::from_secs(60))?;
+        let step = match req.step {
+            None => None,
+            Some(d) => Some(
+                Duration::try_from(d)
+                    .ok()
+                    .filter(|d| *d >= Duration::from_millis(100))
+                    .ok_or_else(|| Status::invalid_argument("step: must be at least 100ms"))?,
+            ),
+        };
+        self.engine
+            .report(&req.id, before, after, step)
+            .await
+            .map(Response::new)
+            .map_err(|e| status(&e))
+    }
 }
+
+/// Longest baseline or after window a report may ask for.
+const MAX_REPORT_SPAN: Duration = Duration::from_secs(24 * 3600);
 
 #[cfg(test)]
 mod tests {

@@ -240,6 +240,7 @@ pub fn experiment(
         partition: None,
         stop_conditions: Vec::new(),
         destination: None,
+        observe: Vec::new(),
     }
 }
 

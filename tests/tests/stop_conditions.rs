@@ -52,16 +52,10 @@ async fn faults_on(lab: &Lab) -> usize {
     lab.faults_everywhere().await.len()
 }
 
-#[tokio::test]
-async fn a_real_prometheus_metric_aborts_the_experiment_and_its_absence_does_too() {
-    if !require_root() {
-        return;
-    }
-    let Some(bin) = prometheus_bin() else {
-        return;
-    };
-    let prometheus_addr: SocketAddr = PROMETHEUS.parse().expect("addr");
-    let lab = Lab::new(&LabOptions {
+/// A one-node lab whose coordinator evaluates conditions through
+/// Prometheus at [`PROMETHEUS`] in the hub.
+fn prometheus_lab() -> Lab {
+    Lab::new(&LabOptions {
         nodes: 1,
         coordinator_toml: format!(
             "\n[prometheus]\nurl = \"http://{PROMETHEUS}\"\ninterval = \"{}ms\"\ngrace = \"{}ms\"\n\
@@ -70,7 +64,32 @@ async fn a_real_prometheus_metric_aborts_the_experiment_and_its_absence_does_too
             GRACE.as_millis()
         ),
         ..LabOptions::default()
-    });
+    })
+}
+
+/// The gauge (at 0.01) and Prometheus scraping it, in the lab's hub, once
+/// Prometheus has the gauge's first sample.
+fn gauge_and_prometheus(
+    bin: &std::path::Path,
+    lab: &Lab,
+    dir: &std::path::Path,
+) -> (Gauge, PrometheusGuard) {
+    let addr: SocketAddr = PROMETHEUS.parse().expect("addr");
+    let gauge = Gauge::start(&lab.hub.path(), 0.01);
+    let prom = PrometheusGuard::start(bin, &lab.hub.path(), addr, gauge.addr(), SCRAPE, dir);
+    prom.wait_for("faultd_test_value", 0.01, Duration::from_secs(30));
+    (gauge, prom)
+}
+
+#[tokio::test]
+async fn a_real_prometheus_metric_aborts_the_experiment_and_its_absence_does_too() {
+    if !require_root() {
+        return;
+    }
+    let Some(bin) = prometheus_bin() else {
+        return;
+    };
+    let lab = prometheus_lab();
     let _app = lab.nodes[0].scope.child("app");
     let glob = format!("{}/*/app", lab.root.relative_str());
     let mut op = lab.operator();
@@ -95,17 +114,8 @@ async fn a_real_prometheus_metric_aborts_the_experiment_and_its_absence_does_too
     );
     assert_eq!(faults_on(&lab).await, 0);
 
-    let gauge = Gauge::start(&lab.hub.path(), 0.01);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut prom = PrometheusGuard::start(
-        &bin,
-        &lab.hub.path(),
-        prometheus_addr,
-        gauge.addr(),
-        SCRAPE,
-        dir.path(),
-    );
-    prom.wait_for("faultd_test_value", 0.01, Duration::from_secs(30));
+    let (gauge, mut prom) = gauge_and_prometheus(&bin, &lab, dir.path());
 
     // Below the threshold: runs.
     let x = op
@@ -190,4 +200,127 @@ async fn a_real_prometheus_metric_aborts_the_experiment_and_its_absence_does_too
         "{took:?}"
     );
     assert_eq!(faults_on(&lab).await, 0);
+}
+
+/// The report of a run whose SLI (the gauge) rose during the faults and
+/// came back a known time after them: before, during and after as set,
+/// the recovery within a scrape and a step of the truth; the chart drawn
+/// by `faultctl experiment report --plot`.
+#[tokio::test]
+async fn the_report_shows_the_sli_before_during_after_and_the_recovery() {
+    if !require_root() {
+        return;
+    }
+    let Some(bin) = prometheus_bin() else {
+        return;
+    };
+    let lab = prometheus_lab();
+    let _app = lab.nodes[0].scope.child("app");
+    let glob = format!("{}/*/app", lab.root.relative_str());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gauge, _prom) = gauge_and_prometheus(&bin, &lab, dir.path());
+    // A baseline of several scrapes.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut s = spec("reported", &glob);
+    s.duration = prost_types::Duration::try_from(Duration::from_secs(6)).ok();
+    // A stop condition that does not fire, and an observed query.
+    s.stop_conditions[0].threshold = 10.0;
+    s.observe = vec![pb::Observe {
+        name: "errors".into(),
+        query: "faultd_test_value".into(),
+    }];
+    lab.operator()
+        .create_experiment(pb::CreateExperimentRequest {
+            spec: Some(s),
+            dry_run: false,
+        })
+        .await
+        .expect("CreateExperiment");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    gauge.set(0.2);
+    let (x, _) = lab.wait_ended("reported", Duration::from_secs(30)).await;
+    assert_eq!(x.state, i32::from(pb::ExperimentState::Completed), "{x:?}");
+    // The SLI stays up 2 s past the faults, then comes back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    gauge.set(0.01);
+    let back = std::time::SystemTime::now();
+    let ended = x
+        .ended_at
+        .and_then(|t| std::time::SystemTime::try_from(t).ok())
+        .expect("ended");
+    let truth = back.duration_since(ended).expect("after the end");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+
+    let r = lab
+        .operator()
+        .get_experiment_report(pb::GetExperimentReportRequest {
+            id: "reported".into(),
+            before: prost_types::Duration::try_from(Duration::from_secs(5)).ok(),
+            after: prost_types::Duration::try_from(Duration::from_secs(8)).ok(),
+            step: prost_types::Duration::try_from(Duration::from_secs(1)).ok(),
+        })
+        .await
+        .expect("GetExperimentReport")
+        .into_inner();
+    assert!(r.complete);
+    assert!(r.events.len() >= 4, "the timeline: {:?}", r.events);
+    let sli = r
+        .slis
+        .iter()
+        .find(|s| s.name == "errors")
+        .expect("observed");
+    assert!(sli.error.is_empty(), "{}", sli.error);
+    let (before, during) = (sli.before.expect("before"), sli.during.expect("during"));
+    assert!(before.samples >= 3, "{before:?}");
+    assert_eq!((before.min, before.max), (0.01, 0.01), "{before:?}");
+    assert_eq!(during.max, 0.2, "{during:?}");
+    let recovery = sli
+        .recovery
+        .and_then(|d| Duration::try_from(d).ok())
+        .expect("recovered");
+    let step = Duration::from_secs(1);
+    println!(
+        "report: before {:.3} (n={}), during mean {:.3} max {:.3}, after mean {:.3}; recovery \
+         {:.2} s, truth {:.2} s (a scrape + a step either way)",
+        before.mean,
+        before.samples,
+        during.mean,
+        during.max,
+        sli.after.expect("after").mean,
+        recovery.as_secs_f64(),
+        truth.as_secs_f64()
+    );
+    assert!(
+        recovery + SCRAPE + step >= truth && recovery <= truth + SCRAPE + step,
+        "recovery {recovery:?}, truth {truth:?}"
+    );
+    assert!(
+        r.slis.iter().any(|s| s.name == "stop condition 0"),
+        "stop conditions are reported too"
+    );
+
+    // The same through faultctl, with the chart.
+    let png = dir.path().join("report.png");
+    let png_arg = png.display().to_string();
+    let (status, out, err) = lab.faultctl(&[
+        "experiment",
+        "report",
+        "reported",
+        "--before",
+        "5s",
+        "--after",
+        "8s",
+        "--step",
+        "1s",
+        "--plot",
+        &png_arg,
+    ]);
+    println!("{out}{err}");
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("RECOVERY") && out.contains("errors"), "{out}");
+    let bytes = std::fs::read(&png).expect("the chart");
+    assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
+    if let Ok(keep) = std::env::var("FAULTD_KEEP_REPORT") {
+        std::fs::copy(&png, keep).expect("keeping the chart");
+    }
 }

@@ -51,6 +51,25 @@ pub enum ExperimentCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// What an experiment did: its timeline, and each observed SLI (and
+    /// stop condition) before, during and after the faults, with the time
+    /// it took to come back.
+    Report {
+        /// The experiment id.
+        id: String,
+        /// The baseline window before the faults.
+        #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "1m")]
+        before: Duration,
+        /// How long after the faults to look for the recovery.
+        #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "1m")]
+        after: Duration,
+        /// Sample spacing (default: about 200 samples, at least 1s).
+        #[arg(long, value_name = "D", value_parser = parse_duration)]
+        step: Option<Duration>,
+        /// Also draw each SLI over time into this PNG, the faults shaded.
+        #[arg(long, value_name = "FILE.png")]
+        plot: Option<std::path::PathBuf>,
+    },
     /// Follow an experiment's events until it ends.
     Watch {
         /// The experiment id.
@@ -127,6 +146,11 @@ pub struct CreateArgs {
     /// (repeatable; the comparison is the last > or <).
     #[arg(long = "stop-when", value_name = "QUERY > N [for D]", value_parser = parse_stop_when)]
     pub stop_when: Vec<pb::StopCondition>,
+
+    /// Record this query in the experiment's report, as NAME=QUERY
+    /// (repeatable), e.g. 'p99=histogram_quantile(0.99, sum by (le) (rate(rq_seconds_bucket[1m])))'.
+    #[arg(long = "observe", value_name = "NAME=QUERY", value_parser = parse_observe)]
+    pub observe: Vec<pb::Observe>,
 
     #[command(flatten)]
     pub to: DestinationArgs,
@@ -423,6 +447,19 @@ pub(super) fn parse_stop_when(input: &str) -> Result<pb::StopCondition, String> 
     })
 }
 
+/// `NAME=QUERY`.
+pub(super) fn parse_observe(input: &str) -> Result<pb::Observe, String> {
+    match input.split_once('=') {
+        Some((name, query)) if !name.trim().is_empty() && !query.trim().is_empty() => {
+            Ok(pb::Observe {
+                name: name.trim().to_owned(),
+                query: query.trim().to_owned(),
+            })
+        }
+        _ => Err(format!("{input:?} is not NAME=QUERY")),
+    }
+}
+
 fn parse_label(input: &str) -> Result<(String, String), String> {
     match input.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -461,6 +498,7 @@ impl CreateArgs {
             partition: None,
             stop_conditions: self.stop_when.clone(),
             destination: self.to.to_proto(),
+            observe: self.observe.clone(),
         })
     }
 }

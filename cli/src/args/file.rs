@@ -20,6 +20,8 @@
 //!   protocol: tcp
 //! stop_when:
 //!   - sum(rate(errors_total[30s])) / sum(rate(requests_total[30s])) > 0.05 for 15s
+//! observe:                      # in the report, next to the stop conditions
+//!   p99: histogram_quantile(0.99, sum by (le) (rate(checkout_seconds_bucket[30s])))
 //! ```
 
 use std::{collections::BTreeMap, path::Path};
@@ -75,6 +77,9 @@ struct File {
     partition: Option<Partition>,
     #[serde(default)]
     stop_when: Vec<String>,
+    /// Queries recorded in the report: name -> PromQL.
+    #[serde(default)]
+    observe: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +179,14 @@ pub fn parse(path: &str, text: &str) -> Result<pb::ExperimentSpec, FileError> {
             .map_err(|e| field("duration", e.to_string()))?,
         ..Default::default()
     };
+    spec.observe = f
+        .observe
+        .iter()
+        .map(|(name, query)| pb::Observe {
+            name: name.clone(),
+            query: query.clone(),
+        })
+        .collect();
     for (i, s) in f.stop_when.iter().enumerate() {
         spec.stop_conditions
             .push(parse_stop_when(s).map_err(|e| field(&format!("stop_when[{i}]"), e))?);

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 mod caps;
 mod experiment;
 mod fault;
+mod report;
 #[cfg(test)]
 mod tests;
 
@@ -26,6 +27,7 @@ pub use fault::{
     BandwidthView, CountersView, DirectionView, FaultView, KindView, LatencyView, LossView,
     PortsView, ProtocolView, ResolvedView, StateView, SyscallView, TargetView, fault_table,
 };
+pub use report::{ReportView, SliView, WindowView, report_table, write_plot};
 
 /// `RevertFault`, as `-o json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

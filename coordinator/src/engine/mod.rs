@@ -23,6 +23,7 @@ use crate::{
     experiment::{ExperimentSpec, InvalidField},
     inventory::Inventory,
     policy::{Policy, Violation},
+    report,
     store::{Store, StoreError},
 };
 
@@ -250,6 +251,78 @@ impl<A: AgentApi> Engine<A> {
         created_by: &str,
     ) -> Result<pb::Experiment, EngineError> {
         apply::create(self, spec, created_by, true).await
+    }
+
+    /// The report of experiment `id`: its timeline, and each observed
+    /// query's and stop condition's SLI over `before` the faults, during
+    /// them and `after`, a sample every `step` (None: about 200 samples).
+    pub async fn report(
+        &self,
+        id: &str,
+        before: Duration,
+        after: Duration,
+        step: Option<Duration>,
+    ) -> Result<pb::ExperimentReport, EngineError> {
+        let exp = self.get(id)?;
+        let events = lock(&self.inner.store).events(id, 0)?;
+        let spec = exp
+            .spec
+            .clone()
+            .map(ExperimentSpec::try_from)
+            .transpose()?
+            .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+        let now = self.now();
+        let time = |t: Option<prost_types::Timestamp>| t.and_then(|t| SystemTime::try_from(t).ok());
+        let Some(fault_start) = time(exp.started_at) else {
+            return Err(EngineError::Selection(format!(
+                "experiment {id} never ran: no report"
+            )));
+        };
+        let fault_end = time(exp.ended_at).unwrap_or(now).max(fault_start);
+        let w = report::Windows {
+            start: fault_start - before,
+            fault_start,
+            fault_end,
+            end: (fault_end + after).min(now),
+        };
+        let span = w.end.duration_since(w.start).unwrap_or_default();
+        let step = step.unwrap_or((span / 200).max(Duration::from_secs(1)));
+        let mut queries: Vec<(String, String)> = spec.observe.clone();
+        queries.extend(
+            spec.stop_conditions
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("stop condition {i}"), c.query.clone())),
+        );
+        let mut slis = Vec::new();
+        for (name, query) in &queries {
+            let Some(metrics) = &self.inner.settings.metrics else {
+                slis.push(pb::SliReport {
+                    name: name.clone(),
+                    query: query.clone(),
+                    error: "this coordinator has no [prometheus] section".into(),
+                    ..Default::default()
+                });
+                continue;
+            };
+            match metrics.query_range(query, w.start, w.end, step).await {
+                Ok(samples) => slis.push(report::sli(name, query, &samples, &w)),
+                Err(e) => slis.push(pb::SliReport {
+                    name: name.clone(),
+                    query: query.clone(),
+                    error: e.0,
+                    ..Default::default()
+                }),
+            }
+        }
+        Ok(pb::ExperimentReport {
+            complete: exp.ended_at.is_some() && fault_end + after <= now,
+            experiment: Some(exp),
+            events,
+            slis,
+            window_start: Some(w.start.into()),
+            window_end: Some(w.end.into()),
+        })
     }
 
     /// Stops a running experiment, reverting its faults; returns its final

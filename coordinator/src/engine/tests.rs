@@ -302,6 +302,7 @@ fn spec(id: &str, mode: pb::selection_mode::Mode, secs: i64) -> ExperimentSpec {
         partition: None,
         stop_conditions: Vec::new(),
         destination: None,
+        observe: Vec::new(),
     })
     .expect("valid spec")
 }
@@ -702,12 +703,7 @@ async fn a_partition_that_breaks_a_rule_or_cannot_separate_applies_nothing() {
 struct FakeMetrics(Arc<Mutex<Result<f64, String>>>);
 
 impl crate::conditions::Metrics for FakeMetrics {
-    fn query<'a>(
-        &'a self,
-        _: &'a str,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<f64, crate::conditions::QueryError>> + Send + 'a>,
-    > {
+    fn query<'a>(&'a self, _: &'a str) -> crate::conditions::MetricsFuture<'a, f64> {
         let v = self.0.lock().expect("lock").clone();
         Box::pin(async move { v.map_err(crate::conditions::QueryError) })
     }

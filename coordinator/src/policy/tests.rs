@@ -31,6 +31,7 @@ fn spec(faults: Vec<pb::fault_template::Kind>, secs: i64) -> ExperimentSpec {
         partition: None,
         stop_conditions: Vec::new(),
         destination: None,
+        observe: Vec::new(),
     })
     .expect("valid")
 }

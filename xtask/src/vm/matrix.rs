@@ -14,7 +14,10 @@ use super::{
 };
 
 const DEFAULT_VM_TIMEOUT_SECS: u64 = 900;
-const DEFAULT_TEST_TIMEOUT_SECS: u64 = 180;
+/// A hang guard, not a speed target: the slowest executable, latency on
+/// Debian 6.12 (ingress tests included), took 166 s under emulation on an
+/// idle two-core machine and passed 180 s on a busy one.
+const DEFAULT_TEST_TIMEOUT_SECS: u64 = 360;
 
 /// Runs the VM tier: every kernel of the matrix (or of FAULTD_VM_KERNELS),
 /// one after the other. The tests inside a VM measure traffic rates and

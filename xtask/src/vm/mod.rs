@@ -24,7 +24,7 @@
 //!   kernels (30 minutes) leave the 90-minute CI budget room for set-up and
 //!   the host tiers;
 //! - `FAULTD_VM_TEST_TIMEOUT`: seconds per executable inside the VM, default
-//!   180 (the slowest, loss, takes ~45 s under emulation);
+//!   360 (the slowest, latency on 6.12, takes ~170 s under emulation);
 //! - `FAULTD_VM_ACCEL`: `kvm` or `tcg`, skipping the KVM probe;
 //! - `FAULTD_VM_QUIET=1`: do not echo the consoles;
 //! - `FAULTD_VM_ONLY=NAME[:FILTER]`: run only the test executable NAME of

@@ -268,24 +268,14 @@ async fn run_coordinator(cli: Cli) -> Result<String, Failure> {
             .stop_experiment(cpb::StopExperimentRequest { id, reason })
             .await?
             .into_inner())?,
-        Command::Experiment(ExperimentCommand::Run { dry_run: true, .. }) => {
+        Command::Experiment(ExperimentCommand::Run { dry_run, .. }) => {
             let x = client
-                .create_experiment(cpb::CreateExperimentRequest {
-                    spec,
-                    dry_run: true,
-                })
+                .create_experiment(cpb::CreateExperimentRequest { spec, dry_run })
                 .await?
                 .into_inner();
-            one(&x)?
-        }
-        Command::Experiment(ExperimentCommand::Run { dry_run: false, .. }) => {
-            let x = client
-                .create_experiment(cpb::CreateExperimentRequest {
-                    spec,
-                    dry_run: false,
-                })
-                .await?
-                .into_inner();
+            if dry_run {
+                return Ok(one(&x)?);
+            }
             let id = x.spec.as_ref().map(|s| s.id.clone()).unwrap_or_default();
             // Follow it to its end, then show how it ended.
             follow(&mut client, &id, out).await?;

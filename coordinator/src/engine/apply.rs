@@ -3,6 +3,8 @@
 //! any agent refuses or cannot be reached, what was applied is reverted and
 //! the experiment ends as failed, naming the agent and its error.
 
+use std::net::IpAddr;
+
 use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
 use tracing::{info, warn};
 
@@ -50,29 +52,15 @@ pub(super) async fn create<A: AgentApi>(
             let a = list_side(engine, &spec.selector, "spec.partition.a", true).await?;
             let b = list_side(engine, &p.b, "spec.partition.b", true).await?;
             let matched = a.len() + b.len();
-            let members =
-                |side: Vec<(Candidate, Vec<String>)>| -> Result<Vec<Member>, EngineError> {
-                    side.into_iter()
-                    .map(|(candidate, addrs)| {
-                        let addresses = addrs
-                            .iter()
-                            .map(|a| {
-                                a.parse().map_err(|_| {
-                                    EngineError::Selection(format!(
-                                        "node {} reported address {a:?} for {}, which does not parse",
-                                        candidate.node, candidate.cgroup_path
-                                    ))
-                                })
-                            })
-                            .collect::<Result<_, _>>()?;
-                        Ok(Member {
-                            candidate,
-                            addresses,
-                        })
+            let members = |side: Vec<(Candidate, Vec<IpAddr>)>| -> Vec<Member> {
+                side.into_iter()
+                    .map(|(candidate, addresses)| Member {
+                        candidate,
+                        addresses,
                     })
                     .collect()
-                };
-            let (a, b) = (members(a)?, members(b)?);
+            };
+            let (a, b) = (members(a), members(b));
             let all: Vec<&Candidate> = a.iter().chain(&b).map(|m| &m.candidate).collect();
             policy.check_selection(&selected_of(all), matched, inner.inventory.agents.len())?;
             let plan =
@@ -323,14 +311,7 @@ async fn destination_faults<A: AgentApi>(
                     c.cgroup_path, c.node
                 )));
             }
-            for a in found {
-                addrs.push(a.parse().map_err(|_| {
-                    EngineError::Selection(format!(
-                        "node {} reported address {a:?} for {}, which does not parse",
-                        c.node, c.cgroup_path
-                    ))
-                })?);
-            }
+            addrs.extend(found);
         }
         cidrs = aggregate(addrs);
     }
@@ -394,7 +375,7 @@ async fn list_side<A: AgentApi>(
     selector: &Selector,
     field: &str,
     with_addresses: bool,
-) -> Result<Vec<(Candidate, Vec<String>)>, EngineError> {
+) -> Result<Vec<(Candidate, Vec<IpAddr>)>, EngineError> {
     let inner = &engine.inner;
     let nodes = select::nodes(&inner.inventory, selector);
     if nodes.is_empty() {
@@ -419,14 +400,24 @@ async fn list_side<A: AgentApi>(
     for listing in listings {
         let (node, targets) = listing?;
         for m in targets {
-            out.push((
-                Candidate {
-                    node: node.to_owned(),
-                    cgroup_path: m.resolved.map(|r| r.cgroup_path).unwrap_or_default(),
-                    target: m.target.unwrap_or_default(),
-                },
-                m.addresses,
-            ));
+            let candidate = Candidate {
+                node: node.to_owned(),
+                cgroup_path: m.resolved.map(|r| r.cgroup_path).unwrap_or_default(),
+                target: m.target.unwrap_or_default(),
+            };
+            let addresses = m
+                .addresses
+                .iter()
+                .map(|a| {
+                    a.parse().map_err(|_| {
+                        EngineError::Selection(format!(
+                            "node {} reported address {a:?} for {}, which does not parse",
+                            candidate.node, candidate.cgroup_path
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            out.push((candidate, addresses));
         }
     }
     Ok(out)

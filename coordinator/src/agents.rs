@@ -11,7 +11,7 @@ use faultd_proto::{
 use tokio::sync::RwLock;
 use tonic::{Code, transport::Channel};
 
-use crate::inventory::Inventory;
+use crate::inventory::{Agent, Discovery};
 
 /// An agent call that failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -65,27 +65,41 @@ pub trait AgentApi: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<apb::Fault>, AgentError>> + Send;
 }
 
-/// The agents of an inventory, over mutual TLS. Channels connect lazily
-/// and reconnect on their own; each call has a deadline.
-#[derive(Clone, Debug)]
+/// The agents discovery knows, over mutual TLS. Channels connect lazily
+/// and reconnect on their own; each call has a deadline. A node's channel
+/// is made on first use and made again when its agent moves (a new
+/// DaemonSet pod has a new address).
+#[derive(Clone)]
 pub struct GrpcAgents {
-    clients: Arc<RwLock<HashMap<String, AgentClient<Channel>>>>,
+    discovery: Arc<dyn Discovery>,
+    clients: Arc<RwLock<HashMap<String, Cached>>>,
     config: Arc<rustls::ClientConfig>,
     timeout: Duration,
 }
 
+impl std::fmt::Debug for GrpcAgents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcAgents")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl GrpcAgents {
+    /// Fails when an agent of the current inventory has an address no
+    /// channel can be made for.
     pub fn new(
-        inventory: &Inventory,
+        discovery: Arc<dyn Discovery>,
         config: Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> Result<Self, tls::TlsError> {
         let mut clients = HashMap::new();
-        for a in &inventory.agents {
+        for a in &discovery.inventory().agents {
             let channel = tls::channel(&a.address, a.tls_name(), Arc::clone(&config), timeout)?;
-            clients.insert(a.node.clone(), AgentClient::new(channel));
+            clients.insert(a.node.clone(), (key_of(a), AgentClient::new(channel)));
         }
         Ok(Self {
+            discovery,
             clients: Arc::new(RwLock::new(clients)),
             config,
             timeout,
@@ -93,22 +107,50 @@ impl GrpcAgents {
     }
 
     async fn client(&self, node: &str) -> Result<AgentClient<Channel>, AgentError> {
+        let agent = self.discovery.inventory().get(node).cloned();
+        let fail = |code, message: String| AgentError {
+            node: node.to_owned(),
+            code,
+            message,
+        };
+        let Some(agent) = agent else {
+            return Err(fail(
+                Code::NotFound,
+                "no such agent (not in the inventory)".to_owned(),
+            ));
+        };
+        let key = key_of(&agent);
+        if let Some((k, c)) = self.clients.read().await.get(node)
+            && *k == key
+        {
+            return Ok(c.clone());
+        }
+        let channel = tls::channel(
+            &agent.address,
+            agent.tls_name(),
+            Arc::clone(&self.config),
+            self.timeout,
+        )
+        .map_err(|e| fail(Code::InvalidArgument, format!("agent address: {e}")))?;
+        let client = AgentClient::new(channel);
         self.clients
-            .read()
+            .write()
             .await
-            .get(node)
-            .cloned()
-            .ok_or_else(|| AgentError {
-                node: node.to_owned(),
-                code: Code::NotFound,
-                message: "not in the inventory".to_owned(),
-            })
+            .insert(node.to_owned(), (key, client.clone()));
+        Ok(client)
     }
 
     /// The TLS configuration and timeout agents are called with.
     pub fn settings(&self) -> (Arc<rustls::ClientConfig>, Duration) {
         (Arc::clone(&self.config), self.timeout)
     }
+}
+
+/// A node's channel and the (address, TLS name) it was made for.
+type Cached = ((String, String), AgentClient<Channel>);
+
+fn key_of(a: &Agent) -> (String, String) {
+    (a.address.clone(), a.tls_name().to_owned())
 }
 
 fn err(node: &str) -> impl FnOnce(tonic::Status) -> AgentError + '_ {

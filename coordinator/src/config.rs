@@ -4,6 +4,7 @@
 //! so the policy can be reloaded without a restart.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -33,6 +34,63 @@ pub struct Config {
     /// experiment with stop conditions is refused.
     #[serde(default)]
     pub prometheus: Option<PrometheusConfig>,
+    /// Agents, pods and Services from the Kubernetes API instead of a
+    /// static inventory.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesConfig>,
+}
+
+/// Discovery through the Kubernetes API: the agents are the ready pods of
+/// the agent DaemonSet (node -> pod IP), selectors' `pods` and
+/// destinations' `service` are answered from watch caches of pods, nodes
+/// and EndpointSlices.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file. Absent: the in-cluster service account, else
+    /// $KUBECONFIG or ~/.kube/config.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the agent DaemonSet's pods.
+    #[serde(default = "default_agent_namespace")]
+    pub agent_namespace: String,
+    /// Labels the agent pods carry (equality).
+    #[serde(default = "default_agent_labels")]
+    pub agent_labels: BTreeMap<String, String>,
+    /// The port of the agents' mutual-TLS listener.
+    #[serde(default = "default_agent_port")]
+    pub agent_port: u16,
+    /// The name agent certificates carry; `{node}` is the node's name.
+    #[serde(default = "default_agent_tls_name")]
+    pub agent_tls_name: String,
+    /// How long start waits for the first full list of pods, nodes and
+    /// EndpointSlices.
+    #[serde(default = "default_sync_timeout", with = "duration_text")]
+    pub sync_timeout: Duration,
+}
+
+fn default_agent_namespace() -> String {
+    "faultd".to_owned()
+}
+
+fn default_agent_labels() -> BTreeMap<String, String> {
+    [(
+        "app.kubernetes.io/name".to_owned(),
+        "faultd-agent".to_owned(),
+    )]
+    .into()
+}
+
+fn default_agent_port() -> u16 {
+    7443
+}
+
+fn default_agent_tls_name() -> String {
+    "{node}".to_owned()
+}
+
+fn default_sync_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// The Prometheus server stop conditions query (HTTP API, plain HTTP: run
@@ -100,8 +158,10 @@ impl ServerConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
-    /// The static inventory file (see `inventory`).
-    pub inventory: PathBuf,
+    /// The static inventory file (see `inventory`); exactly one of this and
+    /// the `[kubernetes]` section.
+    #[serde(default)]
+    pub inventory: Option<PathBuf>,
     /// The CA of the agents' certificates, and the coordinator's client
     /// certificate, whose identity the agents list in
     /// `server.tls.coordinator_identities`.
@@ -240,16 +300,62 @@ impl Config {
             ("server.ca", &self.server.ca),
             ("server.cert", &self.server.cert),
             ("server.key", &self.server.key),
-            ("agents.inventory", &self.agents.inventory),
             ("agents.ca", &self.agents.ca),
             ("agents.cert", &self.agents.cert),
             ("agents.key", &self.agents.key),
             ("store.path", &self.store.path),
             ("policy.path", &self.policy.path),
             ("audit.path", &self.audit.path),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            self.agents
+                .inventory
+                .iter()
+                .map(|p| ("agents.inventory", p)),
+        )
+        .chain(
+            self.kubernetes
+                .iter()
+                .flat_map(|k| k.kubeconfig.iter().map(|p| ("kubernetes.kubeconfig", p))),
+        ) {
             if !path.is_absolute() {
                 return Err(invalid(key, "must be an absolute path"));
+            }
+        }
+        match (&self.agents.inventory, &self.kubernetes) {
+            (None, None) => {
+                return Err(invalid(
+                    "agents.inventory",
+                    "is required without a [kubernetes] section: where the agents are",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "agents.inventory",
+                    "set it or [kubernetes], not both: one source of agents",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(k) = &self.kubernetes {
+            if k.agent_namespace.is_empty() {
+                return Err(invalid("kubernetes.agent_namespace", "is empty"));
+            }
+            if k.agent_labels.is_empty() {
+                return Err(invalid(
+                    "kubernetes.agent_labels",
+                    "is empty: every pod of the namespace would count as an agent",
+                ));
+            }
+            if k.agent_port == 0 {
+                return Err(invalid("kubernetes.agent_port", "must be above zero"));
+            }
+            if k.agent_tls_name.is_empty() {
+                return Err(invalid("kubernetes.agent_tls_name", "is empty"));
+            }
+            if k.sync_timeout.is_zero() {
+                return Err(invalid("kubernetes.sync_timeout", "must be above zero"));
             }
         }
         if self.server.operators.is_empty() {
@@ -371,6 +477,38 @@ path = "/etc/policy.toml"
                 .to_string()
                 .contains("store.path")
         );
+    }
+
+    #[test]
+    fn kubernetes_replaces_the_inventory() {
+        let text = GOOD.replace("inventory = \"/etc/inv.toml\"\n", "")
+            + "[kubernetes]\nagent_tls_name = \"{node}.agents.faultd\"\n";
+        let c: Config = toml::from_str(&text).expect("parse");
+        c.validate().expect("valid");
+        let k = c.kubernetes.clone().expect("kubernetes");
+        assert_eq!(k.agent_namespace, "faultd");
+        assert_eq!(k.agent_port, 7443);
+        assert_eq!(k.sync_timeout, Duration::from_secs(30));
+        let mut both = c.clone();
+        both.agents.inventory = Some("/etc/inv.toml".into());
+        let err = both.validate().expect_err("both").to_string();
+        assert!(
+            err.contains("agents.inventory") && err.contains("not both"),
+            "{err}"
+        );
+        let mut neither = c.clone();
+        neither.kubernetes = None;
+        let err = neither.validate().expect_err("neither").to_string();
+        assert!(
+            err.contains("agents.inventory") && err.contains("required"),
+            "{err}"
+        );
+        let mut bad = c;
+        if let Some(k) = bad.kubernetes.as_mut() {
+            k.agent_labels.clear();
+        }
+        let err = bad.validate().expect_err("labels").to_string();
+        assert!(err.contains("kubernetes.agent_labels"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,23 @@ pub struct Selector {
     pub node_names: Vec<String>,
     pub node_labels: BTreeMap<String, String>,
     pub targets: Vec<apb::TargetPattern>,
+    pub pods: Option<PodSelector>,
+}
+
+/// Pods by namespace and labels, found through the Kubernetes API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSelector {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// Only this container of each pod; `None`: the whole pod.
+    pub container: Option<String>,
+}
+
+/// A Kubernetes Service, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
 }
 
 /// Where a service-to-service fault's traffic goes (validated).
@@ -37,6 +54,7 @@ pub struct Selector {
 pub struct DestinationSpec {
     pub selector: Option<Selector>,
     pub cidrs: Vec<String>,
+    pub service: Option<ServiceRef>,
     pub port_min: u32,
     pub port_max: u32,
     pub protocol: apb::Protocol,
@@ -76,10 +94,22 @@ fn destination_from(
         .clone()
         .map(|s| selector_from("spec.destination.selector", Some(s)))
         .transpose()?;
-    if selector.is_none() && wire.cidrs.is_empty() {
+    let service = wire
+        .service
+        .as_ref()
+        .map(|s| {
+            dns_label("spec.destination.service.namespace", &s.namespace)?;
+            dns_subdomain("spec.destination.service.name", &s.name)?;
+            Ok(ServiceRef {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+            })
+        })
+        .transpose()?;
+    if selector.is_none() && wire.cidrs.is_empty() && service.is_none() {
         return Err(invalid(
             "spec.destination",
-            "needs a selector or cidrs: where the traffic goes",
+            "needs a selector, cidrs or a service: where the traffic goes",
         ));
     }
     if let Some((i, c)) = wire.cidrs.iter().enumerate().find(|(_, c)| !valid_cidr(c)) {
@@ -121,6 +151,7 @@ fn destination_from(
     Ok(DestinationSpec {
         selector,
         cidrs: wire.cidrs.clone(),
+        service,
         port_min: wire.port_min,
         port_max: wire.port_max,
         protocol,
@@ -482,10 +513,16 @@ fn faults_from(wire: &[pb::FaultTemplate]) -> Result<Vec<pb::fault_template::Kin
 /// "spec.partition.a", ...).
 fn selector_from(field: &str, sel: Option<pb::Selector>) -> Result<Selector, InvalidField> {
     let sel = sel.ok_or_else(|| invalid(field, "is required"))?;
-    if sel.targets.is_empty() {
+    let pods = sel
+        .pods
+        .as_ref()
+        .map(|p| pod_selector_from(&format!("{field}.pods"), p))
+        .transpose()?;
+    if sel.targets.is_empty() && pods.is_none() {
         return Err(invalid(
             format!("{field}.targets"),
-            "needs at least one target pattern (cgroup_glob, systemd_unit_glob or pod_uid)",
+            "needs at least one target pattern (cgroup_glob, systemd_unit_glob or pod_uid), \
+             or pods",
         ));
     }
     if sel.targets.len() > MAX_PATTERNS {
@@ -515,7 +552,90 @@ fn selector_from(field: &str, sel: Option<pb::Selector>) -> Result<Selector, Inv
         node_names: sel.node_names,
         node_labels: sel.node_labels.into_iter().collect(),
         targets: sel.targets,
+        pods,
     })
+}
+
+fn pod_selector_from(field: &str, p: &pb::PodSelector) -> Result<PodSelector, InvalidField> {
+    dns_label(&format!("{field}.namespace"), &p.namespace)?;
+    for (k, v) in &p.labels {
+        label_key(&format!("{field}.labels[{k:?}]"), k)?;
+        label_value(&format!("{field}.labels[{k:?}]"), v)?;
+    }
+    let container = (!p.container.is_empty())
+        .then(|| {
+            dns_label(&format!("{field}.container"), &p.container).map(|()| p.container.clone())
+        })
+        .transpose()?;
+    Ok(PodSelector {
+        namespace: p.namespace.clone(),
+        labels: p.labels.clone().into_iter().collect(),
+        container,
+    })
+}
+
+/// An RFC 1123 label, as Kubernetes names namespaces and containers: 1-63
+/// lowercase alphanumerics or '-', starting and ending alphanumeric.
+fn dns_label(field: &str, s: &str) -> Result<(), InvalidField> {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if s.is_empty() || s.len() > 63 || !s.chars().all(|c| ok(c) || c == '-') {
+        return Err(invalid(
+            field,
+            format!("{s:?} is not a DNS label (1-63 of a-z, 0-9, '-')"),
+        ));
+    }
+    if !s.starts_with(ok) || !s.ends_with(ok) {
+        return Err(invalid(
+            field,
+            format!("{s:?} must start and end with a letter or digit"),
+        ));
+    }
+    Ok(())
+}
+
+/// An RFC 1123 subdomain (Service names): dot-separated labels, at most 253.
+fn dns_subdomain(field: &str, s: &str) -> Result<(), InvalidField> {
+    if s.len() > 253 {
+        return Err(invalid(field, "is longer than 253 characters"));
+    }
+    s.split('.').try_for_each(|l| dns_label(field, l))
+}
+
+/// A label key: an optional DNS subdomain prefix and '/', then a name of
+/// 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric.
+fn label_key(field: &str, key: &str) -> Result<(), InvalidField> {
+    let name = match key.split_once('/') {
+        Some((prefix, name)) => {
+            dns_subdomain(field, prefix)?;
+            name
+        }
+        None => key,
+    };
+    if name.is_empty() {
+        return Err(invalid(field, "the label key's name is empty"));
+    }
+    label_value(field, name)
+}
+
+/// A label value: empty, or 1-63 alphanumerics, '-', '_' or '.', starting
+/// and ending alphanumeric.
+fn label_value(field: &str, v: &str) -> Result<(), InvalidField> {
+    let ok = |c: char| c.is_ascii_alphanumeric();
+    let valid = v.is_empty()
+        || (v.len() <= 63
+            && v.chars().all(|c| ok(c) || matches!(c, '-' | '_' | '.'))
+            && v.starts_with(ok)
+            && v.ends_with(ok));
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "{v:?} is not a label value (at most 63 of A-Z, a-z, 0-9, '-', '_', '.', alphanumeric at both ends)"
+            ),
+        ))
+    }
 }
 
 fn mode_from(mode: Option<&pb::SelectionMode>) -> Result<Mode, InvalidField> {
@@ -612,6 +732,62 @@ mod tests {
 
     fn field(s: pb::ExperimentSpec) -> String {
         ExperimentSpec::try_from(s).expect_err("invalid").field
+    }
+
+    #[test]
+    fn pod_selectors_and_services_are_checked_as_kubernetes_names() {
+        let pods = |namespace: &str, labels: &[(&str, &str)], container: &str| {
+            let mut s = spec();
+            s.selector = Some(pb::Selector {
+                pods: Some(pb::PodSelector {
+                    namespace: namespace.into(),
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    container: container.into(),
+                }),
+                ..Default::default()
+            });
+            s
+        };
+        let ok = ExperimentSpec::try_from(pods(
+            "shop",
+            &[("app.kubernetes.io/name", "checkout"), ("tier", "")],
+            "app",
+        ))
+        .expect("valid");
+        assert_eq!(
+            ok.selector.pods.and_then(|p| p.container).as_deref(),
+            Some("app")
+        );
+        assert_eq!(field(pods("", &[], "")), "spec.selector.pods.namespace");
+        assert_eq!(field(pods("Shop", &[], "")), "spec.selector.pods.namespace");
+        assert_eq!(
+            field(pods("shop-", &[], "")),
+            "spec.selector.pods.namespace"
+        );
+        assert_eq!(
+            field(pods("shop", &[("bad key!", "x")], "")),
+            "spec.selector.pods.labels[\"bad key!\"]"
+        );
+        assert_eq!(
+            field(pods("shop", &[("app", "-x")], "")),
+            "spec.selector.pods.labels[\"app\"]"
+        );
+        assert_eq!(
+            field(pods("shop", &[], "App")),
+            "spec.selector.pods.container"
+        );
+        let mut svc = spec();
+        svc.destination = Some(pb::Destination {
+            service: Some(pb::ServiceRef {
+                namespace: "shop".into(),
+                name: "payment..v2".into(),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(field(svc), "spec.destination.service.name");
     }
 
     #[test]

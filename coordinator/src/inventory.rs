@@ -10,11 +10,76 @@
 //! labels = { zone = "a", role = "web" }
 //! ```
 
-use std::{collections::BTreeMap, path::Path};
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, read_toml};
+use crate::{
+    config::{ConfigError, read_toml},
+    experiment::{PodSelector, ServiceRef},
+};
+
+/// A running pod, as the Kubernetes API lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    /// metadata.uid: what the agent finds the pod's cgroup by.
+    pub uid: String,
+    /// spec.nodeName.
+    pub node: String,
+    /// The runtime's id of the selector's container ("containerd://…"),
+    /// when the selector names one.
+    pub container_id: Option<String>,
+}
+
+/// Why discovery could not answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The coordinator runs from a static inventory: no Kubernetes API.
+    #[error("{what} needs the Kubernetes API: the coordinator has no [kubernetes] config")]
+    NoKubernetes { what: &'static str },
+    #[error("service {namespace}/{name} not found (no EndpointSlice labelled with it)")]
+    NoService { namespace: String, name: String },
+}
+
+/// Where the coordinator learns its agents, and with Kubernetes, pods and
+/// Service endpoints. Answers come from memory (the static file, or watch
+/// caches kept current by the API server), so they are cheap and never
+/// block on the network.
+pub trait Discovery: Send + Sync + 'static {
+    /// The agents now known.
+    fn inventory(&self) -> Inventory;
+    /// The running pods `selector` matches, with the node each is on.
+    fn pods(&self, selector: &PodSelector) -> Result<Vec<Pod>, DiscoveryError>;
+    /// The endpoint addresses of a Service.
+    fn service_addresses(&self, service: &ServiceRef) -> Result<Vec<IpAddr>, DiscoveryError>;
+    /// The namespace of the pod with this uid, if it is known.
+    fn pod_namespace(&self, uid: &str) -> Option<String>;
+}
+
+/// A static inventory: agents only.
+impl Discovery for Inventory {
+    fn inventory(&self) -> Inventory {
+        self.clone()
+    }
+
+    fn pods(&self, _: &PodSelector) -> Result<Vec<Pod>, DiscoveryError> {
+        Err(DiscoveryError::NoKubernetes {
+            what: "a pods selector",
+        })
+    }
+
+    fn service_addresses(&self, _: &ServiceRef) -> Result<Vec<IpAddr>, DiscoveryError> {
+        Err(DiscoveryError::NoKubernetes {
+            what: "a service destination",
+        })
+    }
+
+    fn pod_namespace(&self, _: &str) -> Option<String> {
+        None
+    }
+}
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

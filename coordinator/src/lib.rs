@@ -7,8 +7,9 @@
 //! `addresses` (pure checks, selection and plans), `report` (an experiment's SLIs
 //! before, during and after), `conditions` (stop conditions over
 //! the Prometheus API), `agents`
-//! (calls to agents, behind a trait), `store` (SQLite) -> `experiment`,
-//! `inventory`, `config` (domain and files).
+//! (calls to agents, behind a trait), `kubernetes` (discovery through the
+//! Kubernetes API), `store` (SQLite) -> `experiment`, `inventory` (the
+//! static inventory and the `Discovery` trait), `config` (domain and files).
 
 pub mod addresses;
 pub mod agents;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod engine;
 pub mod experiment;
 pub mod inventory;
+pub mod kubernetes;
 pub mod partition;
 pub mod policy;
 pub mod report;

@@ -143,6 +143,7 @@ mod tests {
                 node: node.into(),
                 target: apb::Target::default(),
                 cgroup_path: cgroup.into(),
+                namespace: None,
             },
             addresses: addrs.iter().map(|a| ip(a)).collect(),
         }
@@ -162,6 +163,7 @@ mod tests {
                 node_names: Vec::new(),
                 node_labels: Default::default(),
                 targets: Vec::new(),
+                pods: None,
             },
             one_way,
             refuse_connect,

@@ -155,6 +155,8 @@ pub struct Selected<'a> {
     pub node: &'a str,
     pub target: &'a apb::Target,
     pub cgroup_path: &'a str,
+    /// The pod's namespace, when the target is a pod Kubernetes knows.
+    pub namespace: Option<&'a str>,
 }
 
 impl Policy {
@@ -196,6 +198,14 @@ impl Policy {
 
     /// Rules on the experiment alone: duration and magnitudes.
     pub fn check_spec(&self, spec: &ExperimentSpec) -> Result<(), Violation> {
+        let fields = ["spec.selector", "spec.partition.b"];
+        for (field, sel) in fields.iter().zip(spec.selectors()) {
+            if let Some(pods) = &sel.pods {
+                self.check_namespace(&pods.namespace).map_err(|v| {
+                    spec_rule(v.rule, format!("{field}.pods.namespace: {}", v.detail))
+                })?;
+            }
+        }
         let l = &self.limits;
         if let Some(max) = l.max_duration
             && spec.duration > max
@@ -373,7 +383,43 @@ impl Policy {
         Ok(())
     }
 
+    /// Pods of `namespace` may be targeted: it is not protected and, with
+    /// an allowlist of namespaces, on it.
+    pub fn check_namespace(&self, namespace: &str) -> Result<(), Violation> {
+        if self.protected.namespaces.iter().any(|n| n == namespace) {
+            return Err(state_rule(
+                "protected.namespaces",
+                format!("namespace {namespace:?} is protected"),
+            ));
+        }
+        if self.allowlist.enabled
+            && !self.allowlist.namespaces.is_empty()
+            && !self.allowlist.namespaces.iter().any(|n| n == namespace)
+        {
+            return Err(state_rule(
+                "allowlist.namespaces",
+                format!("namespace {namespace:?} is not on the allowlist"),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_target(&self, s: &Selected<'_>) -> Result<(), Violation> {
+        // A pod the coordinator knows through Kubernetes, however the
+        // selector found it (a pods selector, a pod_uid or a cgroup glob).
+        if let Some(ns) = s.namespace {
+            self.check_namespace(ns).map_err(|v| {
+                state_rule(
+                    v.rule,
+                    format!(
+                        "target {} on node {} is in {}",
+                        describe(s),
+                        s.node,
+                        v.detail
+                    ),
+                )
+            })?;
+        }
         let unit = unit_of(s);
         let in_cgroup = |c: &String| covers(s.cgroup_path, c) || covers(c, s.cgroup_path);
         if let Some(u) = unit
@@ -421,12 +467,15 @@ impl Policy {
             let node_ok =
                 self.allowlist.nodes.is_empty() || self.allowlist.nodes.iter().any(|n| n == s.node);
             let unit_ok = unit.is_some_and(|u| self.allowlist.units.iter().any(|a| a == u));
+            let namespace_ok = s
+                .namespace
+                .is_some_and(|n| self.allowlist.namespaces.iter().any(|a| a == n));
             let cgroup_ok = self
                 .allowlist
                 .cgroups
                 .iter()
                 .any(|c| covers(c, s.cgroup_path));
-            if !node_ok || !(unit_ok || cgroup_ok) {
+            if !node_ok || !(unit_ok || cgroup_ok || namespace_ok) {
                 return Err(state_rule(
                     "allowlist",
                     format!(

@@ -32,6 +32,32 @@ pub struct Candidate {
     pub node: String,
     pub target: apb::Target,
     pub cgroup_path: String,
+    /// The pod's namespace, when the target is (or is inside) a pod the
+    /// Kubernetes API lists.
+    pub namespace: Option<String>,
+}
+
+/// The uid of the pod whose cgroup `path` is or is inside, as the kubelet
+/// names pod cgroups: `pod<uid>` with the cgroupfs driver
+/// (`kubepods/burstable/pod1f0c…`), `kubepods-<qos>-pod<uid with '_' for
+/// '-'>.slice` with the systemd driver.
+pub fn pod_uid_in(path: &str) -> Option<String> {
+    path.split('/').find_map(|component| {
+        let component = component.strip_suffix(".slice").unwrap_or(component);
+        let at = component.rfind("pod")?;
+        if at != 0 && !component[..at].ends_with('-') {
+            return None;
+        }
+        let uid = component[at + 3..].replace('_', "-");
+        let hex_groups: Vec<&str> = uid.split('-').collect();
+        let shape = [8, 4, 4, 4, 12];
+        (hex_groups.len() == 5
+            && hex_groups
+                .iter()
+                .zip(shape)
+                .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit())))
+        .then_some(uid)
+    })
 }
 
 /// `mode`'s choice of `n` among `candidates`, in a stable order (node,
@@ -65,6 +91,7 @@ mod tests {
                 node: format!("n{}", i % 3),
                 target: apb::Target::default(),
                 cgroup_path: format!("app/{i}"),
+                namespace: None,
             })
             .collect()
     }
@@ -94,6 +121,7 @@ address = "x:3"
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect::<BTreeMap<_, _>>(),
             targets: Vec::new(),
+            pods: None,
         };
         let names = |v: Vec<&Agent>| v.iter().map(|a| a.node.clone()).collect::<Vec<_>>();
         assert_eq!(names(nodes(&inv, &sel(&[], &[]))), ["a", "b", "c"]);
@@ -105,6 +133,26 @@ address = "x:3"
             names(nodes(&inv, &sel(&["b", "c"], &[("role", "web")]))),
             ["b"]
         );
+    }
+
+    #[test]
+    fn pod_uids_from_both_cgroup_drivers() {
+        let uid = "1f0c8a3e-2b4d-4e6f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(
+            pod_uid_in(
+                "kubepods.slice/kubepods-burstable.slice/\
+                 kubepods-burstable-pod1f0c8a3e_2b4d_4e6f_8a9b_0c1d2e3f4a5b.slice/\
+                 cri-containerd-0123abcd.scope"
+            )
+            .as_deref(),
+            Some(uid)
+        );
+        assert_eq!(
+            pod_uid_in(&format!("kubepods/besteffort/pod{uid}/0123abcd")).as_deref(),
+            Some(uid)
+        );
+        assert_eq!(pod_uid_in("system.slice/ipod.service"), None);
+        assert_eq!(pod_uid_in("kubepods.slice/kubepods-podnotauid.slice"), None);
     }
 
     #[test]

@@ -137,6 +137,9 @@ pub struct CreateArgs {
     #[arg(long = "pod-uid", value_name = "UID", help_heading = "Selector")]
     pub pod_uids: Vec<String>,
 
+    #[command(flatten)]
+    pub pods: PodArgs,
+
     /// What the experiment is for.
     #[arg(long, default_value = "")]
     pub description: String,
@@ -160,6 +163,37 @@ pub struct CreateArgs {
     pub fault: KindCommand,
 }
 
+/// Pods through the coordinator's Kubernetes discovery, as
+/// `kubectl get pods -n NS -l K=V`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Selector (Kubernetes)")]
+pub struct PodArgs {
+    /// Targets: the running pods of this namespace ...
+    #[arg(long = "namespace", short = 'n', value_name = "NS")]
+    pub namespace: Option<String>,
+    /// ... carrying this label (repeatable; all must match) ...
+    #[arg(long = "pod-label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label, requires = "namespace")]
+    pub pod_labels: Vec<(String, String)>,
+    /// ... only this container of each.
+    #[arg(
+        long = "container",
+        short = 'c',
+        value_name = "NAME",
+        requires = "namespace"
+    )]
+    pub container: Option<String>,
+}
+
+impl PodArgs {
+    pub fn to_proto(&self) -> Option<pb::PodSelector> {
+        self.namespace.as_ref().map(|ns| pb::PodSelector {
+            namespace: ns.clone(),
+            labels: self.pod_labels.iter().cloned().collect(),
+            container: self.container.clone().unwrap_or_default(),
+        })
+    }
+}
+
 /// Service-to-service faults: only traffic to these destinations.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Destination (service-to-service)")]
@@ -179,6 +213,9 @@ pub struct DestinationArgs {
     /// ... the addresses of this pod.
     #[arg(long = "to-pod-uid", value_name = "UID")]
     pub to_pod_uids: Vec<String>,
+    /// Destinations: the endpoints of this Kubernetes Service.
+    #[arg(long = "to-service", value_name = "NAMESPACE/NAME", value_parser = parse_service)]
+    pub to_service: Option<pb::ServiceRef>,
     /// Destinations: this address or CIDR (repeatable).
     #[arg(long = "to-cidr", value_name = "CIDR")]
     pub to_cidrs: Vec<String>,
@@ -198,7 +235,7 @@ impl DestinationArgs {
             &self.to_unit_globs,
             &self.to_pod_uids,
         );
-        if targets.is_empty() && self.to_cidrs.is_empty() {
+        if targets.is_empty() && self.to_cidrs.is_empty() && self.to_service.is_none() {
             return None;
         }
         let (port_min, port_max) = self
@@ -210,8 +247,10 @@ impl DestinationArgs {
                 node_names: self.to_nodes.clone(),
                 node_labels: self.to_labels.iter().cloned().collect(),
                 targets,
+                pods: None,
             }),
             cidrs: self.to_cidrs.clone(),
+            service: self.to_service.clone(),
             port_min,
             port_max,
             protocol: self
@@ -299,6 +338,7 @@ impl PartitionArgs {
                 node_names: nodes.to_vec(),
                 node_labels: labels.iter().cloned().collect(),
                 targets,
+                pods: None,
             })
         };
         let a = side(
@@ -347,6 +387,19 @@ impl PartitionArgs {
 }
 
 /// Target patterns from the glob and pod flags, in that order.
+/// "NAMESPACE/NAME".
+fn parse_service(text: &str) -> Result<pb::ServiceRef, String> {
+    match text.split_once('/') {
+        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+            Ok(pb::ServiceRef {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+        }
+        _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+    }
+}
+
 pub(super) fn patterns(
     cgroups: &[String],
     units: &[String],
@@ -471,7 +524,8 @@ impl CreateArgs {
     /// The experiment these flags describe.
     pub fn to_spec(&self) -> Result<pb::ExperimentSpec, ArgsError> {
         let targets = patterns(&self.cgroup_globs, &self.unit_globs, &self.pod_uids);
-        if targets.is_empty() {
+        let pods = self.pods.to_proto();
+        if targets.is_empty() && pods.is_none() {
             return Err(ArgsError::NoTargets);
         }
         let kind = match self.fault.kind()? {
@@ -488,6 +542,7 @@ impl CreateArgs {
                 node_names: self.nodes.clone(),
                 node_labels: self.labels.iter().cloned().collect(),
                 targets,
+                pods,
             }),
             mode: Some(pb::SelectionMode { mode: Some(mode) }),
             duration: Some(

@@ -95,6 +95,19 @@ struct Selector {
     unit_globs: Vec<String>,
     #[serde(default)]
     pod_uids: Vec<String>,
+    /// Pods through the coordinator's Kubernetes discovery.
+    #[serde(default)]
+    pods: Option<Pods>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pods {
+    namespace: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    container: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +117,9 @@ struct Destination {
     selector: Selector,
     #[serde(default)]
     cidrs: Vec<String>,
+    /// A Kubernetes Service's endpoints, "namespace/name".
+    #[serde(default)]
+    service: Option<String>,
     #[serde(default)]
     port: Option<String>,
     #[serde(default)]
@@ -135,6 +151,11 @@ impl Selector {
             node_names: self.nodes.clone(),
             node_labels: self.labels.clone().into_iter().collect(),
             targets: patterns(&self.cgroup_globs, &self.unit_globs, &self.pod_uids),
+            pods: self.pods.as_ref().map(|p| pb::PodSelector {
+                namespace: p.namespace.clone(),
+                labels: p.labels.clone().into_iter().collect(),
+                container: p.container.clone(),
+            }),
         }
     }
 }
@@ -261,9 +282,26 @@ pub fn parse(path: &str, text: &str) -> Result<pb::ExperimentSpec, FileError> {
                 })?,
         };
         let selector = d.selector.to_proto();
+        let service = d
+            .service
+            .as_deref()
+            .map(|s| match s.split_once('/') {
+                Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+                    Ok(pb::ServiceRef {
+                        namespace: namespace.to_owned(),
+                        name: name.to_owned(),
+                    })
+                }
+                _ => Err(field(
+                    "destination.service",
+                    format!("{s:?} is not namespace/name"),
+                )),
+            })
+            .transpose()?;
         spec.destination = Some(pb::Destination {
-            selector: (!selector.targets.is_empty()).then_some(selector),
+            selector: (!selector.targets.is_empty() || selector.pods.is_some()).then_some(selector),
             cidrs: d.cidrs.clone(),
+            service,
             port_min,
             port_max,
             protocol: protocol.into(),

@@ -191,7 +191,7 @@ pub enum ArgsError {
     PortWithIcmp,
     #[error("--duration {0:?} is too long")]
     DurationTooLong(Duration),
-    #[error("an experiment needs targets: --cgroup-glob, --unit-glob or --pod-uid")]
+    #[error("an experiment needs targets: --cgroup-glob, --unit-glob, --pod-uid or --namespace")]
     NoTargets,
     #[error(
         "partition side {0} needs targets: --{0}-cgroup-glob, --{0}-unit-glob or --{0}-pod-uid"

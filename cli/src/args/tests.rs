@@ -776,6 +776,71 @@ fn stop_conditions_parse_query_comparison_threshold_and_hold() {
 }
 
 #[test]
+fn kubernetes_pods_and_services_by_flags() {
+    let cli = parse(&[
+        "experiment",
+        "create",
+        "--id",
+        "x",
+        "--duration",
+        "2m",
+        "-n",
+        "shop",
+        "-l",
+        "app=checkout",
+        "--pod-label",
+        "tier=web",
+        "--container",
+        "app",
+        "--to-service",
+        "shop/payment",
+        "latency",
+        "--delay",
+        "400ms",
+    ])
+    .unwrap();
+    let Command::Experiment(ExperimentCommand::Create(create)) = cli.command else {
+        panic!("create")
+    };
+    let spec = create.to_spec().unwrap();
+    let pods = spec.selector.unwrap().pods.unwrap();
+    assert_eq!(pods.namespace, "shop");
+    assert_eq!(pods.labels.len(), 2);
+    assert_eq!(pods.labels["tier"], "web");
+    assert_eq!(pods.container, "app");
+    let service = spec.destination.unwrap().service.unwrap();
+    assert_eq!(
+        (service.namespace.as_str(), service.name.as_str()),
+        ("shop", "payment")
+    );
+    // A label or container without the namespace is refused by clap.
+    assert!(
+        parse(&[
+            "experiment",
+            "create",
+            "--id",
+            "x",
+            "--duration",
+            "2m",
+            "-l",
+            "app=x",
+            "latency",
+            "--delay",
+            "1ms",
+        ])
+        .is_err()
+    );
+    let file = super::file::read(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs/examples/checkout-payment-kubernetes.yaml"),
+    )
+    .unwrap();
+    let pods = file.selector.unwrap().pods.unwrap();
+    assert_eq!(pods.labels["app.kubernetes.io/name"], "checkout");
+    assert_eq!(file.destination.unwrap().service.unwrap().name, "payment");
+}
+
+#[test]
 fn destination_flags_make_a_destination() {
     let cli = parse(&[
         "experiment",

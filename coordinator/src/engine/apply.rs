@@ -13,7 +13,8 @@ use crate::{
     addresses::{aggregate, filtered},
     agents::{AgentApi, AgentError},
     conditions,
-    experiment::{DestinationSpec, ExperimentSpec, Selector, fault_id, lease_id},
+    experiment::{DestinationSpec, ExperimentSpec, PodSelector, Selector, fault_id, lease_id},
+    inventory::{Inventory, Pod},
     partition::{self, Member},
     policy::Selected,
     select::{self, Candidate},
@@ -62,7 +63,7 @@ pub(super) async fn create<A: AgentApi>(
             };
             let (a, b) = (members(a), members(b));
             let all: Vec<&Candidate> = a.iter().chain(&b).map(|m| &m.candidate).collect();
-            policy.check_selection(&selected_of(all), matched, inner.inventory.agents.len())?;
+            policy.check_selection(&selected_of(all), matched, engine.inventory().agents.len())?;
             let plan =
                 partition::plan(p, &spec.faults[0], &a, &b).map_err(EngineError::Selection)?;
             (plan, matched)
@@ -82,7 +83,7 @@ pub(super) async fn create<A: AgentApi>(
             policy.check_selection(
                 &selected_of(chosen.iter().collect()),
                 matched,
-                inner.inventory.agents.len(),
+                engine.inventory().agents.len(),
             )?;
             let faults = match &spec.destination {
                 None => spec.faults.clone(),
@@ -315,6 +316,24 @@ async fn destination_faults<A: AgentApi>(
         }
         cidrs = aggregate(addrs);
     }
+    if let Some(service) = &d.service {
+        let found = engine
+            .inner
+            .discovery
+            .service_addresses(service)
+            .map_err(|e| EngineError::Selection(format!("spec.destination.service: {e}")))?;
+        if found.is_empty() {
+            return Err(EngineError::Selection(format!(
+                "spec.destination.service: {}/{} has no endpoint address",
+                service.namespace, service.name
+            )));
+        }
+        for c in aggregate(found) {
+            if !cidrs.contains(&c) {
+                cidrs.push(c);
+            }
+        }
+    }
     for c in &d.cidrs {
         if !cidrs.contains(c) {
             cidrs.push(c.clone());
@@ -369,7 +388,9 @@ async fn check_conditions<A: AgentApi>(
 
 /// The targets `selector` matches on the nodes it names, each with its
 /// addresses when asked; the policy's node rules checked first. `field`
-/// names the selector in errors.
+/// names the selector in errors. A pods selector is answered by the
+/// Kubernetes API first (which pods, on which nodes), then by each node's
+/// agent (which of them it has, and their cgroups).
 async fn list_side<A: AgentApi>(
     engine: &Engine<A>,
     selector: &Selector,
@@ -377,20 +398,41 @@ async fn list_side<A: AgentApi>(
     with_addresses: bool,
 ) -> Result<Vec<(Candidate, Vec<IpAddr>)>, EngineError> {
     let inner = &engine.inner;
-    let nodes = select::nodes(&inner.inventory, selector);
+    let inventory = engine.inventory();
+    let mut nodes = select::nodes(&inventory, selector);
+    let pods = match &selector.pods {
+        None => Vec::new(),
+        Some(p) => pods_of(engine, &inventory, selector, p, field)?,
+    };
+    if selector.pods.is_some() && selector.targets.is_empty() {
+        nodes.retain(|a| pods.iter().any(|p| p.node == a.node));
+    }
     if nodes.is_empty() {
-        return Err(EngineError::Selection(format!(
-            "{field} matches no node of the inventory"
-        )));
+        return Err(EngineError::Selection(if selector.pods.is_some() {
+            format!("{field}.pods matches no running pod on a node with a faultd agent")
+        } else {
+            format!("{field} matches no node of the inventory")
+        }));
     }
     let node_names: Vec<&str> = nodes.iter().map(|a| a.node.as_str()).collect();
     engine.policy().0.check_matched_nodes(&node_names)?;
-    // What each node has that the patterns match (read-only calls).
-    let patterns = &selector.targets;
+    // What each node has that the patterns match (read-only calls): the
+    // selector's patterns, and the uid of each of the pods on that node.
+    let patterns_of = |node: &str| {
+        let mut patterns = selector.targets.clone();
+        patterns.extend(
+            pods.iter()
+                .filter(|p| p.node == node)
+                .map(|p| apb::TargetPattern {
+                    kind: Some(apb::target_pattern::Kind::PodUid(p.uid.clone())),
+                }),
+        );
+        patterns
+    };
     let listings = futures::future::join_all(node_names.iter().map(|n| async move {
         let r = inner
             .agents
-            .list_targets(n, patterns.clone(), with_addresses)
+            .list_targets(n, patterns_of(n), with_addresses)
             .await;
         engine.saw(n, &r);
         r.map(|targets| (*n, targets))
@@ -400,11 +442,31 @@ async fn list_side<A: AgentApi>(
     for listing in listings {
         let (node, targets) = listing?;
         for m in targets {
-            let candidate = Candidate {
+            let mut candidate = Candidate {
                 node: node.to_owned(),
                 cgroup_path: m.resolved.map(|r| r.cgroup_path).unwrap_or_default(),
                 target: m.target.unwrap_or_default(),
+                namespace: None,
             };
+            let uid = match &candidate.target.kind {
+                Some(apb::target::Kind::Pod(p)) => Some(p.uid.clone()),
+                _ => select::pod_uid_in(&candidate.cgroup_path),
+            };
+            if let Some(uid) = uid {
+                let pod = pods.iter().find(|p| p.uid == uid);
+                // The container the selector asked for, by the id the
+                // runtime gave it.
+                if let (Some(apb::target::Kind::Pod(t)), Some(id)) = (
+                    &mut candidate.target.kind,
+                    pod.and_then(|p| p.container_id.clone()),
+                ) {
+                    t.container_id = id;
+                }
+                candidate.namespace = match pod {
+                    Some(p) => Some(p.namespace.clone()),
+                    None => inner.discovery.pod_namespace(&uid),
+                };
+            }
             let addresses = m
                 .addresses
                 .iter()
@@ -423,6 +485,33 @@ async fn list_side<A: AgentApi>(
     Ok(out)
 }
 
+/// The running pods a pods selector matches, from the Kubernetes API's
+/// watch caches. Without a node selector, a matching pod on a node with no
+/// ready agent refuses the experiment: it would silently be spared.
+fn pods_of<A: AgentApi>(
+    engine: &Engine<A>,
+    inventory: &Inventory,
+    selector: &Selector,
+    pods: &PodSelector,
+    field: &str,
+) -> Result<Vec<Pod>, EngineError> {
+    let found = engine
+        .inner
+        .discovery
+        .pods(pods)
+        .map_err(|e| EngineError::Selection(format!("{field}.pods: {e}")))?;
+    if selector.node_names.is_empty()
+        && selector.node_labels.is_empty()
+        && let Some(p) = found.iter().find(|p| inventory.get(&p.node).is_none())
+    {
+        return Err(EngineError::Selection(format!(
+            "{field}.pods: pod {}/{} runs on node {:?}, which has no ready faultd agent",
+            p.namespace, p.name, p.node
+        )));
+    }
+    Ok(found)
+}
+
 fn selected_of(chosen: Vec<&Candidate>) -> Vec<Selected<'_>> {
     chosen
         .into_iter()
@@ -430,6 +519,7 @@ fn selected_of(chosen: Vec<&Candidate>) -> Vec<Selected<'_>> {
             node: &c.node,
             target: &c.target,
             cgroup_path: &c.cgroup_path,
+            namespace: c.namespace.as_deref(),
         })
         .collect()
 }

@@ -48,8 +48,7 @@ impl<A: AgentApi> Engine<A> {
         // (an experiment whose record was lost, a revert that failed) goes
         // too.
         let nodes: Vec<String> = self
-            .inner
-            .inventory
+            .inventory()
             .agents
             .iter()
             .map(|a| a.node.clone())

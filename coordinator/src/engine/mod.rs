@@ -21,7 +21,7 @@ use crate::{
     agents::{AgentApi, AgentError},
     conditions::Metrics,
     experiment::{ExperimentSpec, InvalidField},
-    inventory::Inventory,
+    inventory::{Discovery, Inventory},
     policy::{Policy, Violation},
     report,
     store::{Store, StoreError},
@@ -142,7 +142,8 @@ struct Seen {
 struct Inner<A> {
     agents: A,
     store: Mutex<Store>,
-    inventory: Inventory,
+    /// The agents (and with Kubernetes, pods and services) now known.
+    discovery: Arc<dyn Discovery>,
     policy: RwLock<(Policy, String)>,
     settings: Settings,
     running: Mutex<HashMap<String, Running>>,
@@ -192,7 +193,7 @@ impl<A: AgentApi> Engine<A> {
     pub fn new(
         agents: A,
         store: Store,
-        inventory: Inventory,
+        discovery: Arc<dyn Discovery>,
         policy: (Policy, String),
         settings: Settings,
         rng: StdRng,
@@ -202,7 +203,7 @@ impl<A: AgentApi> Engine<A> {
             inner: Arc::new(Inner {
                 agents,
                 store: Mutex::new(store),
-                inventory,
+                discovery,
                 policy: RwLock::new(policy),
                 settings,
                 running: Mutex::new(HashMap::new()),
@@ -214,6 +215,11 @@ impl<A: AgentApi> Engine<A> {
                 findings: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// The agents now known.
+    pub(crate) fn inventory(&self) -> Inventory {
+        self.inner.discovery.inventory()
     }
 
     pub(crate) fn now(&self) -> SystemTime {
@@ -421,8 +427,7 @@ impl<A: AgentApi> Engine<A> {
         let halted = self.halted()?;
         let seen = lock(&self.inner.seen).clone();
         let agents = self
-            .inner
-            .inventory
+            .inventory()
             .agents
             .iter()
             .map(|a| {

@@ -94,8 +94,7 @@ impl<A: AgentApi> Engine<A> {
 
         // What the agents hold beyond that.
         let nodes: Vec<String> = self
-            .inner
-            .inventory
+            .inventory()
             .agents
             .iter()
             .map(|a| a.node.clone())

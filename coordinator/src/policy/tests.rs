@@ -141,6 +141,7 @@ fn node_count_node_fraction_and_target_fraction() {
                 node: n,
                 target: Box::leak(Box::new(t.clone())),
                 cgroup_path: "app/a",
+                namespace: None,
             })
             .collect()
     };
@@ -178,6 +179,7 @@ fn protected_units_cgroups_and_the_allowlist() {
                 node: "n",
                 target: &target,
                 cgroup_path: path,
+                namespace: None,
             }],
             1,
             1,

@@ -14,7 +14,8 @@ use faultd_coordinator::{
     agents::GrpcAgents,
     config::{Config, EX_USAGE, LogFormat},
     engine::{Engine, Settings},
-    inventory::Inventory,
+    inventory::{Discovery, Inventory},
+    kubernetes::{self, Kubernetes},
     policy::Policy,
     service::{Access, CoordinatorService},
     store::Store,
@@ -82,13 +83,29 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let inventory = Inventory::load(&config.agents.inventory).context("agents.inventory")?;
+    let discovery: Arc<dyn Discovery> = match (&config.agents.inventory, &config.kubernetes) {
+        (Some(path), _) => Arc::new(Inventory::load(path).context("agents.inventory")?),
+        (None, Some(k)) => {
+            let client = kubernetes::client(k).await?;
+            let k8s = Kubernetes::start(client, k.clone()).await?;
+            info!(
+                namespace = %k.agent_namespace,
+                "agents, pods and services from the Kubernetes API"
+            );
+            Arc::new(k8s)
+        }
+        (None, None) => anyhow::bail!("agents.inventory: no source of agents"),
+    };
     let policy = Policy::load(&config.policy.path).context("policy.path")?;
-    info!(agents = inventory.agents.len(), policy_sha256 = %policy.1, "starting");
+    info!(agents = discovery.inventory().agents.len(), policy_sha256 = %policy.1, "starting");
     let store = Store::open(&config.store.path).context("store.path")?;
     let client_tls = tls::client_config(&config.agents.tls()).context("agents TLS")?;
-    let agents = GrpcAgents::new(&inventory, client_tls, config.agents.call_timeout)
-        .context("agent channels")?;
+    let agents = GrpcAgents::new(
+        Arc::clone(&discovery),
+        client_tls,
+        config.agents.call_timeout,
+    )
+    .context("agent channels")?;
     let mut settings = Settings::new(config.agents.lease_ttl, Some(config.policy.path.clone()));
     if let Some(p) = &config.prometheus {
         info!(url = %p.url, interval = ?p.interval, grace = ?p.grace, "stop conditions through Prometheus");
@@ -101,7 +118,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let engine = Engine::new(
         agents,
         store,
-        inventory,
+        discovery,
         policy,
         settings,
         rand::rngs::StdRng::from_os_rng(),

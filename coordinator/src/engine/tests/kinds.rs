@@ -188,7 +188,7 @@ async fn stop_conditions_refuse_abort_and_fail_safe() {
     let e = Engine::new(
         fake.clone(),
         Store::open(&dir.path().join("state.db")).expect("store"),
-        inventory(2),
+        Arc::new(inventory(2)),
         (open_policy(), "sha".into()),
         settings,
         StdRng::seed_from_u64(1),
@@ -271,6 +271,7 @@ async fn a_destination_filters_every_fault_to_its_addresses_and_ports() {
         port_min: 8443,
         port_max: 0,
         protocol: apb::Protocol::Tcp.into(),
+        service: None,
     });
     let x = e
         .create(ExperimentSpec::try_from(wire.clone()).expect("valid"), "t")

@@ -20,6 +20,8 @@ use crate::{agents::AgentError, experiment::ExperimentSpec};
 struct Node {
     /// cgroup paths a pattern "app/*" lists.
     cgroups: Vec<String>,
+    /// Pod uids a pod_uid pattern finds.
+    pods: Vec<String>,
     /// fault id -> lease id
     faults: BTreeMap<String, String>,
     /// lease id -> expiry
@@ -137,26 +139,56 @@ impl AgentApi for Fake {
             })
         };
         let index: usize = node.trim_start_matches('n').parse().unwrap_or(0);
-        self.call(node, |n| {
-            Ok(n.cgroups
+        let pod_asked = |uid: &str| {
+            patterns
                 .iter()
-                .enumerate()
-                .filter(|(_, c)| matches(c))
-                .map(|(i, c)| apb::MatchedTarget {
-                    // Each target in its own namespace: 10.<node>.<cgroup>.1.
-                    addresses: if with_addresses {
-                        vec![format!("10.{index}.{i}.1")]
-                    } else {
-                        Vec::new()
-                    },
+                .any(|p| p.kind == Some(apb::target_pattern::Kind::PodUid(uid.to_owned())))
+        };
+        self.call(node, |n| {
+            let pods = n
+                .pods
+                .iter()
+                .filter(|u| pod_asked(u))
+                .map(|uid| apb::MatchedTarget {
                     target: Some(apb::Target {
-                        kind: Some(apb::target::Kind::CgroupPath(c.clone())),
+                        kind: Some(apb::target::Kind::Pod(apb::KubernetesPod {
+                            uid: uid.clone(),
+                            container_id: String::new(),
+                        })),
                     }),
                     resolved: Some(apb::ResolvedTarget {
-                        cgroup_path: c.clone(),
+                        cgroup_path: format!(
+                            "kubepods.slice/kubepods-pod{}.slice",
+                            uid.replace('-', "_")
+                        ),
                         cgroup_id: 1,
                     }),
-                })
+                    addresses: Vec::new(),
+                });
+            Ok(pods
+                .collect::<Vec<_>>()
+                .into_iter()
+                .chain(
+                    n.cgroups
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| matches(c))
+                        .map(|(i, c)| apb::MatchedTarget {
+                            // Each target in its own namespace: 10.<node>.<cgroup>.1.
+                            addresses: if with_addresses {
+                                vec![format!("10.{index}.{i}.1")]
+                            } else {
+                                Vec::new()
+                            },
+                            target: Some(apb::Target {
+                                kind: Some(apb::target::Kind::CgroupPath(c.clone())),
+                            }),
+                            resolved: Some(apb::ResolvedTarget {
+                                cgroup_path: c.clone(),
+                                cgroup_id: 1,
+                            }),
+                        }),
+                )
                 .collect())
         })
     }
@@ -266,12 +298,21 @@ fn virtual_clock() -> Clock {
 }
 
 fn engine(fake: &Fake, nodes: usize, policy: Policy, dir: &std::path::Path) -> Engine<Fake> {
+    engine_with(fake, Arc::new(inventory(nodes)), policy, dir)
+}
+
+fn engine_with(
+    fake: &Fake,
+    discovery: Arc<dyn crate::inventory::Discovery>,
+    policy: Policy,
+    dir: &std::path::Path,
+) -> Engine<Fake> {
     let mut settings = Settings::new(TTL, None);
     settings.clock = virtual_clock();
     Engine::new(
         fake.clone(),
         Store::open(&dir.join("state.db")).expect("store"),
-        inventory(nodes),
+        discovery,
         (policy, "sha".into()),
         settings,
         StdRng::seed_from_u64(1),
@@ -568,3 +609,4 @@ async fn watch_replays_and_follows_to_the_end() {
 }
 
 mod kinds;
+mod kubernetes;

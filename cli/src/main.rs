@@ -268,7 +268,7 @@ async fn run_coordinator(cli: Cli) -> Result<String, Failure> {
             .stop_experiment(cpb::StopExperimentRequest { id, reason })
             .await?
             .into_inner())?,
-        Command::Experiment(ExperimentCommand::Run { dry_run, .. }) => {
+        Command::Experiment(ExperimentCommand::Run { dry_run, after, .. }) => {
             let x = client
                 .create_experiment(cpb::CreateExperimentRequest { spec, dry_run })
                 .await?
@@ -283,7 +283,30 @@ async fn run_coordinator(cli: Cli) -> Result<String, Failure> {
                 .get_experiment(cpb::GetExperimentRequest { id })
                 .await?
                 .into_inner();
-            let text = one(&x)?;
+            let mut text = one(&x)?;
+            if x.spec
+                .as_ref()
+                .is_some_and(|s| !s.stop_conditions.is_empty() || !s.observe.is_empty())
+            {
+                if !after.is_zero() {
+                    eprintln!("waiting {after:?} for the report's after window (--after)");
+                    tokio::time::sleep(after).await;
+                }
+                let r = client
+                    .get_experiment_report(cpb::GetExperimentReportRequest {
+                        id: x.spec.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+                        before: None,
+                        after: prost_types::Duration::try_from(after).ok(),
+                        step: None,
+                    })
+                    .await?
+                    .into_inner();
+                let view = ReportView::from(&r);
+                text = match out {
+                    OutputFormat::Json => to_json(&view)?,
+                    OutputFormat::Table => format!("{text}\n{}", report_table(&view)),
+                };
+            }
             if x.state != i32::from(cpb::ExperimentState::Completed) {
                 write_stdout(&text)?;
                 return Err(Failure::Rpc(tonic::Status::aborted(format!(

@@ -38,9 +38,20 @@ pub fn stats(samples: &[(SystemTime, f64)], from: SystemTime, to: SystemTime) ->
     }
 }
 
+/// The baseline band: [before.min, before.max] widened on each side by
+/// its own width, or by a tenth of the baseline's mean if that is more. A
+/// baseline is a handful of samples of a noisy signal: its exact range is
+/// too narrow a test of "back to normal" (a latency that settles 0.2 ms
+/// under the lowest of four baseline samples has recovered). A baseline of
+/// exact zeros (an error ratio) keeps a band of exactly zero.
+pub fn band(before: &pb::WindowStats) -> (f64, f64) {
+    let margin = (before.max - before.min).max(0.1 * before.mean.abs());
+    (before.min - margin, before.max + margin)
+}
+
 /// From the faults' end to the first sample from which every later
-/// sample up to the window's end lies within [before.min, before.max];
-/// None without a baseline, or when the SLI never settles back.
+/// sample up to the window's end lies within the baseline band; None
+/// without a baseline, or when the SLI never settles back.
 pub fn recovery(
     samples: &[(SystemTime, f64)],
     before: &pb::WindowStats,
@@ -49,7 +60,8 @@ pub fn recovery(
     if before.samples == 0 {
         return None;
     }
-    let inside = |v: f64| v >= before.min && v <= before.max;
+    let (low, high) = band(before);
+    let inside = |v: f64| v >= low && v <= high;
     let after: Vec<&(SystemTime, f64)> = samples
         .iter()
         .filter(|(t, _)| *t >= w.fault_end && *t <= w.end)
@@ -70,7 +82,14 @@ pub fn sli(name: &str, query: &str, samples: &[(SystemTime, f64)], w: &Windows) 
     let after = stats(samples, w.fault_end, w.end + Duration::from_nanos(1));
     let recovery =
         recovery(samples, &before, w).and_then(|d| prost_types::Duration::try_from(d).ok());
+    let (band_low, band_high) = if before.samples == 0 {
+        (0.0, 0.0)
+    } else {
+        band(&before)
+    };
     pb::SliReport {
+        band_low,
+        band_high,
         name: name.to_owned(),
         query: query.to_owned(),
         before: Some(before),
@@ -98,8 +117,9 @@ mod tests {
 
     #[test]
     fn windows_and_recovery() {
-        // Baseline 0.01..0.02 for 10 s, 0.3 while the fault is on (10..20),
-        // 0.2 and 0.05 after it, back in the band from 24 s on.
+        // Baseline 0.01..0.02 for 10 s (band 0.0..0.03), 0.3 while the
+        // fault is on (10..20), 0.2 and 0.05 after it, back in the band
+        // from 24 s on.
         let mut samples: Vec<(SystemTime, f64)> = (0..10)
             .map(|s| (at(s), if s % 2 == 0 { 0.01 } else { 0.02 }))
             .collect();
@@ -127,6 +147,22 @@ mod tests {
         assert_eq!(r.after.expect("after").samples, 10);
         // 22 s is inside but 23 s is not: settled from 24 s, 4 s after.
         assert_eq!(r.recovery.map(|d| d.seconds), Some(4));
+        assert_eq!((r.band_low, r.band_high), (0.0, 0.03));
+        // Settling a little below the baseline's lowest sample is back in
+        // the band; a baseline of zeros is a band of zero.
+        let mut lower = samples.clone();
+        for s in &mut lower[24..] {
+            s.1 = 0.008;
+        }
+        assert_eq!(
+            sli("e", "q", &lower, &w).recovery.map(|d| d.seconds),
+            Some(4)
+        );
+        let zeros = pb::WindowStats {
+            samples: 5,
+            ..Default::default()
+        };
+        assert_eq!(band(&zeros), (0.0, 0.0));
         // Never settling back: no recovery.
         let mut bad = samples.clone();
         bad.push((at(29), 0.5));

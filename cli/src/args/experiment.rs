@@ -22,8 +22,9 @@ pub enum ExperimentCommand {
     /// deadline, on stop, on halt and when the lease lapses.
     Partition(Box<PartitionArgs>),
     /// Run the experiment a YAML file describes (docs/examples/): check it,
-    /// apply it, follow its events until it ends, and show how it ended.
-    /// With --dry-run, only list what it would hit.
+    /// apply it, follow its events until it ends, show how it ended and,
+    /// when it has stop conditions or observe queries, its report once the
+    /// after window has passed. With --dry-run, only list what it would hit.
     Run {
         /// The experiment file.
         file: std::path::PathBuf,
@@ -31,6 +32,10 @@ pub enum ExperimentCommand {
         /// list the targets and faults it would have.
         #[arg(long)]
         dry_run: bool,
+        /// How long to watch the SLIs after the end for the report's
+        /// recovery times (0s: report at once, without them).
+        #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "30s")]
+        after: Duration,
     },
     /// Show one experiment, its targets and how it ended.
     Get {

@@ -36,8 +36,10 @@ pub struct SliView {
     pub during: Option<WindowView>,
     pub after: Option<WindowView>,
     /// Milliseconds from the faults' end until the SLI was back in its
-    /// baseline range for good; null when it did not return.
+    /// baseline band for good; null when it did not return.
     pub recovery_ms: Option<u64>,
+    /// The baseline band the recovery is measured against (low, high).
+    pub band: Option<(f64, f64)>,
     /// (seconds since the faults started, value).
     pub samples: Vec<(f64, f64)>,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -105,6 +107,11 @@ impl From<&pb::ExperimentReport> for ReportView {
                         .recovery
                         .and_then(|d| std::time::Duration::try_from(d).ok())
                         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    band: s
+                        .before
+                        .as_ref()
+                        .is_some_and(|b| b.samples > 0)
+                        .then_some((s.band_low, s.band_high)),
                     samples: s
                         .samples
                         .iter()
@@ -262,9 +269,9 @@ pub fn write_plot(r: &ReportView, path: &Path) -> Result<(), String> {
         chart
             .draw_series(LineSeries::new(s.samples.clone(), color.stroke_width(2)))
             .map_err(|e| e.to_string())?;
-        if let Some(b) = &s.before {
-            // The baseline range the recovery is measured against.
-            for y in [b.min, b.max] {
+        if let Some((low, high)) = s.band {
+            // The baseline band the recovery is measured against.
+            for y in [low, high] {
                 chart
                     .draw_series(LineSeries::new(
                         vec![(x0, y), (x1.max(x0 + 1.0), y)],

@@ -91,6 +91,7 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<Vec<BenchRun>> {
         traffic: bin_dir.join("faultd-traffic"),
         tests: Vec::new(),
         bench: Some(bin_dir.join("faultd-vmbench")),
+        lab: None,
         staging: target_root().join("vm/staging-bench"),
         test_timeout_secs: 0,
     };

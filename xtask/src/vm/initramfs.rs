@@ -10,6 +10,9 @@
 //! /init                       the script below
 //! /bin/busybox + applets      userland for init
 //! /bin/faultd, /bin/faultd-traffic
+//! /bin/faultd-coordinator, /bin/faultctl   the lab's coordinator and CLI (test images)
+//! /usr/bin/prometheus         Debian's Prometheus, for the drill's stop condition
+//! /usr/share/fonts/...        the face faultctl's report plots are drawn with
 //! /bin/faultd-vmbench         benchmarks (bench images only)
 //! /tests/<name>               integration test executables
 //! /usr/sbin/{bpftool,tc,ip}   the real tools (busybox's tc/ip are toys)
@@ -46,6 +49,15 @@ const TC_LIB: &str = "/usr/lib/x86_64-linux-gnu/tc";
 /// Host tools the tests and the agent run, by their path on Debian.
 const TOOLS: &[&str] = &["/usr/sbin/bpftool", "/usr/sbin/tc", "/usr/sbin/ip"];
 
+/// Host programs and data the lab tests use when present (test images
+/// only): Prometheus for the drill's stop condition, and the font
+/// faultctl's report plots use. A test that needs a missing one skips,
+/// saying so.
+const LAB_FILES: &[&str] = &[
+    "/usr/bin/prometheus",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+];
+
 /// Packets per statistical test in the VM: emulation is ~20x slower than the
 /// host, and 5000 packets still separate a 30% loss from 25%.
 const VM_TEST_PACKETS: &str = "5000";
@@ -58,6 +70,8 @@ pub struct Payload {
     pub tests: Vec<TestBinary>,
     /// `faultd-vmbench`, for the benchmark images.
     pub bench: Option<PathBuf>,
+    /// `faultd-coordinator` and `faultctl`, for the lab tests (test images).
+    pub lab: Option<(PathBuf, PathBuf)>,
     /// Where stripped copies of the Rust binaries are kept.
     pub staging: PathBuf,
     /// Seconds one test executable may run before init kills it.
@@ -139,6 +153,19 @@ pub fn build(
             &strip(bench, "faultd-vmbench")?,
         )?;
         dynamic.push(bench.clone());
+    }
+    if let Some((coordinator, faultctl)) = &payload.lab {
+        for (src, name) in [(coordinator, "faultd-coordinator"), (faultctl, "faultctl")] {
+            cpio.file_from(&format!("bin/{name}"), 0o755, &strip(src, name)?)?;
+            dynamic.push(src.clone());
+        }
+        for file in LAB_FILES.iter().map(Path::new).filter(|f| f.is_file()) {
+            let name = file.to_string_lossy().trim_start_matches('/').to_owned();
+            cpio.file_from(&name, 0o755, file)?;
+            if file.starts_with("/usr/bin") {
+                dynamic.push(file.to_owned());
+            }
+        }
     }
     for test in &payload.tests {
         let stripped = strip(&test.path, &format!("test-{}", test.name))?;
@@ -236,6 +263,7 @@ echo "{MARKER} lsm $(cat /sys/kernel/security/lsm)"
     let _ = write!(
         s,
         r#"export FAULTD_BIN=/bin/faultd FAULTD_TRAFFIC_BIN=/bin/faultd-traffic
+export FAULTD_COORDINATOR_BIN=/bin/faultd-coordinator FAULTCTL_BIN=/bin/faultctl
 export BPFTOOL=/usr/sbin/bpftool RUST_BACKTRACE=1
 export FAULTD_TEST_PACKETS={VM_TEST_PACKETS}
 export FAULTD_EXPECT_FEATURES="{features}"

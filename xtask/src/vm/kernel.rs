@@ -65,6 +65,7 @@ pub const MODULES: &[&str] = &[
     "sch_ingress", // clsact, for tc programs on pre-TCX kernels
     "cls_bpf",     // tc BPF classifier (netlink attach before 6.6)
     "act_mirred",  // tc redirect to ifb
+    "bridge",      // the lab's hub, for the drill (with stp and llc)
 ];
 
 /// A kernel unpacked in the cache.

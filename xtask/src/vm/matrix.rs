@@ -36,6 +36,7 @@ pub fn run_matrix(
         traffic: bin_dir.join("faultd-traffic"),
         tests: vm_tests(tests)?,
         bench: None,
+        lab: Some((bin_dir.join("faultd-coordinator"), bin_dir.join("faultctl"))),
         staging: target_root().join("vm/staging"),
         test_timeout_secs,
     };
@@ -70,6 +71,17 @@ pub fn run_matrix(
                 kept.display()
             );
             outcome = boot()?.outcome;
+        }
+        for (file, contents) in super::console::artifacts(&outcome.console) {
+            let path = log_dir.join(format!("{name}-{file}"));
+            match contents {
+                Ok(bytes) => {
+                    std::fs::write(&path, bytes)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!("vm: {name}: saved {}", path.display());
+                }
+                Err(e) => eprintln!("vm: {name}: artifact {file} damaged on the console: {e}"),
+            }
         }
         let mut column = Column::new(name, log.display().to_string());
         column.add_console(&outcome.console, &expected);

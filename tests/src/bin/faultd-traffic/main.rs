@@ -10,6 +10,7 @@
 //! server drain what is queued, print its report and exit 0.
 
 mod calls;
+mod http;
 mod net;
 mod owd;
 mod report;
@@ -195,6 +196,25 @@ enum Mode {
     },
     /// Join the cgroup, print the ready line and sleep until killed.
     Sleep,
+    /// An HTTP/1.1 service: 200, or 500 while `--fail-file` exists; reports
+    /// `{"ok":N,"failed":M}` when stopped.
+    HttpServer {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long)]
+        fail_file: PathBuf,
+    },
+    /// Calls each `--upstream NAME=IP:PORT` in turn over keep-alive
+    /// connections, serving Prometheus counters on `--metrics`; reports
+    /// every request when stopped.
+    HttpClient {
+        #[arg(long = "upstream", value_parser = http::parse_upstream, required = true)]
+        upstreams: Vec<http::Upstream>,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        #[arg(long)]
+        metrics: SocketAddr,
+    },
 }
 
 /// Where a sender's datagrams go, how many, and their size.
@@ -291,6 +311,12 @@ fn main() -> Result<()> {
             duration_ms,
         } => owd_sink(bind, expect, Duration::from_millis(duration_ms)),
         Mode::Sleep => sleep_forever(),
+        Mode::HttpServer { bind, fail_file } => http::http_server(bind, &fail_file),
+        Mode::HttpClient {
+            upstreams,
+            interval_ms,
+            metrics,
+        } => http::http_client(&upstreams, Duration::from_millis(interval_ms), metrics),
     }
 }
 

@@ -11,6 +11,13 @@ fn main() -> anyhow::Result<()> {
         println!("cargo::rerun-if-changed={file}");
     }
     let fds = protox::compile(files, ["."]).context("compiling the .proto files")?;
+    // The descriptors, imports included, for server reflection (ops.rs).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").context("OUT_DIR")?);
+    std::fs::write(
+        out.join("faultd_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )
+    .context("writing the descriptor set")?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

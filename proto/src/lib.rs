@@ -20,6 +20,7 @@ pub mod coordinator {
 
 pub mod audit;
 pub mod caller;
+pub mod ops;
 pub mod tls;
 
 /// The agent API's `.proto` source, for tools that show its documentation

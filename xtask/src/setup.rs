@@ -29,6 +29,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "iptables",          // bench: the iptables cgroup+statistic drop rules faultd is compared with
     "fonts-dejavu-core", // bench: text in the PNG charts
     "prometheus",        // stop-condition tests: a real server the coordinator queries
+    "python3-grpcio",    // tests: a generic gRPC client in another language (health, reflection)
 ];
 
 /// bpf-linker release built against the toolchain's own LLVM.

@@ -33,6 +33,12 @@ pub const HOST_ONLY: &[(&str, &str)] = &[
     ("policy", LAB),
     ("stop_conditions", LAB),
     ("tls", LAB),
+    // Health and reflection through a Python client: the listeners, not
+    // the kernel.
+    (
+        "ops",
+        "a Python gRPC client; tests the listeners, not the kernel",
+    ),
 ];
 
 const LAB: &str = "multi-node lab; its datapath is covered per kernel by `loss`";

@@ -18,7 +18,7 @@ use faultd_agent::{
     manager::{Clock, Resolver},
     service::{AgentService, Shared},
 };
-use faultd_proto::{agent::v1::agent_server::AgentServer, tls};
+use faultd_proto::{agent::v1::agent_server::AgentServer, ops, tls};
 use serde_json::json;
 use tokio::{
     net::{TcpListener, UnixListener},
@@ -75,13 +75,21 @@ impl Servers {
 }
 
 /// Starts every configured listener; they stop when `stop` turns true.
-pub fn serve_all<D: Datapath, R: Resolver, C: Clock>(
+/// Each serves the agent API, gRPC health checking and server reflection.
+pub async fn serve_all<D: Datapath, R: Resolver, C: Clock>(
     config: &Config,
     dev_plaintext: Option<SocketAddr>,
     shared: &Arc<Shared<D, R, C>>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Servers> {
-    let service = || AgentServer::new(AgentService::new(Arc::clone(shared)));
+    let router = || async {
+        ops::with_standard_services::<_, AgentServer<AgentService<D, R, C>>>(
+            tonic::transport::Server::builder()
+                .add_service(AgentServer::new(AgentService::new(Arc::clone(shared)))),
+        )
+        .await
+        .context("the standard gRPC services")
+    };
     let mut tasks = Vec::new();
 
     let unix = bind_socket(&config.server.socket)?;
@@ -89,12 +97,10 @@ pub fn serve_all<D: Datapath, R: Resolver, C: Clock>(
     tasks.push((
         "unix socket",
         tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service())
-                .serve_with_incoming_shutdown(
-                    UnixListenerStream::new(unix),
-                    wait_stop(stop.clone()),
-                ),
+            router().await?.serve_with_incoming_shutdown(
+                UnixListenerStream::new(unix),
+                wait_stop(stop.clone()),
+            ),
         ),
     ));
 
@@ -132,8 +138,8 @@ pub fn serve_all<D: Datapath, R: Resolver, C: Clock>(
         tasks.push((
             "mutual TLS",
             tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(service())
+                router()
+                    .await?
                     .serve_with_incoming_shutdown(incoming, wait_stop(stop.clone())),
             ),
         ));
@@ -148,14 +154,10 @@ pub fn serve_all<D: Datapath, R: Resolver, C: Clock>(
         );
         tasks.push((
             "insecure plaintext",
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(service())
-                    .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(listener),
-                        wait_stop(stop.clone()),
-                    ),
-            ),
+            tokio::spawn(router().await?.serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                wait_stop(stop.clone()),
+            )),
         ));
     }
     Ok(Servers { tasks })

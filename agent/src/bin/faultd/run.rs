@@ -120,7 +120,7 @@ pub async fn run(config: Config, dev_plaintext: Option<SocketAddr>) -> anyhow::R
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let servers = listen::serve_all(&config, dev_plaintext, &shared, &stop_rx)?;
+    let servers = listen::serve_all(&config, dev_plaintext, &shared, &stop_rx).await?;
     let expiry = tokio::spawn(Shared::expiry_loop(
         Arc::clone(&shared),
         listen::wait_stop(stop_rx.clone()),

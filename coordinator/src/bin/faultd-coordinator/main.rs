@@ -159,13 +159,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!(listen = %config.server.listen, "serving faultd.coordinator.v1 over mutual TLS 1.3");
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(CoordinatorServer::new(service))
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            }),
-    );
+    let router =
+        faultd_proto::ops::with_standard_services::<
+            _,
+            CoordinatorServer<CoordinatorService<GrpcAgents>>,
+        >(tonic::transport::Server::builder().add_service(CoordinatorServer::new(service)))
+        .await
+        .context("the standard gRPC services")?;
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;

@@ -25,6 +25,16 @@ pub struct Config {
     pub syscall: SyscallConfig,
     pub log: LogConfig,
     pub audit: AuditConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus `/metrics` endpoint: plain HTTP, read-only. Off unless
+/// configured.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// e.g. "0.0.0.0:9464" (a DaemonSet's pod IP) or "127.0.0.1:9464".
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]

@@ -18,6 +18,7 @@ pub mod duration;
 pub mod error;
 pub mod fault;
 pub mod manager;
+pub mod metrics;
 pub mod netns;
 pub mod qdisc;
 pub mod service;

@@ -38,6 +38,17 @@ pub struct Config {
     /// static inventory.
     #[serde(default)]
     pub kubernetes: Option<KubernetesConfig>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The coordinator's Prometheus `/metrics` endpoint: plain HTTP,
+/// read-only. Off unless configured.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// e.g. "0.0.0.0:9465".
+    pub listen: Option<SocketAddr>,
 }
 
 /// Discovery through the Kubernetes API: the agents are the ready pods of

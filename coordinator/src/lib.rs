@@ -7,7 +7,8 @@
 //! `addresses` (pure checks, selection and plans), `report` (an experiment's SLIs
 //! before, during and after), `conditions` (stop conditions over
 //! the Prometheus API), `agents`
-//! (calls to agents, behind a trait), `kubernetes` (discovery through the
+//! (calls to agents, behind a trait), `telemetry` (its own Prometheus
+//! metrics), `kubernetes` (discovery through the
 //! Kubernetes API), `store` (SQLite) -> `experiment`, `inventory` (the
 //! static inventory and the `Discovery` trait), `config` (domain and files).
 
@@ -25,3 +26,4 @@ pub mod report;
 pub mod select;
 pub mod service;
 pub mod store;
+pub mod telemetry;

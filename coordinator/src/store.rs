@@ -125,6 +125,37 @@ impl Store {
         tx.commit().map_err(sql("commit"))
     }
 
+    /// How many experiments are in each state (lowercase names), all
+    /// states listed.
+    pub fn count_by_state(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
+        use pb::ExperimentState as S;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM experiments GROUP BY state")
+            .map_err(sql("counting experiments"))?;
+        let counted: Vec<(i32, i64)> = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(sql("counting experiments"))?;
+        Ok([
+            (S::Applying, "applying"),
+            (S::Running, "running"),
+            (S::Completed, "completed"),
+            (S::Stopped, "stopped"),
+            (S::Aborted, "aborted"),
+            (S::Failed, "failed"),
+        ]
+        .into_iter()
+        .map(|(s, name)| {
+            let n = counted
+                .iter()
+                .find(|(state, _)| *state == s as i32)
+                .map_or(0, |(_, n)| u64::try_from(*n).unwrap_or(0));
+            (name, n)
+        })
+        .collect())
+    }
+
     pub fn experiment(&self, id: &str) -> Result<Option<pb::Experiment>, StoreError> {
         let blob: Option<Vec<u8>> = self
             .conn

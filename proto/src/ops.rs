@@ -4,8 +4,16 @@
 //! reflection (`grpc.reflection.v1` and `v1alpha`), so grpcurl, Postman and
 //! other generic clients can list and call the API without the `.proto`
 //! files. Both carry the same authentication as the endpoint they are on
-//! (a mutual-TLS listener still wants a client certificate).
+//! (a mutual-TLS listener still wants a client certificate). And the
+//! Prometheus `/metrics` endpoint each daemon serves over plain HTTP: it
+//! only reads, so it may listen where Prometheus scrapes.
 
+use std::{convert::Infallible, sync::Arc};
+
+use http_body_util::Full;
+use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
 use tonic::{server::NamedService, transport::server::Router};
 use tonic_health::ServingStatus;
 
@@ -55,4 +63,145 @@ pub async fn with_standard_services<L, S: NamedService>(
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha))
+}
+
+/// What a scrape returns: the metrics in the OpenMetrics text format.
+pub type Exposition = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The OpenMetrics text format's content type.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves `GET /metrics` (and `/`) on `listener` until `stop` resolves:
+/// each scrape calls `exposition` on the blocking pool (it may take locks
+/// and read kernel counters). Other paths get 404, other methods 405.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    exposition: Exposition,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let exposition = Arc::clone(&exposition);
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let exposition = Arc::clone(&exposition);
+                async move { Ok::<_, Infallible>(metrics_response(&req, exposition).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn metrics_response(
+    req: &Request<hyper::body::Incoming>,
+    exposition: Exposition,
+) -> Response<Full<Bytes>> {
+    let plain = |status: u16, text: &str| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from(text.to_owned())))
+            .unwrap_or_default()
+    };
+    if req.method() != hyper::Method::GET {
+        return plain(405, "only GET\n");
+    }
+    if !matches!(req.uri().path(), "/metrics" | "/") {
+        return plain(404, "metrics are at /metrics\n");
+    }
+    match tokio::task::spawn_blocking(move || exposition()).await {
+        Ok(body) => Response::builder()
+            .header("content-type", OPENMETRICS)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default(),
+        Err(e) => plain(500, &format!("collecting metrics failed: {e}\n")),
+    }
+}
+
+/// The dashboard shipped in deploy/grafana, for the checks below.
+pub const GRAFANA_DASHBOARD: &str = include_str!("../../deploy/grafana/faultd-dashboard.json");
+
+/// What in a Grafana dashboard's queries an exposition does not serve:
+/// for each query, every `faultd_...` metric name that `owns` accepts must
+/// be a sample name of `exposition` (OpenMetrics text), and every label in
+/// its `by (...)` clauses must be a label some sample of that metric
+/// carries (or `le` on a bucket, or `instance` and `job`, which
+/// Prometheus adds). Returns one line per problem; empty when all is
+/// served.
+pub fn dashboard_gaps(
+    dashboard: &str,
+    exposition: &str,
+    owns: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    // Sample name -> label keys seen on it.
+    let mut labels: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        let keys = labels.entry(&line[..name_end]).or_default();
+        if let Some(set) = line[name_end..]
+            .strip_prefix('{')
+            .and_then(|r| r.split_once('}'))
+        {
+            for pair in set.0.split(',') {
+                if let Some((k, _)) = pair.split_once('=') {
+                    keys.insert(k.trim());
+                }
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(dashboard) else {
+        return vec!["the dashboard is not JSON".to_owned()];
+    };
+    let exprs: Vec<&str> = json["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    if exprs.is_empty() {
+        problems.push("the dashboard has no queries".to_owned());
+    }
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    for expr in exprs {
+        let names: Vec<&str> = expr
+            .split(|c: char| !ident(c))
+            .filter(|w| w.starts_with("faultd_") && owns(w))
+            .collect();
+        let by: Vec<&str> = expr
+            .match_indices("by (")
+            .filter_map(|(at, _)| expr[at + 4..].split_once(')'))
+            .flat_map(|(list, _)| list.split(',').map(str::trim))
+            .collect();
+        for name in &names {
+            match labels.get(name) {
+                None => problems.push(format!("{expr}: no metric {name} is exported")),
+                Some(keys) => {
+                    for l in &by {
+                        let added = matches!(*l, "instance" | "job")
+                            || (*l == "le" && name.ends_with("_bucket"));
+                        if !added && !keys.contains(l) {
+                            problems.push(format!("{expr}: {name} has no label {l}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    problems
 }

@@ -168,14 +168,31 @@ impl PrometheusGuard {
         scrape: Duration,
         dir: &Path,
     ) -> Self {
+        Self::scraping(bin, netns, addr, &[target], scrape, dir)
+    }
+
+    /// [`Self::start`] with several targets, all in one job.
+    ///
+    /// # Panics
+    /// As [`Self::start`].
+    pub fn scraping(
+        bin: &Path,
+        netns: &Path,
+        addr: SocketAddr,
+        targets: &[SocketAddr],
+        scrape: Duration,
+        dir: &Path,
+    ) -> Self {
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let config = dir.join("prometheus.yml");
         fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: {ms}ms\n  evaluation_interval: {ms}ms\n\
                  scrape_configs:\n  - job_name: faultd-test\n    scrape_interval: {ms}ms\n    \
-                 scrape_timeout: {ms}ms\n    static_configs:\n      - targets: [\"{target}\"]\n",
-                ms = scrape.as_millis()
+                 scrape_timeout: {ms}ms\n    static_configs:\n      - targets: [{targets}]\n",
+                ms = scrape.as_millis(),
+                targets = targets.join(", "),
             ),
         )
         .expect("prometheus config");
@@ -243,6 +260,37 @@ impl PrometheusGuard {
         .expect("querying prometheus");
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).expect("prometheus JSON")
+    }
+
+    /// The first sample's value of an instant query, if any.
+    ///
+    /// # Panics
+    /// If Prometheus cannot be asked.
+    pub fn value(&self, query: &str) -> Option<f64> {
+        self.query(query)["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Waits until `query`'s first sample satisfies `ok`; returns it.
+    ///
+    /// # Panics
+    /// After `limit`.
+    pub fn wait_until(&self, query: &str, ok: impl Fn(f64) -> bool, limit: Duration) -> f64 {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = self.value(query)
+                && ok(v)
+            {
+                return v;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "prometheus: {query} not as expected after {limit:?}: {}",
+                self.query(query)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until `query` returns a sample equal to `value`.

@@ -170,3 +170,151 @@ fn a_generic_client_sees_health_and_reflection_over_mutual_tls() {
         &["CreateExperiment", "HaltAll", "GetExperimentReport"],
     );
 }
+
+/// Both daemons' `/metrics`, scraped by a real Prometheus (Debian's
+/// package) in the lab's hub during an active fault: the counters move,
+/// read back through Prometheus's query API.
+#[tokio::test]
+async fn prometheus_scrapes_both_daemons_during_a_fault() {
+    use std::{net::SocketAddr, time::Duration};
+
+    use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
+    use faultd_tests::{
+        faults::{all, experiment},
+        prometheus::{PrometheusGuard, prometheus_bin},
+        traffic::{SinkOptions, UdpSendOptions, udp_send_with, udp_sink_with},
+    };
+
+    if !require_root() {
+        return;
+    }
+    let Some(bin) = prometheus_bin() else {
+        return;
+    };
+    const AGENT_METRICS: u16 = 9464;
+    const COORDINATOR_METRICS: &str = "127.0.0.1:19465";
+    let lab = Lab::new(&LabOptions {
+        nodes: 1,
+        agent_toml: format!("\n[metrics]\nlisten = \"0.0.0.0:{AGENT_METRICS}\"\n"),
+        coordinator_toml: format!("\n[metrics]\nlisten = \"{COORDINATOR_METRICS}\"\n"),
+        ..LabOptions::default()
+    });
+    let node = &lab.nodes[0];
+    let agent_metrics = SocketAddr::new(node.addr.into(), AGENT_METRICS);
+    let coordinator_metrics: SocketAddr = COORDINATOR_METRICS.parse().expect("addr");
+    let prom = PrometheusGuard::scraping(
+        &bin,
+        &lab.hub.path(),
+        "127.0.0.1:19090".parse().expect("addr"),
+        &[agent_metrics, coordinator_metrics],
+        Duration::from_secs(1),
+        lab.dir(),
+    );
+    let limit = Duration::from_secs(30);
+    prom.wait_for("count(up == 1)", 2.0, limit);
+
+    let target = lab.children("app").remove(0);
+    let loss = pb::fault_template::Kind::Loss(apb::LossFault {
+        probability_ppm: 500_000,
+        direction: apb::Direction::Egress.into(),
+        filter: None,
+    });
+    let spec = experiment(
+        "metrics",
+        loss,
+        apb::target_pattern::Kind::CgroupGlob(target.relative_str().into()),
+        all(),
+        600,
+    );
+    lab.operator()
+        .create_experiment(pb::CreateExperimentRequest {
+            spec: Some(spec),
+            dry_run: false,
+        })
+        .await
+        .expect("CreateExperiment");
+    prom.wait_for("faultd_faults_active{kind=\"loss\"}", 1.0, limit);
+    prom.wait_for(
+        "faultd_coordinator_experiments{state=\"running\"}",
+        1.0,
+        limit,
+    );
+
+    // Traffic from the target moves the fault's kernel counters, as
+    // Prometheus sees them.
+    let send = |count| {
+        let sink = udp_sink_with(
+            None,
+            "127.0.0.1:0",
+            &SinkOptions {
+                netns: Some(node.netns.path()),
+                ..SinkOptions::default()
+            },
+        );
+        udp_send_with(
+            Some(&target),
+            &UdpSendOptions {
+                netns: Some(node.netns.path()),
+                pps: 20_000,
+                ..UdpSendOptions::new(SocketAddr::from(([127, 0, 0, 1], sink.port())), count)
+            },
+        );
+        sink.stop()
+    };
+    let matched = "sum(faultd_fault_matched_total{kind=\"loss\"})";
+    let injected = "sum(faultd_fault_injected_total{kind=\"loss\"})";
+    send(1000);
+    let first = prom.wait_until(matched, |v| v >= 1000.0, limit);
+    send(1000);
+    let second = prom.wait_until(matched, |v| v >= first + 1000.0, limit);
+    let dropped = prom.wait_until(injected, |v| v > 0.0, limit);
+    let renewed = prom.wait_until(
+        "faultd_coordinator_lease_renewals_total{outcome=\"renewed\"}",
+        |v| v >= 1.0,
+        limit,
+    );
+    let agent_renewals = prom.wait_until(
+        "faultd_lease_renewals_total{outcome=\"renewed\"}",
+        |v| v >= 1.0,
+        limit,
+    );
+    let applies = prom.wait_until(
+        "faultd_requests_total{rpc=\"ApplyFault\",code=\"OK\"}",
+        |v| v >= 1.0,
+        limit,
+    );
+    let apply_p = prom.wait_until(
+        "faultd_coordinator_apply_duration_seconds_count",
+        |v| v >= 1.0,
+        limit,
+    );
+    println!(
+        "matched {first} then {second}, injected {dropped}; renewals: coordinator {renewed}, \
+         agent {agent_renewals}; ApplyFault OK {applies}; coordinator applies {apply_p}"
+    );
+
+    lab.stop_experiment("metrics").await;
+    prom.wait_for("faultd_faults_active{kind=\"loss\"}", 0.0, limit);
+    prom.wait_for(
+        "faultd_coordinator_experiments{state=\"stopped\"}",
+        1.0,
+        limit,
+    );
+    prom.wait_until(
+        "faultd_faults_ended_total{reason=\"reverted\"}",
+        |v| v >= 1.0,
+        limit,
+    );
+    prom.wait_until(
+        "faultd_coordinator_experiments_ended_total{ending=\"stopped\"}",
+        |v| v >= 1.0,
+        limit,
+    );
+    // A stopped fault's own series are gone (they are read from the live
+    // record at each scrape): no unbounded growth in fault ids.
+    prom.wait_until(
+        &format!("count({matched}) or vector(0)"),
+        |v| v == 0.0,
+        limit,
+    );
+}

@@ -28,7 +28,8 @@ use crate::{
     caps::Capabilities,
     datapath::Datapath,
     error::error_chain,
-    manager::{Clock, EndReason, Manager, ManagerError, Resolver},
+    manager::{Clock, EndReason, FaultState, FaultView, Manager, ManagerError, Resolver},
+    metrics::{FaultSample, Metrics, Snapshot},
 };
 
 mod guard;
@@ -37,6 +38,7 @@ pub use guard::{Access, Auditor, Rpc};
 
 pub struct Shared<D, R, C> {
     manager: Mutex<Manager<D, R, C>>,
+    metrics: Metrics,
     caps: Capabilities,
     cgroup_mount: PathBuf,
     node_name: String,
@@ -65,16 +67,31 @@ impl<D: Datapath, R: Resolver, C: Clock> Shared<D, R, C> {
         access: Access,
         audit: Auditor,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            manager: Mutex::new(manager),
-            caps,
-            cgroup_mount,
-            node_name: audit.node.clone(),
-            access,
-            audit,
-            changed: Notify::new(),
-            closed: AtomicBool::new(false),
+        Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
+            let me = me.clone();
+            let snapshot: Snapshot = Arc::new(move || {
+                me.upgrade()
+                    .map(|s| s.lock().list().iter().filter_map(sample).collect())
+                    .unwrap_or_default()
+            });
+            let metrics = Metrics::new(env!("CARGO_PKG_VERSION"), &audit.node, snapshot);
+            Self {
+                manager: Mutex::new(manager),
+                metrics,
+                caps,
+                cgroup_mount,
+                node_name: audit.node.clone(),
+                access,
+                audit,
+                changed: Notify::new(),
+                closed: AtomicBool::new(false),
+            }
         })
+    }
+
+    /// The metrics, for the `/metrics` endpoint.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Manager<D, R, C>> {
@@ -116,7 +133,13 @@ impl<D: Datapath, R: Resolver, C: Clock> Shared<D, R, C> {
                 () = tokio::time::sleep(wait) => {}
             }
             match self.with_manager(|m| m.expire_due()).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(ended)) => {
+                    for v in ended {
+                        if let Some(r) = v.end_reason {
+                            self.metrics.ended(r.name(), 1);
+                        }
+                    }
+                }
                 Ok(Err(e)) => warn!(error = %error_chain(&e), "removing expired faults"),
                 Err(e) => warn!(error = %e, "expiry task"),
             }
@@ -169,6 +192,16 @@ impl<D: Datapath, R: Resolver, C: Clock> Shared<D, R, C> {
     }
 }
 
+/// A live fault as the metrics see it; None once it ended.
+fn sample(v: &FaultView) -> Option<FaultSample> {
+    (v.state == FaultState::Active).then(|| FaultSample {
+        id: v.spec.id.clone(),
+        kind: v.spec.kind.name(),
+        matched: v.counters.matched,
+        injected: v.counters.dropped,
+    })
+}
+
 #[derive(Debug)]
 pub struct AgentService<D, R, C> {
     shared: Arc<Shared<D, R, C>>,
@@ -192,7 +225,12 @@ impl<D: Datapath, R: Resolver, C: Clock> AgentService<D, R, C> {
     ) -> Result<Response<T>, Status> {
         self.shared.audit.call(caller, rpc, what, &result);
         self.shared.changed.notify_one();
-        result.map(Response::new).map_err(api::status)
+        let result = result.map(Response::new).map_err(api::status);
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.shared.metrics.request(rpc.name(), code);
+        result
     }
 }
 
@@ -208,11 +246,13 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
         let result = async {
             let (spec, lease) = api::apply_request(req)?;
             let span = info_span!("apply", fault_id = %spec.id, target = %spec.target);
+            let start = std::time::Instant::now();
             let (view, updated) = self
                 .shared
                 .unless_closed(move |m| m.apply_leased(spec, lease))
                 .instrument(span)
                 .await?;
+            self.shared.metrics.applied(start.elapsed().as_secs_f64());
             Ok(pb::ApplyFaultResponse {
                 fault: Some(api::fault_to_pb(&view)),
                 updated,
@@ -240,7 +280,12 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
         let what = json!({ "id": id });
         let result = async {
             api::validate_id("id", &id)?;
+            let start = std::time::Instant::now();
             let view = self.shared.with_manager(move |m| m.revert(&id)).await??;
+            if view.is_some() {
+                self.shared.metrics.reverted(start.elapsed().as_secs_f64());
+                self.shared.metrics.ended(EndReason::Reverted.name(), 1);
+            }
             Ok(pb::RevertFaultResponse {
                 existed: view.is_some(),
                 fault: view.as_ref().map(api::fault_to_pb),
@@ -290,6 +335,9 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
                 .shared
                 .with_manager(|m| m.revert_all(EndReason::Reverted))
                 .await??;
+            self.shared
+                .metrics
+                .ended(EndReason::Reverted.name(), u64::from(reverted));
             Ok(pb::RevertAllResponse { reverted })
         }
         .await;
@@ -318,6 +366,7 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
             })
         }
         .await;
+        self.shared.metrics.renewal(result.is_ok());
         self.finish(&caller, Rpc::RenewLease, what, result)
     }
 
@@ -334,6 +383,9 @@ impl<D: Datapath, R: Resolver, C: Clock> Agent for AgentService<D, R, C> {
                 .shared
                 .with_manager(move |m| m.revert_lease(&id))
                 .await??;
+            self.shared
+                .metrics
+                .ended(EndReason::Reverted.name(), u64::from(reverted));
             Ok(pb::RevertLeaseResponse { reverted })
         }
         .await;

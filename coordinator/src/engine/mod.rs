@@ -85,6 +85,8 @@ pub struct Settings {
     /// How long a stop condition may go unevaluated before the experiment
     /// aborts.
     pub metrics_grace: Duration,
+    /// The coordinator's own metrics.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -107,6 +109,7 @@ impl Settings {
             metrics: None,
             metrics_every: Duration::from_secs(1),
             metrics_grace: Duration::from_secs(30),
+            telemetry: Arc::default(),
         }
     }
 }
@@ -246,7 +249,22 @@ impl<A: AgentApi> Engine<A> {
         spec: ExperimentSpec,
         created_by: &str,
     ) -> Result<pb::Experiment, EngineError> {
-        apply::create(self, spec, created_by, false).await
+        let start = std::time::Instant::now();
+        let created = apply::create(self, spec, created_by, false).await;
+        let telemetry = &self.inner.settings.telemetry;
+        match &created {
+            Ok(x) if state_of(x) == pb::ExperimentState::Running => {
+                telemetry.applied(start.elapsed().as_secs_f64());
+            }
+            Err(EngineError::Policy(v)) => telemetry.refused(v.rule),
+            _ => {}
+        }
+        created
+    }
+
+    /// Counts experiments by state in the store, for the metrics.
+    pub fn count_by_state(&self) -> Vec<(&'static str, u64)> {
+        lock(&self.inner.store).count_by_state().unwrap_or_default()
     }
 
     /// What `create` would hit, with every check it makes, applying and

@@ -149,6 +149,7 @@ async fn watch_over<A: AgentApi>(
                 .await;
                 let mut lost = Vec::new();
                 for (node, r) in renewals {
+                    settings.telemetry.renewal(r.is_ok());
                     let want = expected[node];
                     match r {
                         Ok(resp) if resp.faults as usize >= want => {
@@ -275,6 +276,12 @@ pub(super) async fn finish<A: AgentApi>(
         state: state.into(),
         reason: reason.clone(),
     }));
+    engine.inner.settings.telemetry.ended(match state {
+        pb::ExperimentState::Completed => "completed",
+        pb::ExperimentState::Stopped => "stopped",
+        pb::ExperimentState::Aborted => "aborted",
+        _ => "failed",
+    });
     match engine.record(&exp, events) {
         Ok(()) => info!(experiment = %id, state = ?state, %reason, reverted, "ended"),
         Err(e) => warn!(experiment = %id, error = %e, "recording the end"),

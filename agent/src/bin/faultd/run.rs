@@ -121,6 +121,18 @@ pub async fn run(config: Config, dev_plaintext: Option<SocketAddr>) -> anyhow::R
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let servers = listen::serve_all(&config, dev_plaintext, &shared, &stop_rx).await?;
+    if let Some(addr) = config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics.listen: binding {addr}"))?;
+        info!(listen = %addr, "serving Prometheus metrics at /metrics");
+        let metrics = Arc::clone(&shared);
+        tokio::spawn(faultd_proto::ops::serve_metrics(
+            listener,
+            Arc::new(move || metrics.metrics().encode()),
+            listen::wait_stop(stop_rx.clone()),
+        ));
+    }
     let expiry = tokio::spawn(Shared::expiry_loop(
         Arc::clone(&shared),
         listen::wait_stop(stop_rx.clone()),

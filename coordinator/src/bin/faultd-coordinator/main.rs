@@ -107,6 +107,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .context("agent channels")?;
     let mut settings = Settings::new(config.agents.lease_ttl, Some(config.policy.path.clone()));
+    let telemetry = Arc::new(faultd_coordinator::telemetry::Telemetry::new(&config.name));
+    settings.telemetry = Arc::clone(&telemetry);
     if let Some(p) = &config.prometheus {
         info!(url = %p.url, interval = ?p.interval, grace = ?p.grace, "stop conditions through Prometheus");
         settings.metrics = Some(std::sync::Arc::new(
@@ -123,6 +125,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         settings,
         rand::rngs::StdRng::from_os_rng(),
     );
+    {
+        let engine = engine.clone();
+        telemetry.count_experiments_with(Arc::new(move || engine.count_by_state()));
+    }
     let findings = engine
         .recover()
         .await
@@ -159,6 +165,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!(listen = %config.server.listen, "serving faultd.coordinator.v1 over mutual TLS 1.3");
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics.listen: binding {addr}"))?;
+        info!(listen = %addr, "serving Prometheus metrics at /metrics");
+        let mut stop = stop_rx.clone();
+        tokio::spawn(faultd_proto::ops::serve_metrics(
+            listener,
+            Arc::new(move || telemetry.encode()),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
+    }
     let router =
         faultd_proto::ops::with_standard_services::<
             _,

@@ -205,3 +205,44 @@ pub fn dashboard_gaps(
     }
     problems
 }
+
+/// systemd's service notification protocol (sd_notify(3)): one datagram
+/// of `KEY=VALUE` lines to the socket in `$NOTIFY_SOCKET` (a path, or an
+/// abstract name written `@name`). Without the variable (not started by
+/// systemd with `Type=notify`) nothing is sent.
+pub mod notify {
+    use std::{io, os::unix::net::UnixDatagram, time::Duration};
+
+    /// Sends `state` (e.g. "READY=1"); Ok(false) when there is no
+    /// `$NOTIFY_SOCKET`.
+    ///
+    /// # Errors
+    /// When the socket cannot be reached.
+    pub fn send(state: &str) -> io::Result<bool> {
+        let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+            return Ok(false);
+        };
+        let socket = UnixDatagram::unbound()?;
+        let bytes = path.as_encoded_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt as _;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(state.as_bytes(), &addr)?;
+        } else {
+            socket.send_to(state.as_bytes(), &path)?;
+        }
+        Ok(true)
+    }
+
+    /// How often systemd expects "WATCHDOG=1": `$WATCHDOG_USEC`, when
+    /// `$WATCHDOG_PID` is unset or this process (sd_watchdog_enabled(3)).
+    pub fn watchdog() -> Option<Duration> {
+        if let Ok(pid) = std::env::var("WATCHDOG_PID")
+            && pid.parse::<u32>().ok() != Some(std::process::id())
+        {
+            return None;
+        }
+        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+        (usec > 0).then(|| Duration::from_micros(usec))
+    }
+}

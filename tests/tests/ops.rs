@@ -318,3 +318,142 @@ async fn prometheus_scrapes_both_daemons_during_a_fault() {
         limit,
     );
 }
+
+/// The units in deploy/systemd pass `systemd-analyze verify` (with
+/// ExecStart pointed at the binaries this build made: verify checks the
+/// executable exists).
+#[test]
+fn the_systemd_units_verify() {
+    let Ok(analyze) = which("systemd-analyze") else {
+        skip("no systemd-analyze");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
+    for (unit, installed, built) in [
+        (
+            "faultd.service",
+            "/usr/local/bin/faultd",
+            faultd_tests::faultd_bin(),
+        ),
+        (
+            "faultd-coordinator.service",
+            "/usr/local/bin/faultd-coordinator",
+            faultd_tests::lab::coordinator_bin(),
+        ),
+    ] {
+        let text = std::fs::read_to_string(units.join(unit)).expect("unit");
+        assert!(text.contains(&format!("ExecStart={installed} ")), "{unit}");
+        assert!(
+            text.contains("Type=notify"),
+            "{unit}: readiness through sd_notify"
+        );
+        let copy = dir.path().join(unit);
+        std::fs::write(&copy, text.replace(installed, &built.display().to_string()))
+            .expect("unit copy");
+        let out = Command::new(&analyze)
+            .args(["verify", "--man=no"])
+            .arg(&copy)
+            .output()
+            .expect("systemd-analyze");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "{unit}: systemd-analyze verify: {stderr}"
+        );
+        println!("{unit}: systemd-analyze verify: clean");
+    }
+}
+
+fn which(program: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
+/// What systemd would receive from the agent started with Type=notify and
+/// WatchdogSec: READY=1 once it serves, WATCHDOG=1 at half the interval,
+/// STOPPING=1 on SIGTERM. A datagram socket of the test's stands in for
+/// systemd's; actually starting the unit needs systemd as PID 1.
+#[tokio::test]
+async fn the_agent_speaks_sd_notify() {
+    use std::{
+        os::unix::net::UnixDatagram,
+        time::{Duration, Instant},
+    };
+
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut agent = AgentGuard::start(faultd_tests::AgentOptions {
+        env: vec![
+            ("NOTIFY_SOCKET".into(), path.display().to_string()),
+            ("WATCHDOG_USEC".into(), "1000000".into()),
+        ],
+        ..faultd_tests::AgentOptions::default()
+    });
+    let recv = || {
+        let mut buf = [0_u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = recv();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    // The socket answers by then: READY means serving.
+    let mut client = agent.client().await;
+    client
+        .get_capabilities(faultd_proto::agent::v1::GetCapabilitiesRequest {})
+        .await
+        .expect("serving when READY=1 was sent");
+    let start = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(recv(), "WATCHDOG=1");
+    }
+    // Three pings at half of a 1 s interval: about 1.5 s.
+    let took = start.elapsed();
+    println!("READY, then 3 watchdog pings in {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut last = recv();
+    while last == "WATCHDOG=1" {
+        last = recv();
+    }
+    assert_eq!(last, "STOPPING=1");
+    agent.wait_exit(Duration::from_secs(30));
+}
+
+/// Starting the real unit with systemd needs systemd as PID 1; this
+/// machine's init is something else, which the test names when it skips.
+#[test]
+fn the_agent_under_systemd() {
+    let init = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+    if init.trim() != "systemd" {
+        skip(&format!(
+            "PID 1 is {:?}, not systemd: no unit can be started here (systemd-run needs a \
+             running systemd)",
+            init.trim()
+        ));
+        return;
+    }
+    let out = Command::new("systemd-run")
+        .args([
+            "--wait",
+            "--collect",
+            "--property=Type=notify",
+            "--property=WatchdogSec=10s",
+        ])
+        .arg(faultd_tests::faultd_bin())
+        .arg("--print-config")
+        .output()
+        .expect("systemd-run");
+    assert!(out.status.success(), "{out:?}");
+}

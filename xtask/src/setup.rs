@@ -30,6 +30,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "fonts-dejavu-core", // bench: text in the PNG charts
     "prometheus",        // stop-condition tests: a real server the coordinator queries
     "python3-grpcio",    // tests: a generic gRPC client in another language (health, reflection)
+    "systemd",           // tests: systemd-analyze verify of the units in deploy/systemd
 ];
 
 /// bpf-linker release built against the toolchain's own LLVM.

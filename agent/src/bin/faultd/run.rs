@@ -16,7 +16,7 @@ use faultd_agent::{
     service::{Access, Auditor, Shared},
     target::CgroupFs,
 };
-use faultd_proto::audit::AuditLog;
+use faultd_proto::{audit::AuditLog, ops::notify};
 use tracing::{error, info, warn};
 
 use crate::{listen, system};
@@ -137,10 +137,41 @@ pub async fn run(config: Config, dev_plaintext: Option<SocketAddr>) -> anyhow::R
         Arc::clone(&shared),
         listen::wait_stop(stop_rx.clone()),
     ));
+    // systemd (Type=notify): ready once every listener is bound; the
+    // watchdog is fed only while the manager answers, so an agent wedged
+    // on its lock is killed and restarted (its faults end with it).
+    match notify::send("READY=1\nSTATUS=serving") {
+        Ok(true) => info!("told systemd we are ready"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "sd_notify READY"),
+    }
+    if let Some(every) = notify::watchdog() {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every / 2).await;
+                let probe = Arc::clone(&shared);
+                let alive = tokio::time::timeout(
+                    every / 2,
+                    tokio::task::spawn_blocking(move || drop(probe.lock())),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok());
+                if alive {
+                    if let Err(e) = notify::send("WATCHDOG=1") {
+                        warn!(error = %e, "sd_notify WATCHDOG");
+                    }
+                } else {
+                    warn!("the manager did not answer within half the watchdog interval");
+                }
+            }
+        });
+    }
     let failed = tokio::select! {
         () = system::shutdown_signal() => None,
         r = servers.first_exit() => Some(r),
     };
+    let _ = notify::send("STOPPING=1");
 
     // Stop taking faults first, so none lands after the revert below; then
     // revert; then give open connections a moment to finish before exiting.

@@ -189,6 +189,35 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop_rx.wait_for(|s| *s).await;
     }));
+    // systemd (Type=notify): ready once serving; the watchdog is fed while
+    // the store answers (every decision goes through it).
+    match faultd_proto::ops::notify::send("READY=1\nSTATUS=serving") {
+        Ok(true) => info!("told systemd we are ready"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "sd_notify READY"),
+    }
+    if let Some(every) = faultd_proto::ops::notify::watchdog() {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every / 2).await;
+                let probe = engine.clone();
+                let alive = tokio::time::timeout(
+                    every / 2,
+                    tokio::task::spawn_blocking(move || probe.count_by_state()),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok());
+                if alive {
+                    if let Err(e) = faultd_proto::ops::notify::send("WATCHDOG=1") {
+                        warn!(error = %e, "sd_notify WATCHDOG");
+                    }
+                } else {
+                    warn!("the store did not answer within half the watchdog interval");
+                }
+            }
+        });
+    }
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -202,6 +231,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             _ = int.recv() => break,
         }
     }
+    let _ = faultd_proto::ops::notify::send("STOPPING=1");
     info!(
         running = engine.running_count(),
         "stopping; running experiments are left to their leases"

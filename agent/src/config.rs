@@ -82,6 +82,11 @@ pub struct ServerConfig {
     /// The TCP listener for a coordinator: mutual TLS 1.3 only. Off unless
     /// configured.
     pub tls: Option<TlsListenerConfig>,
+    /// A plaintext TCP port serving gRPC health checking alone
+    /// (grpc.health.v1), for Kubernetes gRPC probes, which cannot present a
+    /// client certificate. No call on it reads or changes a fault. Off
+    /// unless configured.
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 /// The mutual-TLS listener: who may change faults, who may only read.
@@ -205,6 +210,7 @@ impl Default for ServerConfig {
         Self {
             socket: PathBuf::from("/run/faultd/faultd.sock"),
             tls: None,
+            health_listen: None,
         }
     }
 }

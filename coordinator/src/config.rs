@@ -153,6 +153,10 @@ pub struct ServerConfig {
     /// Client identities that may only read (get, list, watch, status).
     #[serde(default)]
     pub readers: Vec<String>,
+    /// A plaintext TCP port serving gRPC health checking alone, for
+    /// Kubernetes gRPC probes. No call on it reads or changes anything.
+    #[serde(default)]
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {

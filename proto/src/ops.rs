@@ -65,6 +65,21 @@ pub async fn with_standard_services<L, S: NamedService>(
         .add_service(v1alpha))
 }
 
+/// A server of health checking alone, reporting `S` SERVING: for the
+/// plaintext port Kubernetes gRPC probes use (a kubelet cannot present a
+/// client certificate). It answers Check and Watch, nothing else: no call
+/// on it can read or change a fault.
+pub async fn health_only<S: NamedService>() -> Router {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status(S::NAME, ServingStatus::Serving)
+        .await;
+    tonic::transport::Server::builder().add_service(health)
+}
+
 /// What a scrape returns: the metrics in the OpenMetrics text format.
 pub type Exposition = Arc<dyn Fn() -> String + Send + Sync>;
 

@@ -81,8 +81,15 @@ def main():
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--name", help="the server certificate's name")
+    p.add_argument("--plaintext", action="store_true", help="no TLS (a probe port)")
+    p.add_argument(
+        "--health-only",
+        metavar="METHOD",
+        help="a port of health checking alone: skip reflection, and report the "
+        "status code of calling METHOD (/package.Service/Method, empty request)",
+    )
     a = p.parse_args()
-    if a.target.startswith("unix:"):
+    if a.target.startswith("unix:") or a.plaintext:
         channel = grpc.insecure_channel(a.target)
     else:
         read = lambda path: open(path, "rb").read()
@@ -105,6 +112,17 @@ def main():
                 if e.code() != grpc.StatusCode.NOT_FOUND:
                     raise
                 out["health"][name] = "NOT_FOUND"
+        if a.health_only:
+            call = channel.unary_unary(
+                a.health_only, request_serializer=identity, response_deserializer=identity
+            )
+            try:
+                call(b"", timeout=10)
+                out["api"] = "OK"
+            except grpc.RpcError as e:
+                out["api"] = e.code().name
+            print(json.dumps(out, sort_keys=True))
+            return 0
         reflect = channel.stream_stream(
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
             request_serializer=identity,

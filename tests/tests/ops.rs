@@ -100,7 +100,15 @@ async fn a_generic_client_sees_health_and_reflection_on_the_unix_socket() {
     if !require_root() || python_grpcio().is_none() {
         return;
     }
-    let (agent, _client) = AgentGuard::start_default().await;
+    // A free port for the probe-only listener.
+    let health = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let mut agent = AgentGuard::start(faultd_tests::AgentOptions {
+        config_toml: Some(format!("[server]\nhealth_listen = \"{health}\"\n")),
+        ..faultd_tests::AgentOptions::default()
+    });
+    agent.wait_ready();
     let target = format!("unix://{}", agent.socket().display());
     let json = probe(None, &[&target, "faultd.agent.v1.Agent"]);
     check(
@@ -108,6 +116,20 @@ async fn a_generic_client_sees_health_and_reflection_on_the_unix_socket() {
         "faultd.agent.v1.Agent",
         &["ApplyFault", "ListTargets", "RenewLease"],
     );
+    // The plaintext probe port: health, and no fault API at all.
+    let json = probe(
+        None,
+        &[
+            &health.to_string(),
+            "faultd.agent.v1.Agent",
+            "--plaintext",
+            "--health-only",
+            "/faultd.agent.v1.Agent/ListFaults",
+        ],
+    );
+    assert_eq!(json["health"]["faultd.agent.v1.Agent"], "SERVING", "{json}");
+    assert_eq!(json["api"], "UNIMPLEMENTED", "{json}");
+    println!("health port {health}: {json}");
 }
 
 #[test]

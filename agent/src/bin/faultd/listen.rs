@@ -145,6 +145,22 @@ pub async fn serve_all<D: Datapath, R: Resolver, C: Clock>(
         ));
     }
 
+    if let Some(addr) = config.server.health_listen {
+        let listener = bind_tcp(addr)?;
+        info!(listen = %addr, "serving grpc.health.v1 alone, for probes");
+        tasks.push((
+            "health",
+            tokio::spawn(
+                ops::health_only::<AgentServer<AgentService<D, R, C>>>()
+                    .await
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        wait_stop(stop.clone()),
+                    ),
+            ),
+        ));
+    }
+
     if let Some(addr) = dev_plaintext {
         let listener = bind_tcp(addr)?;
         warn!(

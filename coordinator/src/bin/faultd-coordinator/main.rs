@@ -165,6 +165,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!(listen = %config.server.listen, "serving faultd.coordinator.v1 over mutual TLS 1.3");
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = config.server.health_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("server.health_listen: binding {addr}"))?;
+        info!(listen = %addr, "serving grpc.health.v1 alone, for probes");
+        let mut stop = stop_rx.clone();
+        let health =
+            faultd_proto::ops::health_only::<CoordinatorServer<CoordinatorService<GrpcAgents>>>()
+                .await;
+        tokio::spawn(health.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
+    }
     if let Some(addr) = config.metrics.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

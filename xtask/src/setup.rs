@@ -31,6 +31,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "prometheus",        // stop-condition tests: a real server the coordinator queries
     "python3-grpcio",    // tests: a generic gRPC client in another language (health, reflection)
     "systemd",           // tests: systemd-analyze verify of the units in deploy/systemd
+    "python3-venv",      // tests: the venv kubernetes-validate runs in
+    "python3-pip",
 ];
 
 /// bpf-linker release built against the toolchain's own LLVM.
@@ -48,6 +50,7 @@ pub enum Scope {
 pub fn setup(scope: Scope) -> anyhow::Result<()> {
     step("Debian packages", apt_packages)?;
     step("bpf-linker", bpf_linker)?;
+    step("deploy checks", deploy_tools)?;
     if scope == Scope::Vm {
         step("VM kernels", crate::vm::fetch_kernels)?;
     }
@@ -158,6 +161,79 @@ fn bpf_linker() -> anyhow::Result<Done> {
         "built {what} into {}",
         root.display()
     )))
+}
+
+/// kubernetes-validate's pinned release: it carries the Kubernetes OpenAPI
+/// schemas, so the deploy tests validate offline.
+const KUBERNETES_VALIDATE: &str = "1.31.0";
+
+/// What the deploy tests run: `kubectl` (for `kubectl kustomize`) and
+/// kubernetes-validate in a venv under the cache.
+fn deploy_tools() -> anyhow::Result<Done> {
+    let mut did = Vec::new();
+    let has_kubectl = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_kubectl {
+        // Debian ships kubectl as `kubernetes-client`; Kubernetes's own apt
+        // repository (when configured) as `kubectl`, a newer one.
+        let candidate = |p: &str| {
+            Command::new("apt-cache")
+                .args(["policy", p])
+                .output()
+                .is_ok_and(|o| {
+                    let text = String::from_utf8_lossy(&o.stdout);
+                    text.contains("Candidate:") && !text.contains("Candidate: (none)")
+                })
+        };
+        let package = if candidate("kubectl") {
+            "kubectl"
+        } else {
+            "kubernetes-client"
+        };
+        run(apt(&[
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            package,
+        ]))?;
+        did.push(format!("installed {package}"));
+    }
+    let venv = cache_dir().join("venv");
+    let validate = venv.join("bin/kubernetes-validate");
+    let current = Command::new(&validate)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(KUBERNETES_VALIDATE));
+    if !current {
+        run({
+            let mut c = Command::new("/usr/bin/python3");
+            c.args(["-m", "venv"]).arg(&venv);
+            c
+        })?;
+        run({
+            let mut c = Command::new(venv.join("bin/pip"));
+            c.args([
+                "install",
+                "-q",
+                &format!("kubernetes-validate=={KUBERNETES_VALIDATE}"),
+            ]);
+            c
+        })?;
+        did.push(format!(
+            "kubernetes-validate {KUBERNETES_VALIDATE} in {}",
+            venv.display()
+        ));
+    }
+    Ok(if did.is_empty() {
+        Done::Cached(format!(
+            "kubectl and kubernetes-validate {KUBERNETES_VALIDATE} present"
+        ))
+    } else {
+        Done::Installed(did.join(", "))
+    })
 }
 
 fn find_libllvm(lib_dir: &Path) -> anyhow::Result<PathBuf> {

@@ -39,6 +39,10 @@ pub const HOST_ONLY: &[(&str, &str)] = &[
         "ops",
         "a Python gRPC client; tests the listeners, not the kernel",
     ),
+    (
+        "deploy",
+        "checks files offline (kustomize, schemas); no kernel involved",
+    ),
 ];
 
 const LAB: &str = "multi-node lab; its datapath is covered per kernel by `loss`";

@@ -61,6 +61,10 @@ struct Flags {
     /// Print the default config with comments and exit.
     #[arg(long)]
     print_config: bool,
+    /// Check the config (with the flags above applied) and exit: 0 when
+    /// valid, 64 naming the key.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -80,6 +84,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE as u8);
         }
     };
+    if flags.check_config {
+        match &flags.config {
+            Some(path) => println!("faultd: {} is valid", path.display()),
+            None => println!("faultd: the defaults are valid"),
+        }
+        return ExitCode::SUCCESS;
+    }
     init_tracing(config.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -39,6 +39,10 @@ struct Flags {
     /// Log format (overrides log.format).
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Check the config (and the inventory and policy files it names, when
+    /// they are readable here) and exit: 0 when valid, 64 naming the key.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,30 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE as u8);
         }
     };
+    if flags.check_config {
+        let files = config
+            .agents
+            .inventory
+            .iter()
+            .filter(|p| p.exists())
+            .map(|p| Inventory::load(p).map(drop))
+            .chain(
+                Some(&config.policy.path)
+                    .filter(|p| p.exists())
+                    .map(|p| Policy::load(p).map(drop)),
+            )
+            .collect::<Result<Vec<()>, _>>();
+        return match files {
+            Ok(_) => {
+                println!("faultd-coordinator: {} is valid", flags.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("faultd-coordinator: {e}");
+                ExitCode::from(EX_USAGE as u8)
+            }
+        };
+    }
     init_tracing(flags.log_format.unwrap_or(config.log.format));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -8,6 +8,7 @@ mod install;
 #[cfg(test)]
 mod layers;
 mod plot;
+mod pyclient;
 mod setup;
 mod test;
 mod util;
@@ -30,6 +31,8 @@ enum Task {
     /// Write a development CA and certificates for a coordinator, agents
     /// and operators (mutual TLS), and the config lines that use them.
     Certs(certs::Options),
+    /// Regenerate the Python client's stubs (clients/python) from proto/.
+    PythonClient,
     /// Set up, then build every binary.
     Build {
         #[arg(long)]
@@ -91,6 +94,7 @@ enum BenchWhat {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Certs(o) => certs::run(&o),
+        Task::PythonClient => pyclient::run(),
         Task::Setup => setup::setup(setup::Scope::Vm),
         Task::Build { release } => {
             setup::setup(setup::Scope::Build)?;

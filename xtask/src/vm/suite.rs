@@ -40,6 +40,10 @@ pub const HOST_ONLY: &[(&str, &str)] = &[
         "a Python gRPC client; tests the listeners, not the kernel",
     ),
     (
+        "clients",
+        "the Python client against the daemons; tests the API, not the kernel",
+    ),
+    (
         "deploy",
         "checks files offline (kustomize, schemas); no kernel involved",
     ),

@@ -312,3 +312,85 @@ fn the_shipped_configs_pass_the_daemons_checks() {
         print!("{}", String::from_utf8_lossy(&out.stdout));
     }
 }
+
+/// The container image: built with buildah from this build (the
+/// Containerfile's base images need a registry this machine cannot reach),
+/// then its binaries run inside it: the agent as root, the coordinator as
+/// the image's default unprivileged user; no shell in it.
+#[test]
+fn the_image_builds_and_its_binaries_run() {
+    use faultd_tests::require_root;
+    if !require_root() {
+        return;
+    }
+    if Command::new("buildah").arg("--version").output().is_err() {
+        skip("no buildah (`./x setup` installs it)");
+        return;
+    }
+    let xtask = faultd_tests::target_sibling("xtask").expect("the xtask binary (cargo build)");
+    let bin_dir = faultd_tests::faultd_bin()
+        .parent()
+        .expect("bin dir")
+        .to_owned();
+    let tag = format!("localhost/faultd:test-{}", std::process::id());
+    let status = Command::new(&xtask)
+        .args(["image", "--tag", &tag, "--bin-dir"])
+        .arg(&bin_dir)
+        .status()
+        .expect("xtask image");
+    assert!(status.success(), "xtask image");
+    let buildah = |args: &[&str]| {
+        let out = Command::new("buildah")
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .env("BUILDAH_ISOLATION", "chroot")
+            .output()
+            .expect("buildah");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, user) = buildah(&["inspect", "--format", "{{.OCIv1.Config.User}}", &tag]);
+    assert!(ok, "{user}");
+    assert_eq!(user.trim(), "65532:65532", "non-root by default");
+    let (ok, container) = buildah(&["from", &tag]);
+    assert!(ok, "{container}");
+    let container = container.trim().to_owned();
+    let (agent_ok, agent) = buildah(&[
+        "run",
+        "--user",
+        "0",
+        &container,
+        "--",
+        "/usr/local/bin/faultd",
+        "--check-config",
+    ]);
+    let (coordinator_ok, coordinator) = buildah(&[
+        "run",
+        &container,
+        "--",
+        "/usr/local/bin/faultd-coordinator",
+        "--version",
+    ]);
+    let (shell, _) = buildah(&["run", &container, "--", "/bin/sh", "-c", "true"]);
+    let (_, size) = buildah(&["images", "--format", "{{.Size}}", &tag]);
+    buildah(&["rm", &container]);
+    buildah(&["rmi", &tag]);
+    assert!(agent_ok && agent.contains("valid"), "{agent}");
+    assert!(
+        coordinator_ok && coordinator.contains("faultd-coordinator"),
+        "{coordinator}"
+    );
+    assert!(!shell, "the runtime image has no shell");
+    println!(
+        "image {tag}: {} ; agent: {} ; coordinator: {}",
+        size.trim(),
+        agent.trim(),
+        coordinator.trim()
+    );
+}

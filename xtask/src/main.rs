@@ -4,6 +4,7 @@
 mod bench;
 mod certs;
 mod demo;
+mod image;
 mod install;
 #[cfg(test)]
 mod layers;
@@ -33,6 +34,9 @@ enum Task {
     Certs(certs::Options),
     /// Regenerate the Python client's stubs (clients/python) from proto/.
     PythonClient,
+    /// Build the container image of both daemons with buildah, from this
+    /// machine's build (no registry needed).
+    Image(image::Options),
     /// Set up, then build every binary.
     Build {
         #[arg(long)]
@@ -95,6 +99,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Certs(o) => certs::run(&o),
         Task::PythonClient => pyclient::run(),
+        Task::Image(o) => image::run_image(&o),
         Task::Setup => setup::setup(setup::Scope::Vm),
         Task::Build { release } => {
             setup::setup(setup::Scope::Build)?;

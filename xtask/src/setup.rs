@@ -33,6 +33,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "systemd",           // tests: systemd-analyze verify of the units in deploy/systemd
     "python3-venv",      // tests: the venv kubernetes-validate runs in
     "python3-pip",
+    "buildah", // tests: the container image (xtask image)
 ];
 
 /// bpf-linker release built against the toolchain's own LLVM.

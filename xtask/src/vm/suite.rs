@@ -45,7 +45,7 @@ pub const HOST_ONLY: &[(&str, &str)] = &[
     ),
     (
         "deploy",
-        "checks files offline (kustomize, schemas); no kernel involved",
+        "checks files offline (kustomize, schemas) and builds the image; no kernel involved",
     ),
 ];
 

@@ -93,6 +93,9 @@ enum BenchWhat {
     /// kernel, for 1 and 10 real agents and 100 simulated ones (writes
     /// docs/benchmarks/coordinator.md and coordinator.json).
     Coordinator(bench::coordinator::Options),
+    /// The agent's RSS and CPU at rest: a window with no fault, one with
+    /// 1,000 faults live (writes docs/benchmarks/idle.md and idle.json).
+    Idle(bench::idle::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -117,6 +120,7 @@ fn main() -> anyhow::Result<()> {
                 None => bench::loss::run(&opts),
                 Some(BenchWhat::Syscall(o)) if o.vm => bench::syscall_vm::run(&o),
                 Some(BenchWhat::Syscall(o)) => bench::syscall::run(&o),
+                Some(BenchWhat::Idle(o)) => bench::idle::run(&o),
                 Some(BenchWhat::Latency(o)) => bench::latency::run(&o),
                 Some(BenchWhat::Coordinator(o)) => bench::coordinator::run(&o),
             }

@@ -7,7 +7,9 @@
 //! - [`latency`]: faultd's EDT delay against tc netem in the VM tier
 //!   (`bench latency`);
 //! - [`coordinator`]: CreateExperiment to every fault active, for 1, 10
-//!   and 100 agents (`bench coordinator`).
+//!   and 100 agents (`bench coordinator`);
+//! - [`idle`]: the agent's RSS and CPU at rest, with no fault and with
+//!   1,000 (`bench idle`).
 //!
 //! The toolkit they share:
 //!
@@ -23,6 +25,7 @@ pub mod api;
 pub mod coordinator;
 pub mod env;
 pub mod host;
+pub mod idle;
 pub mod latency;
 pub mod loss;
 pub mod netns;

@@ -36,13 +36,7 @@ pub struct OpsError(tonic_reflection::server::Error);
 pub async fn with_standard_services<L, S: NamedService>(
     router: Router<L>,
 ) -> Result<Router<L>, OpsError> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
-    reporter
-        .set_service_status(S::NAME, ServingStatus::Serving)
-        .await;
+    let health = serving::<S>().await;
     // Only what this endpoint serves is listed (the descriptor set holds
     // both of faultd's APIs).
     let reflection = |itself: &str| {
@@ -70,14 +64,20 @@ pub async fn with_standard_services<L, S: NamedService>(
 /// client certificate). It answers Check and Watch, nothing else: no call
 /// on it can read or change a fault.
 pub async fn health_only<S: NamedService>() -> Router {
+    tonic::transport::Server::builder().add_service(serving::<S>().await)
+}
+
+/// The health service, reporting `S` and the server as a whole (the empty
+/// name) SERVING.
+async fn serving<S: NamedService>()
+-> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
-    reporter
-        .set_service_status(S::NAME, ServingStatus::Serving)
-        .await;
-    tonic::transport::Server::builder().add_service(health)
+    for name in ["", S::NAME] {
+        reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    health
 }
 
 /// What a scrape returns: the metrics in the OpenMetrics text format.

@@ -127,6 +127,34 @@ impl LabNode {
     pub fn heal(&self) {
         self.netns.exec("iptables", &["-F"]);
     }
+
+    /// `count` datagrams from `cgroup`, sent inside this node's namespace
+    /// to a sink on its loopback: how many `sendto()` calls succeeded, and
+    /// the sink's report.
+    pub fn udp_to_loopback(
+        &self,
+        cgroup: &CgroupGuard,
+        count: u64,
+    ) -> (u64, crate::traffic::SinkReport) {
+        use crate::traffic::{SinkOptions, UdpSendOptions, udp_send_with, udp_sink_with};
+        let sink = udp_sink_with(
+            None,
+            "127.0.0.1:0",
+            &SinkOptions {
+                netns: Some(self.netns.path()),
+                ..SinkOptions::default()
+            },
+        );
+        let sent = udp_send_with(
+            Some(cgroup),
+            &UdpSendOptions {
+                netns: Some(self.netns.path()),
+                pps: 20_000,
+                ..UdpSendOptions::new(SocketAddr::from(([127, 0, 0, 1], sink.port())), count)
+            },
+        );
+        (sent.sent, sink.stop())
+    }
 }
 
 /// The running coordinator of a lab.

@@ -270,6 +270,40 @@ pub fn cpu_model() -> (String, usize) {
     (model, cpus)
 }
 
+/// How late this machine wakes a sleeping thread (p90 of 40 sleeps of
+/// 2 ms, in ms): the same timer machinery (hrtimers, softirq) releases
+/// fq's held packets (`qdisc_watchdog_schedule_range_ns` in fq_dequeue),
+/// so its lateness bounds how late a delayed packet leaves. Large under
+/// emulation.
+pub fn timer_lateness_ms() -> f64 {
+    let late: Vec<f64> = (0..40)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            std::thread::sleep(Duration::from_millis(2));
+            (start.elapsed().as_secs_f64() * 1e3 - 2.0).max(0.0)
+        })
+        .collect();
+    crate::stats::quantile(&late, 0.9)
+}
+
+/// Whether the agent reports kernel feature `name` available: Ok, or the
+/// agent's explanation of why not.
+///
+/// # Panics
+/// If the agent does not report the feature at all.
+pub fn feature(caps: &faultd_proto::agent::v1::Capabilities, name: &str) -> Result<(), String> {
+    let f = caps
+        .features
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("{name} is reported"));
+    if f.available {
+        Ok(())
+    } else {
+        Err(f.detail.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

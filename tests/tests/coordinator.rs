@@ -4,10 +4,7 @@
 //! are measured with traffic from the targets, as the loss tests do.
 //! Root only; each test prints SKIP otherwise.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
 use faultd_tests::{
@@ -16,34 +13,17 @@ use faultd_tests::{
     lab::{Lab, LabNode, LabOptions},
     require_root,
     stats::{RATE_CONFIDENCE, assert_loss_rate, assert_no_loss},
-    traffic::{SinkOptions, UdpSendOptions, udp_send_with, udp_sink_with},
 };
 use tonic::Code;
 
 const PACKETS: u64 = 2_000;
 const PPM_50: u32 = 500_000;
 
-/// Loss seen by `count` datagrams from `cgroup` on `node`, sent inside the
-/// node's namespace to a sink on its loopback.
+/// Loss seen by PACKETS datagrams from `cgroup` on `node`: (sent,
+/// received).
 fn loss_from(node: &LabNode, cgroup: &CgroupGuard) -> (u64, u64) {
-    let sink = udp_sink_with(
-        None,
-        "127.0.0.1:0",
-        &SinkOptions {
-            netns: Some(node.netns.path()),
-            ..SinkOptions::default()
-        },
-    );
-    let sent = udp_send_with(
-        Some(cgroup),
-        &UdpSendOptions {
-            netns: Some(node.netns.path()),
-            pps: 20_000,
-            ..UdpSendOptions::new(SocketAddr::from(([127, 0, 0, 1], sink.port())), PACKETS)
-        },
-    );
-    let received = sink.stop().received;
-    (sent.sent, received)
+    let (sent, sink) = node.udp_to_loopback(cgroup, PACKETS);
+    (sent, sink.received)
 }
 
 fn loss_spec(

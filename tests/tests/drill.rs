@@ -28,6 +28,7 @@ use faultd_proto::{agent::v1 as apb, coordinator::v1 as pb};
 use faultd_tests::{
     cgroup::skip,
     lab::{Lab, LabOptions},
+    measure::{feature, timer_lateness_ms},
     prometheus::{PrometheusGuard, prometheus_bin},
     require_root,
     stats::{median_interval, quantile},
@@ -68,19 +69,6 @@ fn window(samples: &[[u64; 4]], upstream: u64, from: u64, to: u64) -> Vec<(f64, 
 
 fn latencies(w: &[(f64, u64)]) -> Vec<f64> {
     w.iter().map(|(ms, _)| *ms).collect()
-}
-
-/// How late this machine wakes a sleeping thread (p90 of 40 sleeps of
-/// 2 ms): the hrtimers that wake threads also release fq's held packets.
-fn timer_lateness_ms() -> f64 {
-    let late: Vec<f64> = (0..40)
-        .map(|_| {
-            let start = Instant::now();
-            std::thread::sleep(Duration::from_millis(2));
-            (start.elapsed().as_secs_f64() * 1e3 - 2.0).max(0.0)
-        })
-        .collect();
-    quantile(&late, 0.9)
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -177,15 +165,9 @@ fn the_checkout_payment_drill() {
         })
         .expect("GetCapabilities")
         .into_inner();
-    let fq = caps
-        .features
-        .iter()
-        .find(|f| f.name == "fq_qdisc")
-        .expect("fq_qdisc is reported");
-    if !fq.available {
+    if let Err(why) = feature(&caps, "fq_qdisc") {
         skip(&format!(
-            "the drill adds latency, which needs sch_fq: {}",
-            fq.detail
+            "the drill adds latency, which needs sch_fq: {why}"
         ));
         return;
     }
@@ -199,32 +181,23 @@ fn the_checkout_payment_drill() {
     let fail_arg = fail_file.to_str().expect("path");
     let never = lab.dir().join("catalog-never-fails");
     let never_arg = never.to_str().expect("path");
-    let payment = Server::start(
-        &[
-            "--netns",
-            ns_arg,
-            "http-server",
-            "--bind",
+    let serve = |fail: &str| {
+        Server::start(
+            &[
+                "--netns",
+                ns_arg,
+                "http-server",
+                "--bind",
+                &bind,
+                "--fail-file",
+                fail,
+            ],
             &bind,
-            "--fail-file",
-            fail_arg,
-        ],
-        &bind,
-        None,
-    );
-    let catalog = Server::start(
-        &[
-            "--netns",
-            ns_arg,
-            "http-server",
-            "--bind",
-            &bind,
-            "--fail-file",
-            never_arg,
-        ],
-        &bind,
-        None,
-    );
+            None,
+        )
+    };
+    let payment = serve(fail_arg);
+    let catalog = serve(never_arg);
     let checkout = lab.children("checkout").remove(0);
     let payment_addr = SocketAddr::new(ip.into(), payment.port());
     let catalog_addr = SocketAddr::new(ip.into(), catalog.port());

@@ -18,6 +18,7 @@ use faultd_tests::{
     AgentGuard, CgroupGuard,
     cgroup::skip,
     faults::{Latency, Loss, bandwidth_request},
+    measure::{feature, timer_lateness_ms},
     require_root,
     stats::{
         RATE_CONFIDENCE, assert_loss_rate, ks_critical, ks_statistic, median_interval, normal_cdf,
@@ -54,14 +55,9 @@ async fn fq_or_skip(client: &mut AgentClient<Channel>, target: &CgroupGuard) -> 
         .await
         .expect("GetCapabilities")
         .into_inner();
-    let fq = caps
-        .features
-        .iter()
-        .find(|f| f.name == "fq_qdisc")
-        .expect("fq_qdisc is reported");
-    if fq.available {
+    let Err(detail) = feature(&caps, "fq_qdisc") else {
         return true;
-    }
+    };
     // Without fq, a latency fault must be refused up front, naming it.
     let err = client
         .apply_fault(
@@ -75,23 +71,8 @@ async fn fq_or_skip(client: &mut AgentClient<Channel>, target: &CgroupGuard) -> 
         "names the missing feature: {}",
         err.message()
     );
-    skip(&format!("the kernel has no fq qdisc ({})", fq.detail));
+    skip(&format!("the kernel has no fq qdisc ({detail})"));
     false
-}
-
-/// How late this machine wakes a sleeping thread (p90 of 40 sleeps of
-/// 2 ms, in ms): the same timer machinery (hrtimers, softirq) releases fq's
-/// held packets (`qdisc_watchdog_schedule_range_ns` in fq_dequeue), so its
-/// lateness bounds how late a delayed packet leaves. Large under emulation.
-fn timer_lateness_ms() -> f64 {
-    let late: Vec<f64> = (0..40)
-        .map(|_| {
-            let start = std::time::Instant::now();
-            std::thread::sleep(Duration::from_millis(2));
-            (start.elapsed().as_secs_f64() * 1e3 - 2.0).max(0.0)
-        })
-        .collect();
-    quantile(&late, 0.9)
 }
 
 fn rtts_ms(report: &faultd_tests::traffic::RttReport) -> Vec<f64> {

@@ -314,6 +314,8 @@ pub struct Lab {
     pub hub: NetNs,
     pub ca: DevCa,
     pub root: CgroupGuard,
+    /// Client certificates issued so far, by identity.
+    client_certs: std::sync::Mutex<std::collections::HashMap<String, TlsFiles>>,
     dir: TempDir,
 }
 
@@ -494,6 +496,7 @@ impl Lab {
             hub,
             ca,
             root,
+            client_certs: std::sync::Mutex::default(),
             dir,
         }
     }
@@ -508,9 +511,16 @@ impl Lab {
         fs::write(self.dir.path().join("policy.toml"), toml).expect("policy");
     }
 
-    /// A client certificate from the lab's CA naming `identity`.
+    /// A client certificate from the lab's CA naming `identity`, issued
+    /// once and reused: issuing again rewrites the files, and a client
+    /// loading them at that moment (faultctl in another thread) could read
+    /// one certificate's key with another's certificate.
     pub fn client_cert(&self, identity: &str) -> TlsFiles {
-        self.ca.issue(&format!("client-{identity}"), &[identity])
+        let mut issued = self.client_certs.lock().unwrap_or_else(|p| p.into_inner());
+        issued
+            .entry(identity.to_owned())
+            .or_insert_with(|| self.ca.issue(&format!("client-{identity}"), &[identity]))
+            .clone()
     }
 
     /// A coordinator client presenting `files`, connected from the hub.

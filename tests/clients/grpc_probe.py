@@ -5,11 +5,13 @@ server reflection (grpc.reflection.v1), which services it has and the
 methods of one, encoding and decoding the few protobuf fields itself.
 
     grpc_probe.py TARGET SERVICE [--ca CA --cert CERT --key KEY --name NAME]
+                  [--call METHOD] [--health-only METHOD]
 
 TARGET is "unix:///path/faultd.sock" or "host:port" (then mutual TLS). The
 channel is made with no options: what a new user's first client sends.
 Prints one JSON object: {"health": {"": "SERVING", SERVICE: ...},
-"services": [...], "methods": [...]}; exits 1 with the gRPC error.
+"services": [...], "methods": [...]}, with "call": {"code": ..., "bytes": N}
+when --call asked for one; exits 1 with the gRPC error.
 """
 
 import argparse
@@ -73,6 +75,16 @@ def identity(b):
     return b
 
 
+def empty_call(channel, method):
+    """Calls `method` with an empty request: its status code and reply size."""
+    call = channel.unary_unary(method, request_serializer=identity, response_deserializer=identity)
+    try:
+        reply = call(b"", timeout=10)
+        return {"code": "OK", "bytes": len(reply)}
+    except grpc.RpcError as e:
+        return {"code": e.code().name, "bytes": 0, "details": e.details()}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("target")
@@ -87,6 +99,12 @@ def main():
         metavar="METHOD",
         help="a port of health checking alone: skip reflection, and report the "
         "status code of calling METHOD (/package.Service/Method, empty request)",
+    )
+    p.add_argument(
+        "--call",
+        metavar="METHOD",
+        help="also call METHOD (/package.Service/Method) with an empty request "
+        "and report its status code and the size of its reply",
     )
     a = p.parse_args()
     if a.target.startswith("unix:") or a.plaintext:
@@ -113,16 +131,11 @@ def main():
                     raise
                 out["health"][name] = "NOT_FOUND"
         if a.health_only:
-            call = channel.unary_unary(
-                a.health_only, request_serializer=identity, response_deserializer=identity
-            )
-            try:
-                call(b"", timeout=10)
-                out["api"] = "OK"
-            except grpc.RpcError as e:
-                out["api"] = e.code().name
+            out["api"] = empty_call(channel, a.health_only)["code"]
             print(json.dumps(out, sort_keys=True))
             return 0
+        if a.call:
+            out["call"] = empty_call(channel, a.call)
         reflect = channel.stream_stream(
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
             request_serializer=identity,

@@ -27,6 +27,7 @@ pub mod agent;
 pub mod bpf;
 pub mod certs;
 pub mod cgroup;
+pub mod clients;
 pub mod faults;
 pub mod lab;
 pub mod listener;

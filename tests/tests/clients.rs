@@ -13,29 +13,13 @@ use std::{
 use faultd_tests::{
     AgentGuard, CgroupGuard,
     cgroup::skip,
+    clients::{GoProbe, debian_python, grpc_probe, grpcio_version, venv_python},
     lab::{COORDINATOR_ID, COORDINATOR_PORT, HUB_ADDR, Lab, LabOptions, OPERATOR_ID},
     require_root,
 };
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn venv_python() -> Option<PathBuf> {
-    let cache = std::env::var_os("FAULTD_CACHE").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/faultd"),
-        PathBuf::from,
-    );
-    let python = cache.join("venv/bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", "import grpc, grpc_tools"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip("no venv with grpcio and grpcio-tools (`./x setup` makes it)");
-        return None;
-    }
-    Some(python)
 }
 
 /// `pip install` of clients/python into a directory of its own.
@@ -123,6 +107,58 @@ async fn the_python_client_drives_an_agent_over_its_unix_socket() {
     assert_eq!(json["got"], 300_000);
     assert_eq!(json["existed"], true);
     assert_eq!(json["after"], serde_json::json!([]));
+}
+
+/// Standard gRPC clients reach the agent's Unix socket as they connect by
+/// default, each with what it puts in :authority there: grpcio >= 1.57 the
+/// percent-encoded socket path (the venv's), grpcio 1.51 (Debian's) and
+/// grpc-go (Debian's) their own defaults. Each asks health and calls
+/// GetCapabilities with an empty request; tonic is every other test here.
+#[tokio::test]
+async fn standard_clients_reach_the_unix_socket_with_their_default_options() {
+    if !require_root() {
+        return;
+    }
+    let (agent, _client) = AgentGuard::start_default().await;
+    let target = format!("unix://{}", agent.socket().display());
+    const CALL: &str = "/faultd.agent.v1.Agent/GetCapabilities";
+    let mut tried = 0;
+    for python in [venv_python(), debian_python()].into_iter().flatten() {
+        let json = grpc_probe(
+            &python,
+            None,
+            &[&target, "faultd.agent.v1.Agent", "--call", CALL],
+        );
+        let version = grpcio_version(&python);
+        assert_eq!(json["health"][""], "SERVING", "grpcio {version}: {json}");
+        assert_eq!(json["call"]["code"], "OK", "grpcio {version}: {json}");
+        assert!(
+            json["call"]["bytes"].as_u64() > Some(0),
+            "grpcio {version}: {json}"
+        );
+        println!("grpcio {version}: {json}");
+        tried += 1;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    if let Some(go) = GoProbe::build(dir.path()) {
+        let json = go.run(&target, CALL);
+        assert_eq!(
+            json["health"], "SERVING",
+            "grpc-go {}: {json}",
+            go.grpc_version
+        );
+        assert_eq!(
+            json["call"]["code"], "OK",
+            "grpc-go {}: {json}",
+            go.grpc_version
+        );
+        assert!(json["call"]["bytes"].as_u64() > Some(0), "{json}");
+        println!("grpc-go {}: {json}", go.grpc_version);
+        tried += 1;
+    }
+    if tried == 0 {
+        skip("none of the clients is installed");
+    }
 }
 
 #[test]

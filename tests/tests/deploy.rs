@@ -333,12 +333,18 @@ fn the_image_builds_and_its_binaries_run() {
         .expect("bin dir")
         .to_owned();
     let tag = format!("localhost/faultd:test-{}", std::process::id());
-    let status = Command::new(&xtask)
+    let out = Command::new(&xtask)
         .args(["image", "--tag", &tag, "--bin-dir"])
         .arg(&bin_dir)
-        .status()
+        .env("RUST_BACKTRACE", "0")
+        .output()
         .expect("xtask image");
-    assert!(status.success(), "xtask image");
+    assert!(
+        out.status.success(),
+        "xtask image: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let buildah = |args: &[&str]| {
         let out = Command::new("buildah")
             .args(["--storage-driver", "vfs"])

@@ -13,53 +13,15 @@ use std::{
 use faultd_tests::{
     AgentGuard,
     cgroup::skip,
+    clients::{debian_python, grpc_probe},
     lab::{COORDINATOR_ID, COORDINATOR_PORT, HUB_ADDR, Lab, LabOptions, READER_ID},
     require_root,
 };
 
-const PYTHON: &str = "/usr/bin/python3";
-
-fn probe_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/grpc_probe.py")
-}
-
-/// Debian's Python with grpcio, or None (SKIP printed).
-fn python_grpcio() -> Option<&'static str> {
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import grpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip("no python3-grpcio (`./x setup` installs it)");
-        return None;
-    }
-    Some(PYTHON)
-}
-
-/// Runs the probe (in `netns` when given) and returns its JSON.
+/// Runs the probe with Debian's grpcio (in `netns` when given).
 fn probe(netns: Option<&Path>, args: &[&str]) -> serde_json::Value {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", ns.display()))
-                .arg("--")
-                .arg(PYTHON);
-            c
-        }
-        None => Command::new(PYTHON),
-    };
-    let out = cmd
-        .arg(probe_script())
-        .args(args)
-        .output()
-        .expect("running the Python probe");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "probe {args:?} failed: {stderr}{stdout}"
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("probe output {stdout:?}: {e}"))
+    let python = debian_python().expect("checked by the test");
+    grpc_probe(&python, netns, args)
 }
 
 /// Health says SERVING for the server and `service`, NOT_FOUND for a name
@@ -97,7 +59,7 @@ fn check(json: &serde_json::Value, service: &str, some_methods: &[&str]) {
 
 #[tokio::test]
 async fn a_generic_client_sees_health_and_reflection_on_the_unix_socket() {
-    if !require_root() || python_grpcio().is_none() {
+    if !require_root() || debian_python().is_none() {
         return;
     }
     // A free port for the probe-only listener.
@@ -134,7 +96,7 @@ async fn a_generic_client_sees_health_and_reflection_on_the_unix_socket() {
 
 #[test]
 fn a_generic_client_sees_health_and_reflection_over_mutual_tls() {
-    if !require_root() || python_grpcio().is_none() {
+    if !require_root() || debian_python().is_none() {
         return;
     }
     let lab = Lab::new(&LabOptions {

@@ -34,6 +34,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "python3-venv",      // tests: the venv kubernetes-validate runs in
     "python3-pip",
     "buildah", // tests: the container image (xtask image)
+    // tests: grpc-go, a client the Unix socket must accept as it is (Go
+    // packages from Debian, built without the module proxy).
+    "golang-go",
+    "golang-google-grpc-dev",
 ];
 
 /// bpf-linker release built against the toolchain's own LLVM.

@@ -12,16 +12,9 @@ from faultd.coordinator.v1 import coordinator_pb2_grpc
 
 __all__ = ["agent", "coordinator", "agent_channel", "coordinator_channel"]
 
-# grpcio >= 1.57 sends the percent-encoded socket path as :authority on a
-# Unix socket; HTTP/2 servers that check the authority's syntax (faultd's,
-# built on Rust's h2) reject it. "localhost" is what grpc-go, tonic and
-# Kubernetes send on Unix sockets.
-_UNIX_OPTIONS = [("grpc.default_authority", "localhost")]
-
-
 def agent_channel(socket="/run/faultd/faultd.sock"):
     """A channel to the agent's Unix socket."""
-    return grpc.insecure_channel(f"unix://{socket}", options=_UNIX_OPTIONS)
+    return grpc.insecure_channel(f"unix://{socket}")
 
 
 def agent(socket="/run/faultd/faultd.sock"):

@@ -21,6 +21,8 @@ fn main() -> anyhow::Result<()> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Undecodable requests are InvalidArgument (src/codec.rs).
+        .codec_path("crate::codec::FaultdCodec")
         .compile_fds(fds)
         .context("generating Rust code")?;
     Ok(())

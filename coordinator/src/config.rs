@@ -287,12 +287,21 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(
         path: path.to_owned(),
         source,
     })?;
-    let value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    let value = parse_toml(what, path, &text)?;
+    Ok((value, text))
+}
+
+/// Parses `text` as the TOML of a `what` file; `path` names it in errors.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
         what,
         path: path.to_owned(),
         message: e.to_string(),
-    })?;
-    Ok((value, text))
+    })
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
@@ -306,6 +315,13 @@ fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let (config, _): (Self, _) = read_toml("config", path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses and checks a config file's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = parse_toml("config", path, text)?;
         config.validate()?;
         Ok(config)
     }

@@ -115,6 +115,13 @@ impl Inventory {
         Ok(inv)
     }
 
+    /// Parses and checks an inventory file's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let inv: Self = crate::config::parse_toml("inventory", path, text)?;
+        inv.validate()?;
+        Ok(inv)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: String, reason: String| ConfigError::Invalid {
             what: "inventory",

@@ -167,6 +167,13 @@ impl Policy {
         Ok((policy, format!("{:x}", Sha256::digest(text.as_bytes()))))
     }
 
+    /// Parses and checks a policy file's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let policy: Self = crate::config::parse_toml("policy", path, text)?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: &str| ConfigError::Invalid {
             what: "policy",

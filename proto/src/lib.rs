@@ -20,6 +20,7 @@ pub mod coordinator {
 
 pub mod audit;
 pub mod caller;
+pub mod codec;
 pub mod ops;
 pub mod tls;
 

@@ -17,6 +17,34 @@ use tokio::net::TcpListener;
 use tonic::{server::NamedService, transport::server::Router};
 use tonic_health::ServingStatus;
 
+/// The largest request message either API decodes (gRPC's default is
+/// 4 MiB): the largest real request, a CreateExperiment with many
+/// selectors and queries, is a few KiB. A longer one is refused with
+/// ResourceExhausted before it is decoded.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Concurrent streams one HTTP/2 connection may open (SETTINGS_MAX_
+/// CONCURRENT_STREAMS, RFC 9113 6.5.2); further ones are refused by the
+/// client's own HTTP/2 stack. Watches are long-lived streams; 100 is what
+/// grpc-go and Envoy advertise by default.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+
+/// The largest request header block accepted (the default is 16 MiB).
+pub const MAX_HEADER_BYTES: u32 = 16 << 10;
+
+/// A server builder with the limits every faultd endpoint has: streams per
+/// connection, header size, HTTP/2 keepalive so a silent peer's connection
+/// is closed, and a cap on calls in flight per connection so one client
+/// cannot hold every handler.
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_max_header_list_size(Some(MAX_HEADER_BYTES))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+}
+
 /// faultd's descriptors, imports included, as protox compiled them.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/faultd_descriptor.bin"));
@@ -64,7 +92,7 @@ pub async fn with_standard_services<L, S: NamedService>(
 /// client certificate). It answers Check and Watch, nothing else: no call
 /// on it can read or change a fault.
 pub async fn health_only<S: NamedService>() -> Router {
-    tonic::transport::Server::builder().add_service(serving::<S>().await)
+    server_builder().add_service(serving::<S>().await)
 }
 
 /// The health service, reporting `S` and the server as a whole (the empty

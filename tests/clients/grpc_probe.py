@@ -75,11 +75,12 @@ def identity(b):
     return b
 
 
-def empty_call(channel, method):
-    """Calls `method` with an empty request: its status code and reply size."""
+def empty_call(channel, method, request=b""):
+    """Calls `method` with `request` (raw bytes, empty by default): its
+    status code and reply size."""
     call = channel.unary_unary(method, request_serializer=identity, response_deserializer=identity)
     try:
-        reply = call(b"", timeout=10)
+        reply = call(request, timeout=10)
         return {"code": "OK", "bytes": len(reply)}
     except grpc.RpcError as e:
         return {"code": e.code().name, "bytes": 0, "details": e.details()}
@@ -106,9 +107,22 @@ def main():
         help="also call METHOD (/package.Service/Method) with an empty request "
         "and report its status code and the size of its reply",
     )
+    p.add_argument(
+        "--request-hex",
+        default="",
+        help="the request --call sends, as hex (default: empty); "
+        "'repeat:N' sends a message of N bytes",
+    )
+    p.add_argument(
+        "--max-send",
+        type=int,
+        default=-1,
+        help="grpc.max_send_message_length (for sending oversized requests)",
+    )
     a = p.parse_args()
     if a.target.startswith("unix:") or a.plaintext:
-        channel = grpc.insecure_channel(a.target)
+        options = [("grpc.max_send_message_length", a.max_send)] if a.max_send != -1 else []
+        channel = grpc.insecure_channel(a.target, options)
     else:
         read = lambda path: open(path, "rb").read()
         creds = grpc.ssl_channel_credentials(read(a.ca), read(a.key), read(a.cert))
@@ -135,7 +149,13 @@ def main():
             print(json.dumps(out, sort_keys=True))
             return 0
         if a.call:
-            out["call"] = empty_call(channel, a.call)
+            if a.request_hex.startswith("repeat:"):
+                # A bytes field 1 of N bytes: ApplyFaultRequest.spec, oversized.
+                n = int(a.request_hex.split(":")[1])
+                request = field(1, b"\x00" * n)
+            else:
+                request = bytes.fromhex(a.request_hex)
+            out["call"] = empty_call(channel, a.call, request)
         reflect = channel.stream_stream(
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
             request_serializer=identity,

@@ -161,6 +161,78 @@ async fn standard_clients_reach_the_unix_socket_with_their_default_options() {
     }
 }
 
+/// What no generated client sends, sent raw on the agent's socket: each
+/// refused with the code and a message naming the type or field, none
+/// reaching the manager (no fault afterwards).
+#[tokio::test]
+async fn hostile_wire_input_is_refused_with_a_clear_code() {
+    if !require_root() {
+        return;
+    }
+    let Some(python) = venv_python().or_else(debian_python) else {
+        return;
+    };
+    let (agent, mut client) = AgentGuard::start_default().await;
+    let target = format!("unix://{}", agent.socket().display());
+    const APPLY: &str = "/faultd.agent.v1.Agent/ApplyFault";
+    for (what, request, code, needle) in [
+        // ApplyFaultRequest.spec.id (fields 1.1) holding 0xff.
+        (
+            "a string that is not UTF-8",
+            "0a030a01ff",
+            "INVALID_ARGUMENT",
+            "faultd.agent.v1.ApplyFaultRequest",
+        ),
+        (
+            "a truncated field",
+            "0a050a01",
+            "INVALID_ARGUMENT",
+            "faultd.agent.v1.ApplyFaultRequest",
+        ),
+        (
+            "a NUL byte in the id",
+            "0a050a03610062",
+            "INVALID_ARGUMENT",
+            "spec.id",
+        ),
+        // 2 MB: over MAX_REQUEST_BYTES, refused before decoding.
+        (
+            "a 2 MB request",
+            "repeat:2000000",
+            "RESOURCE_EXHAUSTED",
+            "message length too large",
+        ),
+    ] {
+        let json = grpc_probe(
+            &python,
+            None,
+            &[
+                &target,
+                "faultd.agent.v1.Agent",
+                "--call",
+                APPLY,
+                "--request-hex",
+                request,
+            ],
+        );
+        let call = &json["call"];
+        assert_eq!(call["code"], code, "{what}: {call}");
+        let details = call["details"].as_str().unwrap_or_default();
+        assert!(
+            details.contains(needle),
+            "{what}: {details:?} lacks {needle:?}"
+        );
+        println!("{what}: {code}: {details}");
+    }
+    let faults = client
+        .list_faults(faultd_proto::agent::v1::ListFaultsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .faults;
+    assert!(faults.is_empty(), "{faults:?}");
+}
+
 #[test]
 fn the_python_client_drives_a_coordinator_over_mutual_tls() {
     if !require_root() {

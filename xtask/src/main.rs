@@ -4,6 +4,7 @@
 mod bench;
 mod certs;
 mod demo;
+mod fuzz;
 mod image;
 mod install;
 #[cfg(test)]
@@ -37,6 +38,8 @@ enum Task {
     /// Build the container image of both daemons with buildah, from this
     /// machine's build (no registry needed).
     Image(image::Options),
+    /// Runs every fuzz target (fuzz/) for a bounded time.
+    Fuzz(fuzz::Options),
     /// Set up, then build every binary.
     Build {
         #[arg(long)]
@@ -103,6 +106,10 @@ fn main() -> anyhow::Result<()> {
         Task::Certs(o) => certs::run(&o),
         Task::PythonClient => pyclient::run(),
         Task::Image(o) => image::run_image(&o),
+        Task::Fuzz(o) => {
+            setup::setup(setup::Scope::Build)?;
+            fuzz::run_fuzz(&o)
+        }
         Task::Setup => setup::setup(setup::Scope::Vm),
         Task::Build { release } => {
             setup::setup(setup::Scope::Build)?;

@@ -64,7 +64,7 @@ pub fn setup(scope: Scope) -> anyhow::Result<()> {
 
 /// Runs one step between a start and an end line, so a newcomer sees what is
 /// being installed and how long each part took.
-fn step(name: &str, f: impl FnOnce() -> anyhow::Result<Done>) -> anyhow::Result<()> {
+pub(crate) fn step(name: &str, f: impl FnOnce() -> anyhow::Result<Done>) -> anyhow::Result<()> {
     let start = Instant::now();
     let done = f().with_context(|| format!("setup step `{name}`"))?;
     let secs = start.elapsed().as_secs_f64();
@@ -165,6 +165,42 @@ fn bpf_linker() -> anyhow::Result<Done> {
     Ok(Done::Installed(format!(
         "built {what} into {}",
         root.display()
+    )))
+}
+
+/// cargo-fuzz, which builds and runs the fuzz targets (`cargo xtask fuzz`).
+pub const CARGO_FUZZ_VERSION: &str = "0.13.1";
+
+fn cargo_fuzz_root() -> PathBuf {
+    cache_dir().join("cargo-fuzz").join(CARGO_FUZZ_VERSION)
+}
+
+pub fn cargo_fuzz_bin() -> PathBuf {
+    cargo_fuzz_root().join("bin/cargo-fuzz")
+}
+
+/// cargo-fuzz from crates.io into the cache (no prebuilt binary can be
+/// downloaded here); installed on first use by `cargo xtask fuzz`.
+pub fn cargo_fuzz() -> anyhow::Result<Done> {
+    let what = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+    if cargo_fuzz_bin().exists() {
+        return Ok(Done::Cached(format!(
+            "{what}: cached in {}",
+            cargo_fuzz_root().display()
+        )));
+    }
+    eprintln!("setup: [cargo-fuzz] building {what} (cargo install, under a minute)");
+    let mut install = Command::new("cargo");
+    install
+        .args(["install", "cargo-fuzz", "--locked", "--force", "--version"])
+        .arg(CARGO_FUZZ_VERSION)
+        .arg("--root")
+        .arg(cargo_fuzz_root())
+        .current_dir(crate::util::workspace_root());
+    run(install)?;
+    Ok(Done::Installed(format!(
+        "built {what} into {}",
+        cargo_fuzz_root().display()
     )))
 }
 

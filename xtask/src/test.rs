@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every tier, in order of cost.
 //!
-//! 1. Unit tests of every crate: no root, no kernel.
+//! 1. Unit tests of every crate: no root, no kernel; then a short run of
+//!    every fuzz target over its corpus (see `fuzz`).
 //! 2. Host integration tests (tests/): root, this machine's kernel, real
 //!    programs on real cgroups. They run one at a time: they share the
 //!    node-wide agent lock and measure traffic, which parallel tests would
@@ -29,6 +30,10 @@ pub fn run(tiers: Tiers) -> anyhow::Result<()> {
             "--workspace",
             "--exclude",
             "faultd-tests",
+            // Its binaries are libFuzzer targets, which --bins would start
+            // as endless fuzzing runs; `fuzz` below runs them.
+            "--exclude",
+            "faultd-fuzz",
             "--lib",
             "--bins",
         ]))?;
@@ -37,6 +42,14 @@ pub fn run(tiers: Tiers) -> anyhow::Result<()> {
     }
     if tiers == Tiers::UnitOnly {
         return Ok(());
+    }
+    if tiers != Tiers::VmOnly {
+        // Every fuzz target briefly, over the corpus and the inputs that
+        // once crashed (`cargo xtask fuzz` runs them for longer).
+        crate::fuzz::run_fuzz(&crate::fuzz::Options {
+            seconds: 10,
+            targets: Vec::new(),
+        })?;
     }
     // The integration tests start the real agent and traffic binaries.
     crate::util::build("dev")?;

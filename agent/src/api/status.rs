@@ -66,6 +66,9 @@ fn code(err: &ApiError) -> Code {
         ManagerError::Kernel(DatapathError::Qdisc(QdiscError::Refused { .. })) => {
             Code::FailedPrecondition
         }
+        // Renamed or removed while the request was served: resolving again
+        // finds what is there now.
+        ManagerError::Kernel(DatapathError::CgroupChanged { .. }) => Code::FailedPrecondition,
         // The tc ingress program did not load on this kernel.
         ManagerError::Kernel(DatapathError::Ingress(_)) => Code::FailedPrecondition,
         ManagerError::Kernel(_) => Code::Internal,

@@ -72,13 +72,15 @@ impl Structs {
         if data.len() < strings + str_len || data.len() < types + type_len {
             return Err(BtfError::Format("sections past the end"));
         }
+        let string_section = &data[strings..strings + str_len];
+        // A name offset past the string section names nothing (the
+        // `btf` fuzz target found the slice this used to index past it).
         let name = |off: u32| -> String {
-            let start = strings + off as usize;
-            let end = data[start..strings + str_len]
-                .iter()
-                .position(|b| *b == 0)
-                .map_or(start, |n| start + n);
-            String::from_utf8_lossy(&data[start..end]).into_owned()
+            let Some(rest) = string_section.get(off as usize..) else {
+                return String::new();
+            };
+            let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+            String::from_utf8_lossy(&rest[..end]).into_owned()
         };
         let mut out = Self::default();
         let mut at = types;
@@ -110,8 +112,9 @@ impl Structs {
                             members.push((name(m_name), m_type, bits / 8));
                         }
                     }
-                    if kind == KIND_STRUCT && name_off != 0 {
-                        out.by_name.entry(name(name_off)).or_insert(id);
+                    let strukt = name(name_off);
+                    if kind == KIND_STRUCT && !strukt.is_empty() {
+                        out.by_name.entry(strukt).or_insert(id);
                     }
                     out.members.insert(id, members);
                     vlen * 12
@@ -180,6 +183,46 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         assert!(Structs::parse(b"not btf").is_err());
+    }
+
+    /// Inputs the `btf` fuzz target found crashing the parser, kept in
+    /// fuzz/regressions/btf: each parses or is refused, without a panic.
+    #[test]
+    fn fuzz_regressions_do_not_panic() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/regressions/btf");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir)
+            .expect("fuzz/regressions/btf")
+            .flatten()
+        {
+            let data = std::fs::read(entry.path()).expect("read");
+            if let Ok(s) = Structs::parse(&data) {
+                let _ = s.file_offsets();
+            }
+            seen += 1;
+        }
+        assert!(seen > 0, "no regression inputs in {dir}");
+    }
+
+    /// A struct whose name offset points past the string section: it has no
+    /// name, and the rest of the blob still parses.
+    #[test]
+    fn a_name_past_the_strings_is_empty() {
+        let mut blob = Vec::new();
+        blob.extend(BTF_MAGIC.to_le_bytes());
+        blob.extend([1u8, 0]);
+        // Header: len 24, types at 0 (12 bytes: one struct, no members),
+        // strings at 12 (2 bytes).
+        for w in [24u32, 0, 12, 12, 2] {
+            blob.extend(w.to_le_bytes());
+        }
+        for w in [0xdead_beefu32, KIND_STRUCT << 24, 8] {
+            blob.extend(w.to_le_bytes());
+        }
+        blob.extend([0u8, 0]);
+        let structs = Structs::parse(&blob).expect("parses");
+        assert!(structs.by_name.is_empty());
+        assert_eq!(structs.members.len(), 1);
     }
 
     /// The host's own BTF: every member the walk needs is found, and the

@@ -50,6 +50,16 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    /// The directory at the resolved path is no longer the cgroup that was
+    /// resolved (renamed, removed or replaced in between): nothing attached.
+    #[error(
+        "the cgroup at {path} changed after it was resolved (it was cgroup id {resolved},          the directory there now is {found}); nothing was attached, retry the request"
+    )]
+    CgroupChanged {
+        path: String,
+        resolved: u64,
+        found: String,
+    },
     /// The target's devices cannot take the fq qdisc a latency or
     /// bandwidth fault needs, or changing them failed.
     #[error(transparent)]

@@ -449,35 +449,94 @@ impl Rtnl {
                 return Err(NetlinkError::Io { op, source: e });
             }
             let n = usize::try_from(n).unwrap_or(0);
-            for (ty, flags, msg_seq, payload) in messages(&buf[..n]) {
-                if msg_seq != seq {
-                    continue;
-                }
-                match ty {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        let (errno, text) =
-                            decode_error(flags, payload).ok_or(NetlinkError::Malformed {
-                                op,
-                                what: "nlmsgerr",
-                            })?;
-                        if errno == 0 {
-                            if !dump {
-                                return Ok(());
-                            }
-                            continue;
-                        }
-                        return Err(NetlinkError::Kernel {
-                            op,
-                            source: io::Error::from_raw_os_error(-errno),
-                            message: text,
-                        });
-                    }
-                    _ => each(ty, payload),
-                }
+            if read_reply(op, &buf[..n], seq, dump, &mut each)? {
+                return Ok(());
             }
         }
     }
+}
+
+/// Handles one reply datagram to request `seq`: each message other than
+/// NLMSG_DONE and NLMSG_ERROR goes to `each`; messages of other requests
+/// are skipped. True once the reply is complete (NLMSG_DONE of a dump, the
+/// ack of any other request); a kernel error or a malformed nlmsgerr is an
+/// error.
+fn read_reply(
+    op: &'static str,
+    datagram: &[u8],
+    seq: u32,
+    dump: bool,
+    each: &mut impl FnMut(u16, &[u8]),
+) -> Result<bool, NetlinkError> {
+    for (ty, flags, msg_seq, payload) in messages(datagram) {
+        if msg_seq != seq {
+            continue;
+        }
+        match ty {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let (errno, text) =
+                    decode_error(flags, payload).ok_or(NetlinkError::Malformed {
+                        op,
+                        what: "nlmsgerr",
+                    })?;
+                if errno == 0 {
+                    if !dump {
+                        return Ok(true);
+                    }
+                    continue;
+                }
+                // A kernel errno is negative and small; i32::MIN has no
+                // positive counterpart (found by the `netlink` fuzz target).
+                let Some(positive) = errno.checked_neg().filter(|e| *e > 0) else {
+                    return Err(NetlinkError::Malformed {
+                        op,
+                        what: "nlmsgerr errno",
+                    });
+                };
+                return Err(NetlinkError::Kernel {
+                    op,
+                    source: io::Error::from_raw_os_error(positive),
+                    message: text,
+                });
+            }
+            _ => each(ty, payload),
+        }
+    }
+    Ok(false)
+}
+
+/// One message of a dump, decoded as the agent's requests decode it.
+#[derive(Debug)]
+pub enum Dumped {
+    Link(Link),
+    Address(std::net::IpAddr),
+    Qdisc(Qdisc),
+    Filter(u16, u32, String),
+    /// Another type, or one its decoder refused.
+    Other(u16),
+}
+
+/// Decodes a datagram the kernel sent in reply to dump request `seq`, with
+/// the decoders [`Netlink::links`], [`Netlink::addresses`],
+/// [`Netlink::qdiscs`] and [`Netlink::filters`] use: what arrives on the
+/// socket is outside input (the fuzz target `netlink` feeds it here).
+/// Returns the messages and whether the dump is complete.
+pub fn decode_dump(datagram: &[u8], seq: u32) -> Result<(Vec<Dumped>, bool), NetlinkError> {
+    let mut out = Vec::new();
+    let done = read_reply("dump", datagram, seq, true, &mut |ty, payload| {
+        out.push(
+            match ty {
+                RTM_NEWLINK => decode_link(payload).map(Dumped::Link),
+                RTM_NEWADDR => decode_addr(payload).map(Dumped::Address),
+                RTM_NEWQDISC => decode_qdisc(payload).map(Dumped::Qdisc),
+                RTM_NEWTFILTER => decode_filter(payload).map(|(p, h, k)| Dumped::Filter(p, h, k)),
+                _ => None,
+            }
+            .unwrap_or(Dumped::Other(ty)),
+        );
+    })?;
+    Ok((out, done))
 }
 
 /// Splits a datagram into (type, flags, seq, payload) messages.

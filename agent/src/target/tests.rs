@@ -220,6 +220,23 @@ fn rejects_symlinks_leaving_the_mount() {
     assert_not_found(node.fs().resolve(&unit("evil.service")));
 }
 
+/// A symlink inside the tree that names a protected cgroup resolves to that
+/// cgroup's own path and id, never to the link's name: the protection
+/// check, which compares resolved paths, sees the cgroup it protects.
+#[test]
+fn symlinks_inside_the_mount_resolve_to_what_they_name() {
+    let node = Node::with_noise();
+    node.cg("app.slice");
+    std::os::unix::fs::symlink(
+        "../system.slice/kubelet.service",
+        node.mount().join("app.slice/innocent"),
+    )
+    .unwrap();
+    let resolved = node.fs().resolve_path("app.slice/innocent").unwrap();
+    assert_eq!(resolved.path, "system.slice/kubelet.service");
+    assert_eq!(resolved.id, node.ino("system.slice/kubelet.service"));
+}
+
 #[test]
 fn missing_and_non_cgroup_directories_are_not_found() {
     let node = Node::with_noise();

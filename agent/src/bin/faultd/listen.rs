@@ -84,8 +84,10 @@ pub async fn serve_all<D: Datapath, R: Resolver, C: Clock>(
 ) -> anyhow::Result<Servers> {
     let router = || async {
         ops::with_standard_services::<_, AgentServer<AgentService<D, R, C>>>(
-            tonic::transport::Server::builder()
-                .add_service(AgentServer::new(AgentService::new(Arc::clone(shared)))),
+            ops::server_builder().add_service(
+                AgentServer::new(AgentService::new(Arc::clone(shared)))
+                    .max_decoding_message_size(ops::MAX_REQUEST_BYTES),
+            ),
         )
         .await
         .context("the standard gRPC services")

@@ -108,19 +108,52 @@ fn prog_name(hook: Hook, lsm: Option<LsmScope>) -> &'static str {
     }
 }
 
+/// Opens the cgroup directory at `path` and checks that it is still cgroup
+/// `cgroup_id`, the one the target resolved to: the program is attached
+/// through this fd, so a cgroup renamed, removed or replaced by another
+/// between resolution and attach cannot receive it. A cgroup's id is its
+/// kernfs inode number (include/linux/kernfs.h `kernfs_ino()`), which a new
+/// directory at the same path does not share. The last component is not
+/// followed if it is a symlink. Id 0 is a node-wide attachment at the root,
+/// which is not a target and is not checked.
+pub(super) fn open_cgroup(path: &Path, cgroup_id: u64) -> Result<File, DatapathError> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let cgroup = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| DatapathError::OpenCgroup {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let ino = cgroup
+        .metadata()
+        .map_err(|source| DatapathError::OpenCgroup {
+            path: path.display().to_string(),
+            source,
+        })?
+        .ino();
+    if cgroup_id != 0 && ino != cgroup_id {
+        return Err(DatapathError::CgroupChanged {
+            path: path.display().to_string(),
+            resolved: cgroup_id,
+            found: format!("id {ino}"),
+        });
+    }
+    Ok(cgroup)
+}
+
 /// Attaches the `hook` program to the cgroup at `path` (node-wide for
 /// kprobes and node-wide LSM programs) and returns the link that keeps it
 /// attached.
 pub(super) fn attach(
     ebpf: &mut Ebpf,
     lsm_scope: Option<LsmScope>,
+    cgroup_id: u64,
     path: &Path,
     hook: Hook,
 ) -> Result<Link, DatapathError> {
-    let cgroup = File::open(path).map_err(|source| DatapathError::OpenCgroup {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let cgroup = open_cgroup(path, cgroup_id)?;
     let name = prog_name(hook, lsm_scope);
     let attach_err = |e| DatapathError::Attach {
         hook,
@@ -199,4 +232,52 @@ fn kernel_symbols() -> Option<std::collections::HashSet<String>> {
             .map(str::to_owned)
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::open_cgroup;
+    use crate::datapath::DatapathError;
+
+    /// Resolved, then renamed away and replaced by a new directory of the
+    /// same name before the attach: the fd would be another cgroup's.
+    #[test]
+    fn a_cgroup_replaced_after_resolution_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("app.slice");
+        std::fs::create_dir(&path).expect("mkdir");
+        let resolved = std::fs::metadata(&path).expect("stat").ino();
+        assert!(open_cgroup(&path, resolved).is_ok());
+        std::fs::rename(&path, dir.path().join("moved")).expect("rename");
+        std::fs::create_dir(&path).expect("mkdir");
+        let err = open_cgroup(&path, resolved).expect_err("a different directory");
+        assert!(matches!(err, DatapathError::CgroupChanged { .. }), "{err}");
+        assert!(
+            err.to_string().contains("changed after it was resolved"),
+            "{err}"
+        );
+        // Removed: nothing to open.
+        std::fs::remove_dir(&path).expect("rmdir");
+        assert!(matches!(
+            open_cgroup(&path, resolved),
+            Err(DatapathError::OpenCgroup { .. })
+        ));
+    }
+
+    /// A symlink put where the cgroup was is not followed.
+    #[test]
+    fn a_symlink_at_the_resolved_path_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        let ino = std::fs::metadata(&real).expect("stat").ino();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        assert!(matches!(
+            open_cgroup(&link, ino),
+            Err(DatapathError::OpenCgroup { .. })
+        ));
+    }
 }

@@ -287,7 +287,7 @@ impl Datapath for EbpfDatapath {
     }
 
     fn attach(&mut self, cgroup_id: u64, path: &Path, hook: Hook) -> Result<(), DatapathError> {
-        let link = attach::attach(&mut self.ebpf, self.lsm_scope, path, hook)?;
+        let link = attach::attach(&mut self.ebpf, self.lsm_scope, cgroup_id, path, hook)?;
         debug!(cgroup_id, %hook, path = %path.display(), "attached");
         self.links.insert((cgroup_id, hook), link);
         Ok(())

@@ -223,13 +223,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
             },
         ));
     }
-    let router =
-        faultd_proto::ops::with_standard_services::<
-            _,
-            CoordinatorServer<CoordinatorService<GrpcAgents>>,
-        >(tonic::transport::Server::builder().add_service(CoordinatorServer::new(service)))
-        .await
-        .context("the standard gRPC services")?;
+    let router = faultd_proto::ops::with_standard_services::<
+        _,
+        CoordinatorServer<CoordinatorService<GrpcAgents>>,
+    >(
+        faultd_proto::ops::server_builder().add_service(
+            CoordinatorServer::new(service)
+                .max_decoding_message_size(faultd_proto::ops::MAX_REQUEST_BYTES),
+        ),
+    )
+    .await
+    .context("the standard gRPC services")?;
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop_rx.wait_for(|s| *s).await;
     }));

@@ -22,6 +22,7 @@ pub mod audit;
 pub mod caller;
 pub mod codec;
 pub mod ops;
+pub mod peers;
 pub mod tls;
 
 /// The agent API's `.proto` source, for tools that show its documentation

@@ -19,8 +19,8 @@ use tonic_health::ServingStatus;
 
 /// The largest request message either API decodes (gRPC's default is
 /// 4 MiB): the largest real request, a CreateExperiment with many
-/// selectors and queries, is a few KiB. A longer one is refused with
-/// ResourceExhausted before it is decoded.
+/// selectors and queries, is a few KiB. A longer one is refused before it
+/// is decoded (tonic answers OutOfRange, naming the size and the limit).
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// Concurrent streams one HTTP/2 connection may open (SETTINGS_MAX_

@@ -32,7 +32,9 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, TlsConnector, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, server::Connected};
-use tracing::debug;
+use tracing::{debug, warn};
+
+use crate::peers::{Limits, Peers, Refused, Slot, Stage};
 
 /// How long a client may take to finish its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -196,6 +198,8 @@ pub struct TlsConnectInfo {
 pub struct TlsConn {
     stream: TlsStream<TcpStream>,
     info: TlsConnectInfo,
+    /// Its place among its address's connections, freed when it closes.
+    _slot: Slot,
 }
 
 impl Connected for TlsConn {
@@ -246,27 +250,37 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// What one peer address may hold on a TLS listener, and all peers'
+/// handshakes together: a host that opens thousands of connections gets
+/// its share and the rest are closed at once, so the coordinator's
+/// connections are still accepted and served.
+pub const LISTENER_LIMITS: Limits = Limits {
+    handshakes_per_peer: 16,
+    handshakes: 256,
+    connections_per_peer: 64,
+};
+
 /// Accepts TCP connections on `listener` and completes their TLS handshakes
 /// concurrently (a slow or silent client holds up only itself, for at most
 /// [`HANDSHAKE_TIMEOUT`]); the stream yields the connections that
 /// succeeded, for `Server::serve_with_incoming`. Each failed handshake is
 /// passed to `rejected` with the peer address and why, so it can be
-/// audited; `max_pending` bounds the handshakes in flight.
+/// audited. `limits` caps handshakes and connections per peer address
+/// (see [`LISTENER_LIMITS`]); a connection over a cap is closed right
+/// after accept, logged once per episode, not audited (a flood would
+/// flood the audit log too).
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-    max_pending: usize,
+    limits: Limits,
     rejected: impl Fn(SocketAddr, String) + Send + Sync + 'static,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
     let rejected = Arc::new(rejected);
-    let pending = Arc::new(tokio::sync::Semaphore::new(max_pending.max(1)));
+    let peers = Peers::new(limits);
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = Arc::clone(&pending).acquire_owned().await else {
-                return;
-            };
             let (tcp, remote) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -276,12 +290,32 @@ pub fn incoming(
                     continue;
                 }
             };
-            let (acceptor, tx, rejected) = (acceptor.clone(), tx.clone(), Arc::clone(&rejected));
+            let handshake = match peers.admit(remote.ip(), Stage::Handshake) {
+                Ok(slot) => slot,
+                Err(refused) => {
+                    over_limit(remote, &refused);
+                    continue;
+                }
+            };
+            let (acceptor, tx, rejected, peers) = (
+                acceptor.clone(),
+                tx.clone(),
+                Arc::clone(&rejected),
+                peers.clone(),
+            );
             tokio::spawn(async move {
-                let _permit = permit;
                 let _ = tcp.set_nodelay(true);
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(handshake);
+                match result {
                     Ok(Ok(stream)) => {
+                        let slot = match peers.admit(remote.ip(), Stage::Established) {
+                            Ok(slot) => slot,
+                            Err(refused) => {
+                                over_limit(remote, &refused);
+                                return;
+                            }
+                        };
                         let identities = stream
                             .get_ref()
                             .1
@@ -293,7 +327,13 @@ pub fn incoming(
                             remote: Some(remote),
                             identities,
                         };
-                        let _ = tx.send(Ok(TlsConn { stream, info })).await;
+                        let _ = tx
+                            .send(Ok(TlsConn {
+                                stream,
+                                info,
+                                _slot: slot,
+                            }))
+                            .await;
                     }
                     Ok(Err(e)) => rejected(remote, format!("TLS handshake failed: {e}")),
                     Err(_) => rejected(
@@ -305,6 +345,14 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+fn over_limit(remote: SocketAddr, refused: &Refused) {
+    if refused.first {
+        warn!(peer = %remote, "closing connections over the limit: {}", refused.reason);
+    } else {
+        debug!(peer = %remote, "closed a connection over the limit: {}", refused.reason);
+    }
 }
 
 /// A gRPC channel to `address` ("host:port") over mutual TLS, verifying
@@ -401,6 +449,68 @@ mod tests {
         Ok(())
     }
 
+    /// A hundred silent connections from 127.0.0.2 take that address's
+    /// handshake slots; the rest are closed at once, and a client from
+    /// 127.0.0.1 is handshaken and served while they hang. With one pool of
+    /// slots for everyone (the listener's total, 8 here) the flood held them
+    /// all and the client waited `HANDSHAKE_TIMEOUT`.
+    #[tokio::test]
+    async fn a_flood_from_one_address_does_not_starve_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ours = ca("faultd test CA");
+        let server = leaf(dir.path(), &ours, "agent-1", &["agent-1"]);
+        let good = leaf(dir.path(), &ours, "coordinator", &["coordinator.faultd"]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let limits = Limits {
+            handshakes_per_peer: 4,
+            handshakes: 8,
+            connections_per_peer: 4,
+        };
+        let mut conns = incoming(
+            listener,
+            server_config(&server).expect("config"),
+            limits,
+            |_, _| {},
+        );
+        let echo = tokio::spawn(async move {
+            while let Some(Ok(mut conn)) = conns.next().await {
+                let mut buf = [0u8; 4];
+                if conn.read_exact(&mut buf).await.is_ok() {
+                    let _ = conn.write_all(&buf).await;
+                    let _ = conn.flush().await;
+                }
+            }
+        });
+        let mut flood = Vec::new();
+        for _ in 0..100 {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind("127.0.0.2:0".parse().expect("addr"))
+                .expect("bind 127.0.0.2");
+            flood.push(socket.connect(addr).await.expect("connect"));
+        }
+        tokio::time::timeout(Duration::from_secs(3), handshake(addr, &good))
+            .await
+            .expect("served during the flood, not after HANDSHAKE_TIMEOUT")
+            .expect("handshake");
+        // All but the address's 4 handshake slots were closed by the server.
+        let mut open = 0;
+        for conn in &flood {
+            let mut buf = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(20), conn.peek(&mut buf)).await {
+                Err(_) => open += 1,
+                Ok(Ok(n)) => assert_eq!(n, 0, "the server sent nothing"),
+                Ok(Err(_)) => {}
+            }
+        }
+        assert_eq!(
+            open, limits.handshakes_per_peer,
+            "flood connections left open"
+        );
+        echo.abort();
+    }
+
     /// A client with a certificate of the CA gets through with its SANs; one
     /// from another CA, or without a certificate, fails the handshake and
     /// is reported.
@@ -424,7 +534,7 @@ mod tests {
         let mut conns = incoming(
             listener,
             server_config(&server).expect("server config"),
-            16,
+            LISTENER_LIMITS,
             move |peer, why| seen.lock().expect("lock").push((peer, why)),
         );
         let echo = tokio::spawn(async move {

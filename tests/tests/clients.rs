@@ -195,12 +195,13 @@ async fn hostile_wire_input_is_refused_with_a_clear_code() {
             "INVALID_ARGUMENT",
             "spec.id",
         ),
-        // 2 MB: over MAX_REQUEST_BYTES, refused before decoding.
+        // 2 MB: over MAX_REQUEST_BYTES, refused before decoding (tonic
+        // reports it as OutOfRange, naming the size and the limit).
         (
             "a 2 MB request",
             "repeat:2000000",
-            "RESOURCE_EXHAUSTED",
-            "message length too large",
+            "OUT_OF_RANGE",
+            "the limit is: 1048576 bytes",
         ),
     ] {
         let json = grpc_probe(

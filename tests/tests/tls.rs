@@ -314,3 +314,94 @@ async fn no_network_listener_by_default_and_plaintext_only_with_a_loud_flag() {
     );
     loud.stop();
 }
+
+/// Opens `count` TCP connections to `addr` from `netns` and keeps them
+/// open without a handshake; prints "open N" once connected, then, for
+/// every line on stdin, "alive K": how many the server has not closed.
+const FLOOD: &str = r#"
+import socket, sys
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+socks = []
+for _ in range(count):
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect((host, port))
+        socks.append(s)
+    except OSError:
+        s.close()
+print("open", len(socks), flush=True)
+for _ in sys.stdin:
+    alive = 0
+    for s in socks:
+        try:
+            s.setblocking(False)
+            alive += s.recv(1, socket.MSG_PEEK) != b""
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            pass
+    print("alive", alive, flush=True)
+"#;
+
+/// One host opening a thousand TCP connections to an agent's TLS listener
+/// and never handshaking gets its share (`tls::LISTENER_LIMITS`: 16
+/// handshakes per address); the rest are closed at once, and a call from
+/// the coordinator's address is served during the flood. Without the
+/// per-address limits the flood held every handshake slot for
+/// `HANDSHAKE_TIMEOUT` (10 s) and the call waited behind it.
+#[tokio::test]
+async fn a_connection_flood_from_one_host_does_not_starve_the_coordinator() {
+    use std::io::{BufRead as _, Write as _};
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new(&LabOptions {
+        nodes: 2,
+        ..LabOptions::default()
+    });
+    let target = lab.nodes[0].agent_addr();
+    let mut flood = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", lab.nodes[1].netns.path().display()))
+        .args(["--", "python3", "-c", FLOOD])
+        .args([&target.ip().to_string(), &target.port().to_string(), "1000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flood");
+    let mut stdin = flood.stdin.take().expect("stdin");
+    let mut lines = std::io::BufReader::new(flood.stdout.take().expect("stdout")).lines();
+    let mut next = || lines.next().expect("a line").expect("read");
+    let opened = next();
+    println!("flood from {}: {opened}", lab.nodes[1].addr);
+
+    let mut coordinator = lab.agent_over_tls(0, &lab.client_cert(COORDINATOR_ID));
+    let started = std::time::Instant::now();
+    let caps = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        coordinator.get_capabilities(apb::GetCapabilitiesRequest {}),
+    )
+    .await;
+    let waited = started.elapsed();
+    writeln!(stdin, "check").expect("stdin");
+    let alive = next();
+    let _ = flood.kill();
+    let _ = flood.wait();
+    println!("the coordinator's call during the flood: {waited:?}; flood: {alive}");
+    caps.expect("served within 5 s during the flood")
+        .expect("GetCapabilities");
+    let alive: usize = alive
+        .strip_prefix("alive ")
+        .and_then(|n| n.parse().ok())
+        .expect("alive N");
+    let cap = faultd_proto::tls::LISTENER_LIMITS.handshakes_per_peer;
+    assert!(
+        alive <= cap,
+        "{alive} of the flood's connections kept, the cap is {cap}"
+    );
+    let log = lab.nodes[0].agent.log();
+    assert!(
+        log.contains("closing connections over the limit"),
+        "the agent logs the flood once:\n{log}"
+    );
+}

@@ -99,6 +99,9 @@ enum BenchWhat {
     /// The agent's RSS and CPU at rest: a window with no fault, one with
     /// 1,000 faults live (writes docs/benchmarks/idle.md and idle.json).
     Idle(bench::idle::Options),
+    /// Minutes of apply/revert churn with traffic, then the leak checks and
+    /// RSS drift (writes docs/benchmarks/soak.md, soak.json and soak.png).
+    Soak(bench::soak::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,6 +131,7 @@ fn main() -> anyhow::Result<()> {
                 Some(BenchWhat::Syscall(o)) if o.vm => bench::syscall_vm::run(&o),
                 Some(BenchWhat::Syscall(o)) => bench::syscall::run(&o),
                 Some(BenchWhat::Idle(o)) => bench::idle::run(&o),
+                Some(BenchWhat::Soak(o)) => bench::soak::run(&o),
                 Some(BenchWhat::Latency(o)) => bench::latency::run(&o),
                 Some(BenchWhat::Coordinator(o)) => bench::coordinator::run(&o),
             }

@@ -6,7 +6,7 @@
 use std::{path::Path, sync::OnceLock};
 
 use anyhow::{Context as _, anyhow, bail};
-use plotters::prelude::*;
+use plotters::{coord::ranged1d::ValueFormatter, prelude::*};
 
 /// Where Debian's fonts-dejavu-core puts its sans-serif face.
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -31,13 +31,15 @@ pub struct Series {
     pub reference: bool,
 }
 
-/// One panel of a chart: both axes logarithmic (benchmarks span decades).
+/// One panel of a chart: both axes logarithmic (benchmarks span decades),
+/// or both linear for a time series (`linear`).
 #[derive(Debug, Clone)]
 pub struct Panel {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
     pub series: Vec<Series>,
+    pub linear: bool,
 }
 
 fn register_font() -> anyhow::Result<()> {
@@ -92,21 +94,54 @@ fn bounds(values: impl Iterator<Item = f64>) -> anyhow::Result<(f64, f64)> {
     ))
 }
 
+/// A linear frame around the data, from 0 (or the lowest value, if
+/// negative) to 10% above the highest.
+fn linear_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    (lo, if hi > lo { hi * 1.1 } else { lo + 1.0 })
+}
+
 fn draw_panel(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     panel: &Panel,
 ) -> anyhow::Result<()> {
     let points = || panel.series.iter().flat_map(|s| s.points.iter());
-    let x = bounds(points().map(|p| p.0))?;
-    let y = bounds(points().map(|p| p.1))?;
-    let mut chart = ChartBuilder::on(area)
+    let mut builder = ChartBuilder::on(area);
+    builder
         .caption(&panel.title, ("sans-serif", 18))
         .margin(12)
         .margin_right(28)
         .x_label_area_size(40)
-        .y_label_area_size(64)
-        .build_cartesian_2d((x.0..x.1).log_scale(), (y.0..y.1).log_scale())
-        .map_err(|e| anyhow!("{e}"))?;
+        .y_label_area_size(64);
+    if panel.linear {
+        let x = linear_bounds(points().map(|p| p.0));
+        let y = linear_bounds(points().map(|p| p.1));
+        let chart = builder
+            .build_cartesian_2d(x.0..x.1, y.0..y.1)
+            .map_err(|e| anyhow!("{e}"))?;
+        draw_lines(chart, panel, |_| true)
+    } else {
+        let x = bounds(points().map(|p| p.0))?;
+        let y = bounds(points().map(|p| p.1))?;
+        let chart = builder
+            .build_cartesian_2d((x.0..x.1).log_scale(), (y.0..y.1).log_scale())
+            .map_err(|e| anyhow!("{e}"))?;
+        // A log axis has no place for zero or less.
+        draw_lines(chart, panel, |(a, b)| a > 0.0 && b > 0.0)
+    }
+}
+
+fn draw_lines<'a, X, Y>(
+    mut chart: ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    panel: &Panel,
+    keep: impl Fn((f64, f64)) -> bool,
+) -> anyhow::Result<()>
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     chart
         .configure_mesh()
         .x_desc(&panel.x_label)
@@ -117,12 +152,7 @@ fn draw_panel(
     for (i, s) in panel.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()].to_rgba();
         let width = if s.reference { 1 } else { 2 };
-        let pts: Vec<(f64, f64)> = s
-            .points
-            .iter()
-            .copied()
-            .filter(|(a, b)| *a > 0.0 && *b > 0.0)
-            .collect();
+        let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| keep(*p)).collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(width)))
             .map_err(|e| anyhow!("{e}"))?
@@ -135,9 +165,12 @@ fn draw_panel(
         } else {
             color.filled()
         };
-        chart
-            .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, marker)))
-            .map_err(|e| anyhow!("{e}"))?;
+        // Long time series: lines only.
+        if pts.len() <= 100 {
+            chart
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, marker)))
+                .map_err(|e| anyhow!("{e}"))?;
+        }
     }
     chart
         .configure_series_labels()
@@ -190,8 +223,13 @@ mod tests {
                     reference: true,
                 },
             ],
+            linear: false,
         };
-        write_png(&path, &[panel.clone(), panel]).expect("png");
+        let timeline = Panel {
+            linear: true,
+            ..panel.clone()
+        };
+        write_png(&path, &[panel, timeline]).expect("png");
         let bytes = std::fs::read(&path).expect("read");
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         assert!(bytes.len() > 2_000, "a chart, not an empty image");

@@ -174,7 +174,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        let incoming = tls::incoming(listener, config, 64, |_, _| {});
+        let incoming = tls::incoming(listener, config, tls::LISTENER_LIMITS, |_, _| {});
         tokio::spawn(Shared::expiry_loop(
             Arc::clone(&shared),
             std::future::pending(),

@@ -68,7 +68,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// VmRSS of `pid`, in MB.
-fn rss_mb(pid: u32) -> anyhow::Result<f64> {
+pub(super) fn rss_mb(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()

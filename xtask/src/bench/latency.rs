@@ -318,6 +318,7 @@ fn panels(kernels: &[Kernel]) -> Vec<Panel> {
                 x_label: "requested delay (ms)".into(),
                 y_label: "|added - requested| (ms)".into(),
                 series,
+                linear: false,
             }
         })
         .collect()

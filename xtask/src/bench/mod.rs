@@ -10,6 +10,8 @@
 //!   and 100 agents (`bench coordinator`);
 //! - [`idle`]: the agent's RSS and CPU at rest, with no fault and with
 //!   1,000 (`bench idle`).
+//! - [`soak`]: minutes of apply/revert churn with traffic, then the leak
+//!   checks and RSS drift (`bench soak`).
 //!
 //! The toolkit they share:
 //!
@@ -30,6 +32,7 @@ pub mod latency;
 pub mod loss;
 pub mod netns;
 pub mod report;
+pub mod soak;
 pub mod stats;
 pub mod syscall;
 pub mod syscall_vm;

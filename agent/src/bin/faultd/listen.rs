@@ -28,10 +28,6 @@ use tokio::{
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tracing::{info, warn};
 
-/// TLS handshakes in flight at once; more wait in the kernel's accept
-/// queue, so a flood of silent clients cannot pile up tasks.
-const MAX_PENDING_HANDSHAKES: usize = 256;
-
 pub async fn wait_stop(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
@@ -120,7 +116,7 @@ pub async fn serve_all<D: Datapath, R: Resolver, C: Clock>(
         let incoming = tls::incoming(
             listener,
             server_config,
-            MAX_PENDING_HANDSHAKES,
+            tls::LISTENER_LIMITS,
             move |peer, why| {
                 warn!(peer = %peer, "refused a TLS client: {why}");
                 audited.auditor().record(

@@ -170,17 +170,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.server.listen))?;
     let rejected_log = Arc::new(AuditLog::open(&config.audit.path).context("audit.path")?);
     let name = config.name.clone();
-    let incoming = tls::incoming(listener, server_tls, 256, move |peer, why| {
-        warn!(peer = %peer, "refused a TLS client: {why}");
-        let _ = rejected_log.call(
-            "faultd-coordinator",
-            &name,
-            &format!("tls@{peer}"),
-            "tls-handshake",
-            json!({}),
-            Err(&tonic::Status::unauthenticated(why)),
-        );
-    });
+    let incoming = tls::incoming(
+        listener,
+        server_tls,
+        tls::LISTENER_LIMITS,
+        move |peer, why| {
+            warn!(peer = %peer, "refused a TLS client: {why}");
+            let _ = rejected_log.call(
+                "faultd-coordinator",
+                &name,
+                &format!("tls@{peer}"),
+                "tls-handshake",
+                json!({}),
+                Err(&tonic::Status::unauthenticated(why)),
+            );
+        },
+    );
     let service = CoordinatorService::new(
         engine.clone(),
         Access {

@@ -717,3 +717,69 @@ async fn concurrent_apply_and_revert_leave_agent_and_kernel_in_step() {
     let status = agent.stop();
     assert!(status.success(), "faultd exit status {status}");
 }
+
+/// `limits.max_faults` under a burst: 64 concurrent applies, each from its
+/// own connection to its own cgroup, against a limit of 10. Exactly 10
+/// succeed, every other one is RESOURCE_EXHAUSTED naming the limit, and
+/// the agent, the rules map and the links describe the 10.
+#[tokio::test]
+async fn max_faults_holds_under_concurrent_applies() {
+    const LIMIT: usize = 10;
+    const APPLIES: usize = 64;
+    if !require_root() {
+        return;
+    }
+    let parent = CgroupGuard::new("max-faults");
+    let targets: Vec<CgroupGuard> = (0..APPLIES)
+        .map(|i| parent.child(&format!("c{i}")))
+        .collect();
+    let mut agent = AgentGuard::start(AgentOptions {
+        config_toml: Some(format!("[limits]\nmax_faults = {LIMIT}\n")),
+        ..AgentOptions::default()
+    });
+    agent.wait_ready();
+    let mut calls = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let mut c = agent.client().await;
+        let req = Loss::new(&format!("burst-{i}"), t.relative_str(), 1_000).request();
+        calls.push(tokio::spawn(async move { c.apply_fault(req).await }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for call in calls {
+        match call.await.expect("join") {
+            Ok(_) => ok += 1,
+            Err(s) => {
+                assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+                assert!(s.message().contains("max_faults"), "{}", s.message());
+                refused += 1;
+            }
+        }
+    }
+    let mut control = agent.client().await;
+    let listed = control
+        .list_faults(pb::ListFaultsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .faults;
+    let caps = control
+        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .await
+        .expect("GetCapabilities")
+        .into_inner();
+    let rules_map = caps
+        .maps
+        .iter()
+        .find(|m| m.name == "FAULTD_RULES")
+        .expect("the rules map")
+        .id;
+    let rules = map_entries(rules_map);
+    println!(
+        "{ok} applied, {refused} refused; {} listed, {rules} rules map entries",
+        listed.len()
+    );
+    assert_eq!((ok, refused), (LIMIT, APPLIES - LIMIT));
+    assert_eq!(listed.len(), LIMIT);
+    assert_eq!(rules, LIMIT);
+    agent.stop();
+}

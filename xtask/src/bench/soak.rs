@@ -4,7 +4,7 @@
 //! of them with a 2 s deadline left to end on their own and half reverted
 //! by request, while one target sends UDP traffic throughout. Sampled each
 //! round: the agent's RSS, its open fds and the live faults. Afterwards the
-//! node must be as it was: no fault listed, no entry left in the rules
+//! node must be as it was after a warm-up fault each way: no fault listed, no entry left in the rules
 //! maps, the same bpf links, qdiscs and ifb devices and no more fds than
 //! before; every fault left to its deadline ended by it; and RSS must not
 //! drift (the last tenth's median against the first's, after warm-up).
@@ -151,16 +151,33 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     });
     agent.wait_ready();
     let pid = agent.pid();
-    std::thread::sleep(Duration::from_secs(3));
+    let mut client = host
+        .rt
+        .block_on(faultctl::connect(&agent.socket()))
+        .context("connecting to the agent")?;
+    // Warm-up: one fault each way, reverted, so what the agent opens once
+    // and keeps (the tc ingress program, the client's connection) is in the
+    // baseline, and only what churn leaves behind counts against it.
+    host.rt.block_on(async {
+        for (id, direction) in [
+            ("warm-up-egress", pb::Direction::Egress),
+            ("warm-up-both", pb::Direction::Both),
+        ] {
+            client
+                .apply_fault(spec(id.into(), &targets[0], 60, direction))
+                .await?;
+            client
+                .revert_fault(pb::RevertFaultRequest { id: id.into() })
+                .await?;
+        }
+        anyhow::Ok(())
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
     let before = node_state(pid)?;
     let sink = udp_sink(None, "127.0.0.1:0");
     let mut send = UdpSendOptions::new(sink.addr(), PPS * (opts.seconds + 30));
     send.pps = PPS;
     let mut sender = spawn_udp_send(Some(&targets[0]), &send);
-    let mut client = host
-        .rt
-        .block_on(faultctl::connect(&agent.socket()))
-        .context("connecting to the agent")?;
     progress(
         host.started,
         &format!("churn for {} s on {} targets", opts.seconds, opts.targets),
@@ -248,10 +265,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
         anyhow::Ok((listed, states))
     })?;
+    // Measured with the client still connected, as the baseline was.
+    let after = node_state(pid)?;
     drop(client);
     let sent = sender.stop()["sent"].as_u64().unwrap_or(0);
     let sink_report = sink.stop();
-    let after = node_state(pid)?;
     let warnings = agent.warnings();
     agent.stop();
 

@@ -57,7 +57,17 @@ fn clients_dir() -> PathBuf {
 /// Runs tests/clients/grpc_probe.py with `python` (in `netns` when given)
 /// and returns its JSON; panics with the client's error when it fails.
 pub fn grpc_probe(python: &Path, netns: Option<&Path>, args: &[&str]) -> serde_json::Value {
-    let mut cmd = match netns {
+    let out = python_in(python, netns)
+        .arg(clients_dir().join("grpc_probe.py"))
+        .args(args)
+        .output()
+        .expect("running the Python probe");
+    parse_json("grpc_probe.py", args, &out)
+}
+
+/// `python`, run inside the network namespace `netns` when given.
+pub fn python_in(python: &Path, netns: Option<&Path>) -> Command {
+    match netns {
         Some(ns) => {
             let mut c = Command::new("nsenter");
             c.arg(format!("--net={}", ns.display()))
@@ -66,13 +76,7 @@ pub fn grpc_probe(python: &Path, netns: Option<&Path>, args: &[&str]) -> serde_j
             c
         }
         None => Command::new(python),
-    };
-    let out = cmd
-        .arg(clients_dir().join("grpc_probe.py"))
-        .args(args)
-        .output()
-        .expect("running the Python probe");
-    parse_json("grpc_probe.py", args, &out)
+    }
 }
 
 fn parse_json(what: &str, args: &[&str], out: &std::process::Output) -> serde_json::Value {

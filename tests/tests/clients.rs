@@ -13,7 +13,7 @@ use std::{
 use faultd_tests::{
     AgentGuard, CgroupGuard,
     cgroup::skip,
-    clients::{GoProbe, debian_python, grpc_probe, grpcio_version, venv_python},
+    clients::{GoProbe, debian_python, grpc_probe, grpcio_version, python_in, venv_python},
     lab::{COORDINATOR_ID, COORDINATOR_PORT, HUB_ADDR, Lab, LabOptions, OPERATOR_ID},
     require_root,
 };
@@ -57,17 +57,7 @@ fn installed(python: &Path) -> tempfile::TempDir {
 }
 
 fn interop(python: &Path, site: &Path, netns: Option<&Path>, args: &[&str]) -> serde_json::Value {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", ns.display()))
-                .arg("--")
-                .arg(python);
-            c
-        }
-        None => Command::new(python),
-    };
-    let out = cmd
+    let out = python_in(python, netns)
         .arg(repo().join("tests/clients/interop.py"))
         .args(args)
         .env("PYTHONPATH", site.join("site"))

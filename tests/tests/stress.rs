@@ -103,6 +103,20 @@ struct ClientReport {
     latencies: Vec<Duration>,
 }
 
+/// The id of the agent's rules map, as GetCapabilities reports it.
+async fn rules_map_id(control: &mut AgentClient<Channel>) -> u32 {
+    let caps = control
+        .get_capabilities(pb::GetCapabilitiesRequest {})
+        .await
+        .expect("GetCapabilities")
+        .into_inner();
+    caps.maps
+        .iter()
+        .find(|m| m.name == "FAULTD_RULES")
+        .unwrap_or_else(|| panic!("no FAULTD_RULES among {:?}", caps.maps))
+        .id
+}
+
 fn fault_id(client: usize, k: usize) -> String {
     format!("stress-c{client:02}-f{k:02}")
 }
@@ -585,17 +599,7 @@ async fn concurrent_apply_and_revert_leave_agent_and_kernel_in_step() {
     );
 
     // (b) The kernel holds exactly the active faults.
-    let caps = control
-        .get_capabilities(pb::GetCapabilitiesRequest {})
-        .await
-        .expect("GetCapabilities")
-        .into_inner();
-    let rules_map = caps
-        .maps
-        .iter()
-        .find(|m| m.name == "FAULTD_RULES")
-        .unwrap_or_else(|| panic!("no FAULTD_RULES among {:?}", caps.maps))
-        .id;
+    let rules_map = rules_map_id(&mut control).await;
     let want_rules = expected_rules(&targets, &expected);
     let got_rules = kernel_rules(rules_map);
     assert!(
@@ -762,18 +766,7 @@ async fn max_faults_holds_under_concurrent_applies() {
         .expect("list")
         .into_inner()
         .faults;
-    let caps = control
-        .get_capabilities(pb::GetCapabilitiesRequest {})
-        .await
-        .expect("GetCapabilities")
-        .into_inner();
-    let rules_map = caps
-        .maps
-        .iter()
-        .find(|m| m.name == "FAULTD_RULES")
-        .expect("the rules map")
-        .id;
-    let rules = map_entries(rules_map);
+    let rules = map_entries(rules_map_id(&mut control).await);
     println!(
         "{ok} applied, {refused} refused; {} listed, {rules} rules map entries",
         listed.len()

@@ -203,7 +203,8 @@ fn fuzz_one(
 fn report(outcomes: &[Outcome], seconds: u64) -> String {
     let mut s = format!(
         "Command: `cargo xtask fuzz --seconds {seconds}` (cargo-fuzz {}, libFuzzer, no sanitizer, \
-         debug assertions and overflow checks on)\n\n\
+         debug assertions and overflow checks on). Corpus: the repo's inputs plus those \
+         this machine's runs found (target/fuzz/corpus).\n\n\
          | target | seconds | executions | per second | corpus | crashes |\n\
          | --- | ---: | ---: | ---: | ---: | ---: |\n",
         crate::setup::CARGO_FUZZ_VERSION

@@ -23,3 +23,23 @@ pub mod netns;
 pub mod qdisc;
 pub mod service;
 pub mod target;
+
+/// The inputs that once crashed fuzz target `target`
+/// (fuzz/regressions/<target>), for the unit tests that replay them.
+#[cfg(test)]
+pub(crate) fn fuzz_regressions(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/regressions")
+        .join(target);
+    let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| std::fs::read(e.path()).expect("read"))
+        .collect();
+    assert!(
+        !inputs.is_empty(),
+        "no regression inputs in {}",
+        dir.display()
+    );
+    inputs
+}

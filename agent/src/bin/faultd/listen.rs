@@ -90,6 +90,21 @@ pub async fn serve_all<D: Datapath, R: Resolver, C: Clock>(
     };
     let mut tasks = Vec::new();
 
+    // Every listener is bound before any serves, the Unix socket last:
+    // once it accepts (what readiness checks), every configured port is
+    // open too.
+    let tls_listener = match &config.server.tls {
+        Some(t) => Some(bind_tcp(t.listen)?),
+        None => None,
+    };
+    let health_listener = match config.server.health_listen {
+        Some(addr) => Some((addr, bind_tcp(addr)?)),
+        None => None,
+    };
+    let dev_listener = match dev_plaintext {
+        Some(addr) => Some((addr, bind_tcp(addr)?)),
+        None => None,
+    };
     let unix = bind_socket(&config.server.socket)?;
     info!(socket = %config.server.socket.display(), "serving faultd.agent.v1 on the Unix socket");
     tasks.push((
@@ -111,7 +126,7 @@ pub async fn serve_all<D: Datapath, R: Resolver, C: Clock>(
         let server_config = tls::server_config(&files)
             .map_err(|e| anyhow::anyhow!(error_chain(&e)))
             .context("server.tls")?;
-        let listener = bind_tcp(t.listen)?;
+        let listener = tls_listener.context("the TLS listener was bound above")?;
         let audited = Arc::clone(shared);
         let incoming = tls::incoming(
             listener,
@@ -143,8 +158,7 @@ pub async fn serve_all<D: Datapath, R: Resolver, C: Clock>(
         ));
     }
 
-    if let Some(addr) = config.server.health_listen {
-        let listener = bind_tcp(addr)?;
+    if let Some((addr, listener)) = health_listener {
         info!(listen = %addr, "serving grpc.health.v1 alone, for probes");
         tasks.push((
             "health",
@@ -159,8 +173,7 @@ pub async fn serve_all<D: Datapath, R: Resolver, C: Clock>(
         ));
     }
 
-    if let Some(addr) = dev_plaintext {
-        let listener = bind_tcp(addr)?;
+    if let Some((addr, listener)) = dev_listener {
         warn!(
             listen = %addr,
             "SERVING THE API WITHOUT TLS OR AUTHENTICATION (--dev-insecure-plaintext-tcp): \

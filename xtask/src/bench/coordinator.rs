@@ -279,13 +279,8 @@ fn report(host: &Host, opts: &Options, series: &[Series]) -> (String, serde_json
          kernel part of an apply and the cost of that many agent processes sharing the \
          machine's CPUs; the difference between the two 100-agent rows is that part.\n",
     );
-    let js = json!({
-        "command": env.command,
-        "date": env.date,
-        "commit": env.commit,
-        "kernel": env.kernel,
-        "cpu": env.cpu,
+    let js = env.report_json(json!({
         "series": rows,
-    });
+    }));
     (md, js)
 }

@@ -48,6 +48,24 @@ pub(crate) struct Environment {
     pub(crate) load_start: String,
 }
 
+impl Environment {
+    /// A report's JSON: what ran, when, at which commit, on which kernel and
+    /// CPU, then the report's own `fields` (an object).
+    pub(crate) fn report_json(&self, fields: serde_json::Value) -> serde_json::Value {
+        let mut out = serde_json::json!({
+            "command": self.command,
+            "date": self.date,
+            "commit": self.commit,
+            "kernel": self.kernel,
+            "cpu": self.cpu,
+        });
+        if let (Some(out), serde_json::Value::Object(fields)) = (out.as_object_mut(), fields) {
+            out.extend(fields);
+        }
+        out
+    }
+}
+
 /// The 1-, 5- and 15-minute load averages.
 pub(crate) fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg")

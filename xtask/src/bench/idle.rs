@@ -226,17 +226,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         super::api::BULK_CLIENTS,
         opts.seconds,
     );
-    let js = json!({
-        "command": env.command,
-        "date": env.date,
-        "commit": env.commit,
-        "kernel": env.kernel,
-        "cpu": env.cpu,
+    let js = env.report_json(json!({
         "faults": opts.faults,
         "apply_seconds": apply_s,
         "windows": rows,
         "goal": {"rss_mb": RSS_GOAL_MB, "cpu_percent": CPU_GOAL_PERCENT},
-    });
+    }));
     let (path, _) = write_report("idle", &md, &js)?;
     progress(host.started, &format!("wrote {}", path.display()));
     print!("{md}");

@@ -372,12 +372,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         },
     ];
     write_png(&report_dir()?.join("soak.png"), &panels)?;
-    let js = json!({
-        "command": env.command,
-        "date": env.date,
-        "commit": env.commit,
-        "kernel": env.kernel,
-        "cpu": env.cpu,
+    let js = env.report_json(json!({
         "seconds": opts.seconds,
         "targets": opts.targets,
         "rounds": round,
@@ -390,7 +385,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "rss_drift_mb": drift,
         "checks": checks.iter().map(|(n, ok)| json!({"check": n, "ok": ok})).collect::<Vec<_>>(),
         "warnings": warnings,
-    });
+    }));
     let (path, _) = write_report("soak", &md, &js)?;
     progress(host.started, &format!("wrote {}", path.display()));
     print!("{md}");
